@@ -1,0 +1,13 @@
+//! plumb: a GitOps agent that keeps a Linux host matching its directory in a Git repository.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod host;
+pub mod logging;
+pub mod resource;
+pub mod source;
+pub mod spec;
+pub mod state;
+pub mod status;

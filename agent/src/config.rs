@@ -1,0 +1,356 @@
+//! `agent.toml`: raw serde fragments (unknown keys rejected) validated into `Settings`.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG: &str = "/etc/plumb/agent.toml";
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    repo: Option<String>,
+    branch: Option<String>,
+    host: Option<String>,
+    path: Option<String>,
+    interval: Option<String>,
+    root: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    mode: Option<String>,
+    #[serde(default)]
+    status: RawStatus,
+    #[serde(default)]
+    trust: RawTrust,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    repo: Option<String>,
+    branch: Option<String>,
+    heartbeat: Option<String>,
+    history: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    allowed_signers: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    ssh_key: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_file_size: Option<u64>,
+    max_total_size: Option<u64>,
+    max_files: Option<usize>,
+}
+
+/// What the agent does with the differences it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Correct drift and apply new commits.
+    Enforce,
+    /// Report drift and pending changes, change nothing.
+    Detect,
+    /// Fetch and report only.
+    Suspend,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    pub repo: String,
+    pub branch: String,
+    pub heartbeat: Duration,
+    pub history: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest single file Git may ask for.
+    pub max_file_size: u64,
+    /// Largest sum of file sizes for one host.
+    pub max_total_size: u64,
+    /// Most files (and symlinks) for one host.
+    pub max_files: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_size: 16 << 20,
+            max_total_size: 256 << 20,
+            max_files: 20_000,
+        }
+    }
+}
+
+/// Validated agent settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source_file: PathBuf,
+    pub repo: String,
+    pub branch: String,
+    pub host: String,
+    /// Directory of this host inside the fleet repo, `{host}` expanded, no trailing slash.
+    pub path: String,
+    pub interval: Duration,
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pub mode: Mode,
+    pub status: StatusSettings,
+    pub allowed_signers: Option<PathBuf>,
+    pub ssh_key: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Settings> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading agent config {}: create it (see config/agent.toml) or pass --config PATH",
+                path.display()
+            )
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Settings> {
+        let raw: RawConfig = toml::from_str(text)
+            .with_context(|| format!("parsing agent config {}", path.display()))?;
+        let at = |key: &str| format!("{}: key `{key}`", path.display());
+
+        let repo = match raw.repo {
+            Some(r) if !r.trim().is_empty() => r,
+            _ => bail!(
+                "{}: `repo` is not set: name the fleet repository (https://, ssh://, git://, file:// or a local path)",
+                path.display()
+            ),
+        };
+        let host = match raw.host {
+            Some(h) => h,
+            None => nix::unistd::gethostname()
+                .context("reading the hostname (set `host` in the agent config)")?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        validate_host(&host).with_context(|| at("host"))?;
+        let expand = |s: &str| s.replace("{host}", &host);
+
+        let branch = raw.branch.unwrap_or_else(|| "main".into());
+        validate_ref_name(&branch).with_context(|| at("branch"))?;
+        let repo_path = expand(raw.path.as_deref().unwrap_or("hosts/{host}"));
+        let repo_path = repo_path.trim_matches('/').to_string();
+        if repo_path.is_empty()
+            || repo_path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            bail!("{}: `path` = {repo_path:?} must be a relative path inside the repo without `.` or `..`", path.display());
+        }
+        let interval = parse_duration(raw.interval.as_deref().unwrap_or("60s"))
+            .with_context(|| at("interval"))?;
+        if interval < Duration::from_secs(1) {
+            bail!("{}: `interval` must be at least 1s", path.display());
+        }
+        let root = raw.root.unwrap_or_else(|| "/".into());
+        let state_dir = raw.state_dir.unwrap_or_else(|| "/var/lib/plumb".into());
+        for (key, p) in [("root", &root), ("state_dir", &state_dir)] {
+            if !p.is_absolute() {
+                bail!(
+                    "{}: `{key}` = {} must be an absolute path",
+                    path.display(),
+                    p.display()
+                );
+            }
+        }
+        let mode = match raw.mode.as_deref().unwrap_or("enforce") {
+            "enforce" => Mode::Enforce,
+            "detect" => Mode::Detect,
+            "suspend" => Mode::Suspend,
+            other => bail!(
+                "{}: `mode` = {other:?}: allowed are enforce, detect, suspend",
+                path.display()
+            ),
+        };
+        let status_branch = expand(raw.status.branch.as_deref().unwrap_or("status/{host}"));
+        validate_ref_name(&status_branch).with_context(|| at("status.branch"))?;
+        let status = StatusSettings {
+            repo: raw
+                .status
+                .repo
+                .map(|r| expand(&r))
+                .unwrap_or_else(|| repo.clone()),
+            branch: status_branch,
+            heartbeat: parse_duration(raw.status.heartbeat.as_deref().unwrap_or("1h"))
+                .with_context(|| at("status.heartbeat"))?,
+            history: raw.status.history.unwrap_or(100),
+        };
+        if status.history < 2 {
+            bail!("{}: `status.history` must be at least 2", path.display());
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_file_size: raw.limits.max_file_size.unwrap_or(defaults.max_file_size),
+            max_total_size: raw.limits.max_total_size.unwrap_or(defaults.max_total_size),
+            max_files: raw.limits.max_files.unwrap_or(defaults.max_files),
+        };
+        Ok(Settings {
+            source_file: path.to_path_buf(),
+            repo: expand(&repo),
+            branch,
+            host,
+            path: repo_path,
+            interval,
+            root,
+            state_dir,
+            mode,
+            status,
+            allowed_signers: raw.trust.allowed_signers,
+            ssh_key: raw.auth.ssh_key,
+            token_file: raw.auth.token_file,
+            limits,
+        })
+    }
+}
+
+/// "60s", "5m", "1h 30m" and the like.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        anyhow::anyhow!("{s:?} is not a duration ({e}); write it like \"60s\", \"5m\" or \"1h\"")
+    })
+}
+
+/// A host name becomes a path component and a branch name: keep it to a safe alphabet.
+pub fn validate_host(host: &str) -> Result<()> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with(['.', '-'])
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !ok {
+        bail!("host name {host:?} is invalid: use letters, digits, '.', '-' and '_' only");
+    }
+    Ok(())
+}
+
+fn validate_ref_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.starts_with(['/', '-', '.'])
+        || name.ends_with(['/', '.'])
+        || name.ends_with(".lock")
+        || name.contains("..")
+        || name.contains("//")
+        || name.contains("@{")
+        || name
+            .chars()
+            .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
+    if bad {
+        bail!("{name:?} is not a valid git branch name");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings> {
+        Settings::parse(text, Path::new("/etc/plumb/agent.toml"))
+    }
+
+    #[test]
+    fn defaults_and_host_expansion() {
+        let s = parse("repo = \"file:///srv/fleet.git\"\nhost = \"web-01\"\n").unwrap();
+        assert_eq!(s.branch, "main");
+        assert_eq!(s.path, "hosts/web-01");
+        assert_eq!(s.interval, Duration::from_secs(60));
+        assert_eq!(s.root, Path::new("/"));
+        assert_eq!(s.state_dir, Path::new("/var/lib/plumb"));
+        assert_eq!(s.mode, Mode::Enforce);
+        assert_eq!(s.status.branch, "status/web-01");
+        assert_eq!(s.status.repo, "file:///srv/fleet.git");
+        assert_eq!(s.status.heartbeat, Duration::from_secs(3600));
+        assert_eq!(s.status.history, 100);
+    }
+
+    #[test]
+    fn all_keys() {
+        let s = parse(
+            r#"
+repo = "git://127.0.0.1/fleet.git"
+branch = "prod"
+host = "db-2"
+path = "fleet/{host}/"
+interval = "5m"
+root = "/tmp/root"
+state_dir = "/tmp/state"
+mode = "detect"
+[status]
+repo = "git://127.0.0.1/status.git"
+branch = "reports/{host}"
+heartbeat = "10m"
+history = 5
+[trust]
+allowed_signers = "/etc/plumb/allowed_signers"
+[auth]
+ssh_key = "/etc/plumb/deploy_key"
+token_file = "/etc/plumb/token"
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.path, "fleet/db-2");
+        assert_eq!(s.interval, Duration::from_secs(300));
+        assert_eq!(s.mode, Mode::Detect);
+        assert_eq!(s.status.branch, "reports/db-2");
+        assert_eq!(s.status.history, 5);
+        assert!(s.allowed_signers.is_some() && s.ssh_key.is_some() && s.token_file.is_some());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                "repo = \"x\"\nhost = \"h\"\nintervall = \"5s\"\n",
+                "intervall",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\ninterval = \"soon\"\n",
+                "interval",
+            ),
+            ("repo = \"x\"\nhost = \"h\"\nmode = \"yolo\"\n", "mode"),
+            ("host = \"h\"\n", "repo"),
+            ("repo = \"x\"\nhost = \"a/b\"\n", "host"),
+            ("repo = \"x\"\nhost = \"h\"\nroot = \"rel\"\n", "root"),
+            ("repo = \"x\"\nhost = \"h\"\npath = \"../x\"\n", "path"),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[status]\nbranch = \"a b\"\n",
+                "status.branch",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[status]\nheartbeat = \"x\"\n",
+                "status.heartbeat",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = format!("{:#}", parse(text).unwrap_err());
+            assert!(err.contains(key), "{text:?}: {err}");
+            assert!(err.contains("/etc/plumb/agent.toml"), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! The host filesystem under `root`, confined: every path is resolved from a handle on the root
+//! directory one component at a time, and no symlink is ever followed, so nothing Git says (and no
+//! symlink swapped in on the host) can make plumb write outside `root`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{fchown, fsync, unlinkat, Gid, Uid, UnlinkatFlags};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What is at a path on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    Missing,
+    File {
+        data: Vec<u8>,
+        meta: Meta,
+    },
+    Symlink {
+        target: String,
+        meta: Meta,
+    },
+    Dir,
+    /// A device, socket or fifo: never touched.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct HostFs {
+    root: OwnedFd,
+    root_path: PathBuf,
+}
+
+const TMP_SUFFIX: &str = ".plumb-new";
+
+impl HostFs {
+    pub fn open(root: &Path) -> Result<HostFs> {
+        let fd = openat(
+            nix::fcntl::AT_FDCWD,
+            root,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening root directory {}", root.display()))?;
+        Ok(HostFs {
+            root: fd,
+            root_path: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// The host path of `path` for messages ("/etc/motd", or "<root>/etc/motd").
+    pub fn display(&self, path: &str) -> String {
+        if self.root_path == Path::new("/") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.root_path.display(), path)
+        }
+    }
+
+    /// Opens the parent directory of an absolute `path`, creating missing directories (mode 0755,
+    /// root-owned) when `create` is set. Returns the fd, the final name, and the directories created.
+    fn parent(&self, path: &str, create: bool) -> Result<Option<(OwnedFd, String, Vec<String>)>> {
+        let comps = components(path)?;
+        let (name, dirs) = comps
+            .split_last()
+            .ok_or_else(|| anyhow!("{path}: the root itself cannot be managed"))?;
+        let mut fd = self.root.try_clone()?;
+        let mut created = Vec::new();
+        let mut sofar = String::new();
+        for c in dirs {
+            sofar.push('/');
+            sofar.push_str(c);
+            let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            fd = match openat(&fd, *c, flags, Mode::empty()) {
+                Ok(next) => next,
+                Err(Errno::ENOENT) if create => {
+                    match mkdirat(&fd, *c, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) => created.push(sofar.clone()),
+                        Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(e).with_context(|| format!("creating directory {}", self.display(&sofar))),
+                    }
+                    openat(&fd, *c, flags, Mode::empty()).with_context(|| format!("opening {}", self.display(&sofar)))?
+                }
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(Errno::ELOOP | Errno::ENOTDIR) => bail!(
+                    "{} is a symlink or not a directory: plumb does not follow symlinks under root; replace it with a real directory or name the real path in Git",
+                    self.display(&sofar)
+                ),
+                Err(e) => return Err(e).with_context(|| format!("opening {}", self.display(&sofar))),
+            };
+        }
+        Ok(Some((fd, name.to_string(), created)))
+    }
+
+    /// What is at `path` now (never following a symlink).
+    pub fn observe(&self, path: &str) -> Result<Observed> {
+        let Some((dir, name, _)) = self.parent(path, false)? else {
+            return Ok(Observed::Missing);
+        };
+        let st = match fstatat(&dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(Observed::Missing),
+            Err(e) => return Err(e).with_context(|| format!("inspecting {}", self.display(path))),
+        };
+        let meta = meta_of(&st);
+        Ok(
+            match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+                SFlag::S_IFREG => {
+                    let fd = openat(
+                        &dir,
+                        name.as_str(),
+                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .with_context(|| format!("opening {}", self.display(path)))?;
+                    let mut data = Vec::with_capacity(st.st_size as usize);
+                    std::fs::File::from(fd)
+                        .read_to_end(&mut data)
+                        .with_context(|| format!("reading {}", self.display(path)))?;
+                    Observed::File { data, meta }
+                }
+                SFlag::S_IFLNK => {
+                    let t = nix::fcntl::readlinkat(&dir, name.as_str())
+                        .with_context(|| format!("reading link {}", self.display(path)))?;
+                    Observed::Symlink {
+                        target: t.to_string_lossy().into_owned(),
+                        meta,
+                    }
+                }
+                SFlag::S_IFDIR => Observed::Dir,
+                _ => Observed::Other,
+            },
+        )
+    }
+
+    /// Replaces `path` atomically with a regular file: temp file in the same directory, fsync,
+    /// rename, fsync the directory. Returns the directories it had to create.
+    pub fn write_file(&self, path: &str, data: &[u8], meta: Meta) -> Result<Vec<String>> {
+        let (dir, name, created) = self.parent(path, true)?.expect("created");
+        let tmp = format!(".{name}{TMP_SUFFIX}");
+        self.refuse_dir(&dir, &name, path)?;
+        let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        let fd = openat(
+            &dir,
+            tmp.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .with_context(|| format!("creating a temp file beside {}", self.display(path)))?;
+        let written = (|| -> Result<()> {
+            fchown(
+                &fd,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )?;
+            fchmod(&fd, Mode::from_bits_truncate(meta.mode))?;
+            let mut f = std::fs::File::from(fd);
+            f.write_all(data)?;
+            f.sync_all()?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(e).with_context(|| format!("writing {}", self.display(path)));
+        }
+        self.commit_tmp(&dir, &tmp, &name, path)?;
+        Ok(created)
+    }
+
+    /// Replaces `path` atomically with a symlink to `target`.
+    pub fn write_symlink(&self, path: &str, target: &str, meta: Meta) -> Result<Vec<String>> {
+        let (dir, name, created) = self.parent(path, true)?.expect("created");
+        let tmp = format!(".{name}{TMP_SUFFIX}");
+        self.refuse_dir(&dir, &name, path)?;
+        let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        nix::unistd::symlinkat(target, &dir, tmp.as_str())
+            .with_context(|| format!("creating symlink {}", self.display(path)))?;
+        nix::unistd::fchownat(
+            &dir,
+            tmp.as_str(),
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .with_context(|| format!("setting the owner of {}", self.display(path)))?;
+        self.commit_tmp(&dir, &tmp, &name, path)?;
+        Ok(created)
+    }
+
+    fn refuse_dir(&self, dir: &OwnedFd, name: &str, path: &str) -> Result<()> {
+        if let Ok(st) = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
+                bail!("{} is a directory on the host: plumb does not replace directories; remove it or change Git", self.display(path));
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_tmp(&self, dir: &OwnedFd, tmp: &str, name: &str, path: &str) -> Result<()> {
+        if let Err(e) = renameat(dir, tmp, dir, name) {
+            let _ = unlinkat(dir, tmp, UnlinkatFlags::NoRemoveDir);
+            return Err(e).with_context(|| format!("renaming into place {}", self.display(path)));
+        }
+        fsync(dir).with_context(|| format!("syncing the directory of {}", self.display(path)))
+    }
+
+    /// Sets owner and mode of an existing regular file in place (no content change).
+    pub fn set_meta(&self, path: &str, meta: Meta) -> Result<()> {
+        let (dir, name, _) = self
+            .parent(path, false)?
+            .ok_or_else(|| anyhow!("{} vanished", self.display(path)))?;
+        let fd = openat(
+            &dir,
+            name.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", self.display(path)))?;
+        fchown(
+            &fd,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+        )
+        .and_then(|_| fchmod(&fd, Mode::from_bits_truncate(meta.mode)))
+        .with_context(|| format!("setting owner and mode of {}", self.display(path)))?;
+        fsync(&fd).with_context(|| format!("syncing {}", self.display(path)))
+    }
+
+    /// Removes a file or symlink at `path`; a missing one is fine.
+    pub fn remove(&self, path: &str) -> Result<()> {
+        let Some((dir, name, _)) = self.parent(path, false)? else {
+            return Ok(());
+        };
+        match unlinkat(&dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => fsync(&dir)
+                .with_context(|| format!("syncing the directory of {}", self.display(path))),
+            Err(e) => Err(e).with_context(|| format!("removing {}", self.display(path))),
+        }
+    }
+
+    /// Removes the directory `path` if it is empty; says whether it did.
+    pub fn remove_empty_dir(&self, path: &str) -> Result<bool> {
+        let Some((dir, name, _)) = self.parent(path, false)? else {
+            return Ok(false);
+        };
+        match unlinkat(&dir, name.as_str(), UnlinkatFlags::RemoveDir) {
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT | Errno::ENOTEMPTY | Errno::EEXIST | Errno::ENOTDIR) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing directory {}", self.display(path))),
+        }
+    }
+
+    /// Resolves a user name to a uid: in the host's NSS when root is `/`, else in `<root>/etc/passwd`.
+    pub fn uid(&self, name: &str) -> Result<u32> {
+        self.account(name, "passwd", |n| {
+            Ok(nix::unistd::User::from_name(n)?.map(|u| u.uid.as_raw()))
+        })
+        .with_context(|| format!("user {name:?}"))
+    }
+
+    pub fn gid(&self, name: &str) -> Result<u32> {
+        self.account(name, "group", |n| {
+            Ok(nix::unistd::Group::from_name(n)?.map(|g| g.gid.as_raw()))
+        })
+        .with_context(|| format!("group {name:?}"))
+    }
+
+    fn account(
+        &self,
+        name: &str,
+        db: &str,
+        nss: impl Fn(&str) -> Result<Option<u32>>,
+    ) -> Result<u32> {
+        if let Ok(id) = name.parse::<u32>() {
+            return Ok(id);
+        }
+        let found = if self.root_path == Path::new("/") {
+            nss(name)?
+        } else {
+            match self.observe(&format!("/etc/{db}"))? {
+                Observed::File { data, .. } => lookup_db(&data, name),
+                _ if name == "root" => Some(0),
+                _ => None,
+            }
+        };
+        found.ok_or_else(|| anyhow!("does not exist on the host: create it (a package or a sysusers.d file) or change owner/group in host.toml"))
+    }
+}
+
+fn lookup_db(data: &[u8], name: &str) -> Option<u32> {
+    data.split(|b| *b == b'\n').find_map(|line| {
+        let mut f = line.split(|b| *b == b':');
+        (f.next()? == name.as_bytes()).then_some(())?;
+        f.next()?;
+        std::str::from_utf8(f.next()?).ok()?.parse().ok()
+    })
+}
+
+fn meta_of(st: &FileStat) -> Meta {
+    Meta {
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    }
+}
+
+/// Splits an absolute path into checked components.
+fn components(path: &str) -> Result<Vec<&str>> {
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| anyhow!("{path:?} is not an absolute path"))?;
+    let comps: Vec<&str> = rest.split('/').collect();
+    if comps
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == ".." || c.contains('\0'))
+    {
+        bail!("{path:?}: empty, `.` and `..` components are not allowed");
+    }
+    Ok(comps)
+}
+
+/// Is this a temp file of ours (left by a pass that was killed)?
+pub fn is_tmp_name(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(b".") && name.as_bytes().ends_with(TMP_SUFFIX.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn me() -> Meta {
+        Meta {
+            mode: 0o640,
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        }
+    }
+
+    #[test]
+    fn write_observe_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let fs = HostFs::open(t.path()).unwrap();
+        assert_eq!(fs.observe("/etc/app/x").unwrap(), Observed::Missing);
+        let created = fs.write_file("/etc/app/x", b"hello", me()).unwrap();
+        assert_eq!(created, ["/etc", "/etc/app"]);
+        assert_eq!(
+            fs.observe("/etc/app/x").unwrap(),
+            Observed::File {
+                data: b"hello".to_vec(),
+                meta: me()
+            }
+        );
+        assert_eq!(
+            std::fs::metadata(t.path().join("etc/app/x"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o640
+        );
+        fs.write_symlink("/etc/app/l", "x", me()).unwrap();
+        assert!(
+            matches!(fs.observe("/etc/app/l").unwrap(), Observed::Symlink { target, .. } if target == "x")
+        );
+        fs.remove("/etc/app/x").unwrap();
+        fs.remove("/etc/app/l").unwrap();
+        assert!(fs.remove_empty_dir("/etc/app").unwrap());
+        assert_eq!(std::fs::read_dir(t.path().join("etc")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn symlinked_parent_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("etc")).unwrap();
+        let fs = HostFs::open(t.path()).unwrap();
+        let e = format!(
+            "{:#}",
+            fs.write_file("/etc/passwd", b"x", me()).unwrap_err()
+        );
+        assert!(e.contains("symlink"), "{e}");
+        assert!(fs.observe("/etc/passwd").is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn directory_is_not_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("etc/d")).unwrap();
+        let fs = HostFs::open(t.path()).unwrap();
+        assert!(fs.write_file("/etc/d", b"x", me()).is_err());
+        assert!(t.path().join("etc/d").is_dir());
+    }
+
+    #[test]
+    fn accounts_resolve_in_root() {
+        let t = tempfile::tempdir().unwrap();
+        let fs = HostFs::open(t.path()).unwrap();
+        assert_eq!(fs.uid("root").unwrap(), 0);
+        assert_eq!(fs.uid("1234").unwrap(), 1234);
+        assert!(fs.uid("app").is_err());
+        fs.write_file(
+            "/etc/passwd",
+            b"root:x:0:0::/root:/bin/sh\napp:x:999:998::/:/bin/false\n",
+            me(),
+        )
+        .unwrap();
+        fs.write_file("/etc/group", b"app:x:998:\n", me()).unwrap();
+        assert_eq!(fs.uid("app").unwrap(), 999);
+        assert_eq!(fs.gid("app").unwrap(), 998);
+    }
+
+    #[test]
+    fn tmp_names() {
+        assert!(is_tmp_name(OsStr::new(".motd.plumb-new")));
+        assert!(!is_tmp_name(OsStr::new("motd")));
+    }
+}

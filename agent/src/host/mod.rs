@@ -1,0 +1,3 @@
+//! The only layer with side effects on the host.
+
+pub mod fs;

@@ -1,0 +1,465 @@
+//! Files: observe the managed paths, plan (pure) what makes them match Git, apply atomically.
+
+use crate::host::fs::{HostFs, Meta, Observed};
+use crate::spec::{Content, FileSpec};
+use crate::state::{Backup, ManagedFile, StateDir};
+use anyhow::Result;
+use std::collections::BTreeMap;
+
+/// What the host has at one path, and the owner ids Git's names resolve to.
+#[derive(Debug, Clone)]
+pub struct FileObs {
+    pub observed: Result<Observed, String>,
+    pub ids: Result<(u32, u32), String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileAction {
+    /// The host already matches; only the inventory learns it.
+    Record,
+    /// Write content and metadata; `backup` keeps what was there before plumb (first claim).
+    Write { backup: bool },
+    /// Only owner or mode differ.
+    SetMeta,
+    /// Git no longer names the path: restore what was there before plumb, or delete it.
+    Remove { restore: Option<Backup> },
+    /// Cannot be applied; the reason.
+    Fail(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    pub path: String,
+    pub action: FileAction,
+    /// Git did not change but the host did.
+    pub drift: bool,
+    /// What differs, for people ("created", "mode 0644 -> 0600").
+    pub detail: String,
+}
+
+impl FileChange {
+    /// Whether applying it touches the host.
+    pub fn touches_host(&self) -> bool {
+        !matches!(self.action, FileAction::Record | FileAction::Fail(_))
+    }
+}
+
+/// Looks at every desired and every inventoried path.
+pub fn observe(
+    fs: &HostFs,
+    desired: &BTreeMap<String, FileSpec>,
+    inventory: &BTreeMap<String, ManagedFile>,
+) -> BTreeMap<String, FileObs> {
+    let mut out = BTreeMap::new();
+    for (path, spec) in desired {
+        let ids = fs
+            .uid(&spec.owner)
+            .and_then(|u| Ok((u, fs.gid(&spec.group)?)))
+            .map_err(|e| format!("{e:#}"));
+        out.insert(
+            path.clone(),
+            FileObs {
+                observed: fs.observe(path).map_err(|e| format!("{e:#}")),
+                ids,
+            },
+        );
+    }
+    for path in inventory.keys().filter(|p| !desired.contains_key(*p)) {
+        out.insert(
+            path.clone(),
+            FileObs {
+                observed: fs.observe(path).map_err(|e| format!("{e:#}")),
+                ids: Ok((0, 0)),
+            },
+        );
+    }
+    out
+}
+
+/// Desired x observed x inventory -> the changes, in path order. Pure.
+pub fn plan(
+    desired: &BTreeMap<String, FileSpec>,
+    obs: &BTreeMap<String, FileObs>,
+    inventory: &BTreeMap<String, ManagedFile>,
+) -> Vec<FileChange> {
+    let mut changes = Vec::new();
+    for (path, spec) in desired {
+        let o = &obs[path];
+        let managed = inventory.get(path);
+        let change = |action, drift, detail: String| FileChange {
+            path: path.clone(),
+            action,
+            drift,
+            detail,
+        };
+        let observed = match &o.observed {
+            Ok(ob) => ob,
+            Err(e) => {
+                changes.push(change(FileAction::Fail(e.clone()), false, String::new()));
+                continue;
+            }
+        };
+        let (uid, gid) = match &o.ids {
+            Ok(ids) => *ids,
+            Err(e) => {
+                changes.push(change(FileAction::Fail(e.clone()), false, String::new()));
+                continue;
+            }
+        };
+        let want = Meta {
+            mode: spec.mode,
+            uid,
+            gid,
+        };
+        let drift = managed.and_then(|m| m.digest.as_deref()) == Some(spec.digest().as_str());
+        let first_claim = managed.is_none();
+        let (action, detail) = match (&spec.content, observed) {
+            (_, Observed::Dir) => (
+                FileAction::Fail(
+                    "a directory is in the way on the host: plumb does not replace directories"
+                        .into(),
+                ),
+                String::new(),
+            ),
+            (_, Observed::Other) => (
+                FileAction::Fail("a device, socket or fifo is in the way on the host".into()),
+                String::new(),
+            ),
+            (_, Observed::Missing) => (
+                FileAction::Write { backup: false },
+                if drift {
+                    "deleted on the host"
+                } else {
+                    "created"
+                }
+                .into(),
+            ),
+            (Content::Regular(data), Observed::File { data: have, meta }) => {
+                if have != data {
+                    (
+                        FileAction::Write {
+                            backup: first_claim,
+                        },
+                        "content differs".into(),
+                    )
+                } else if *meta != want {
+                    (FileAction::SetMeta, meta_detail(meta, &want))
+                } else {
+                    (FileAction::Record, String::new())
+                }
+            }
+            (Content::Symlink(t), Observed::Symlink { target, meta }) => {
+                if t != target {
+                    (
+                        FileAction::Write {
+                            backup: first_claim,
+                        },
+                        format!("symlink target {target} -> {t}"),
+                    )
+                } else if (meta.uid, meta.gid) != (want.uid, want.gid) {
+                    (
+                        FileAction::Write { backup: false },
+                        "symlink owner differs".into(),
+                    )
+                } else {
+                    (FileAction::Record, String::new())
+                }
+            }
+            (Content::Regular(_), Observed::Symlink { .. }) => (
+                FileAction::Write {
+                    backup: first_claim,
+                },
+                "a symlink is in place of the file".into(),
+            ),
+            (Content::Symlink(_), Observed::File { .. }) => (
+                FileAction::Write {
+                    backup: first_claim,
+                },
+                "a file is in place of the symlink".into(),
+            ),
+        };
+        let in_sync = action == FileAction::Record;
+        if in_sync && drift {
+            continue; // matches, and the inventory already knows it
+        }
+        changes.push(change(action, drift && !in_sync, detail));
+    }
+    for (path, managed) in inventory.iter().filter(|(p, _)| !desired.contains_key(*p)) {
+        let detail = if managed.backup.is_some() {
+            "restored what was there before plumb"
+        } else {
+            "deleted"
+        };
+        changes.push(FileChange {
+            path: path.clone(),
+            action: FileAction::Remove {
+                restore: managed.backup.clone(),
+            },
+            drift: false,
+            detail: detail.into(),
+        });
+    }
+    changes
+}
+
+fn meta_detail(have: &Meta, want: &Meta) -> String {
+    let mut parts = Vec::new();
+    if have.mode != want.mode {
+        parts.push(format!("mode {:04o} -> {:04o}", have.mode, want.mode));
+    }
+    if (have.uid, have.gid) != (want.uid, want.gid) {
+        parts.push(format!(
+            "owner {}:{} -> {}:{}",
+            have.uid, have.gid, want.uid, want.gid
+        ));
+    }
+    parts.join(", ")
+}
+
+/// Applies one change, updating the inventory entry as it goes (the caller persists it).
+/// For a first claim the old content is saved before anything is overwritten.
+pub fn apply(
+    fs: &HostFs,
+    state: &StateDir,
+    change: &FileChange,
+    spec: Option<&FileSpec>,
+    ids: (u32, u32),
+    inventory: &mut BTreeMap<String, ManagedFile>,
+) -> Result<()> {
+    let path = &change.path;
+    match &change.action {
+        FileAction::Fail(e) => anyhow::bail!("{e}"),
+        FileAction::Record => {}
+        FileAction::Write { backup } => {
+            let spec = spec.expect("a write has a spec");
+            if *backup && !inventory.contains_key(path) {
+                let taken = take_backup(fs, state, path)?;
+                inventory.insert(
+                    path.clone(),
+                    ManagedFile {
+                        digest: None,
+                        created_dirs: vec![],
+                        backup: taken,
+                    },
+                );
+            }
+            let meta = Meta {
+                mode: spec.mode,
+                uid: ids.0,
+                gid: ids.1,
+            };
+            let created = match &spec.content {
+                Content::Regular(data) => fs.write_file(path, data, meta)?,
+                Content::Symlink(target) => {
+                    // A regular file or symlink both vanish under rename; nothing else to clear.
+                    fs.write_symlink(path, target, meta)?
+                }
+            };
+            let entry = inventory.entry(path.clone()).or_default();
+            entry.created_dirs.extend(created);
+        }
+        FileAction::SetMeta => {
+            let spec = spec.expect("set-meta has a spec");
+            fs.set_meta(
+                path,
+                Meta {
+                    mode: spec.mode,
+                    uid: ids.0,
+                    gid: ids.1,
+                },
+            )?;
+        }
+        FileAction::Remove { restore } => {
+            match restore {
+                Some(b) => {
+                    let data = state.read_backup(&b.blob)?;
+                    let meta = Meta {
+                        mode: b.mode,
+                        uid: b.uid,
+                        gid: b.gid,
+                    };
+                    if b.symlink {
+                        fs.write_symlink(path, &String::from_utf8_lossy(&data), meta)?;
+                    } else {
+                        fs.write_file(path, &data, meta)?;
+                    }
+                    state.drop_backup(&b.blob);
+                }
+                None => fs.remove(path)?,
+            }
+            if let Some(m) = inventory.remove(path) {
+                for dir in m.created_dirs.iter().rev() {
+                    let still_needed = inventory.values().any(|o| o.created_dirs.contains(dir));
+                    if !still_needed {
+                        fs.remove_empty_dir(dir)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+    }
+    if let Some(spec) = spec {
+        inventory.entry(path.clone()).or_default().digest = Some(spec.digest());
+    }
+    Ok(())
+}
+
+fn take_backup(fs: &HostFs, state: &StateDir, path: &str) -> Result<Option<Backup>> {
+    Ok(match fs.observe(path)? {
+        Observed::File { data, meta } => Some(Backup {
+            blob: state.store_backup(path, &data)?,
+            symlink: false,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+        }),
+        Observed::Symlink { target, meta } => Some(Backup {
+            blob: state.store_backup(path, target.as_bytes())?,
+            symlink: true,
+            mode: 0o777,
+            uid: meta.uid,
+            gid: meta.gid,
+        }),
+        _ => None,
+    })
+}
+
+/// A unified diff of a text file for `plan`; secrets and binaries are summarized instead.
+pub fn diff(spec: &FileSpec, observed: &Observed) -> Option<String> {
+    let Content::Regular(new) = &spec.content else {
+        return None;
+    };
+    if spec.is_secret() {
+        return Some("(content not shown: the file is not world-readable)".into());
+    }
+    let old: &[u8] = match observed {
+        Observed::File { data, .. } => data,
+        Observed::Missing => b"",
+        _ => return None,
+    };
+    match (std::str::from_utf8(old), std::str::from_utf8(new)) {
+        (Ok(a), Ok(b)) if a != b => Some(
+            similar::TextDiff::from_lines(a, b)
+                .unified_diff()
+                .context_radius(3)
+                .header("host", "git")
+                .to_string(),
+        ),
+        (Ok(_), Ok(_)) => None,
+        _ => Some(format!(
+            "(binary content, {} -> {} bytes)",
+            old.len(),
+            new.len()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(data: &str, mode: u32) -> FileSpec {
+        FileSpec {
+            content: Content::Regular(data.as_bytes().to_vec()),
+            mode,
+            owner: "root".into(),
+            group: "root".into(),
+            origin: "hosts/h/files/x".into(),
+        }
+    }
+
+    fn file(data: &str, mode: u32) -> Observed {
+        Observed::File {
+            data: data.as_bytes().to_vec(),
+            meta: Meta {
+                mode,
+                uid: 0,
+                gid: 0,
+            },
+        }
+    }
+
+    fn obs(o: Observed) -> FileObs {
+        FileObs {
+            observed: Ok(o),
+            ids: Ok((0, 0)),
+        }
+    }
+
+    fn managed(s: &FileSpec) -> ManagedFile {
+        ManagedFile {
+            digest: Some(s.digest()),
+            ..Default::default()
+        }
+    }
+
+    /// (desired, observed, inventory) -> (action, drift)
+    #[test]
+    fn plan_table() {
+        let a = spec("a", 0o644);
+        let old = spec("old", 0o644);
+        let backup = Backup {
+            blob: "b".into(),
+            symlink: false,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+        };
+        type Case = (
+            Option<FileSpec>,
+            Observed,
+            Option<ManagedFile>,
+            Option<(FileAction, bool)>,
+        );
+        let cases: Vec<(&str, Case)> = vec![
+            ("new file", (Some(a.clone()), Observed::Missing, None, Some((FileAction::Write { backup: false }, false)))),
+            ("in sync", (Some(a.clone()), file("a", 0o644), Some(managed(&a)), None)),
+            ("adopt identical", (Some(a.clone()), file("a", 0o644), None, Some((FileAction::Record, false)))),
+            ("take over existing", (Some(a.clone()), file("x", 0o644), None, Some((FileAction::Write { backup: true }, false)))),
+            ("new commit", (Some(a.clone()), file("old", 0o644), Some(managed(&old)), Some((FileAction::Write { backup: false }, false)))),
+            ("edited by hand", (Some(a.clone()), file("hack", 0o644), Some(managed(&a)), Some((FileAction::Write { backup: false }, true)))),
+            ("deleted by hand", (Some(a.clone()), Observed::Missing, Some(managed(&a)), Some((FileAction::Write { backup: false }, true)))),
+            ("chmod by hand", (Some(a.clone()), file("a", 0o666), Some(managed(&a)), Some((FileAction::SetMeta, true)))),
+            ("dir in the way", (Some(a.clone()), Observed::Dir, None, Some((FileAction::Fail("a directory is in the way on the host: plumb does not replace directories".into()), false)))),
+            ("left git", (None, file("a", 0o644), Some(managed(&a)), Some((FileAction::Remove { restore: None }, false)))),
+            (
+                "left git, restore",
+                (None, file("a", 0o644), Some(ManagedFile { backup: Some(backup.clone()), ..managed(&a) }), Some((FileAction::Remove { restore: Some(backup.clone()) }, false))),
+            ),
+        ];
+        for (name, (desired, observed, inv, want)) in cases {
+            let p = "/etc/x".to_string();
+            let desired: BTreeMap<_, _> = desired.into_iter().map(|s| (p.clone(), s)).collect();
+            let inventory: BTreeMap<_, _> = inv.into_iter().map(|m| (p.clone(), m)).collect();
+            let o: BTreeMap<_, _> = [(p.clone(), obs(observed))].into();
+            let got = plan(&desired, &o, &inventory);
+            let got: Option<(FileAction, bool)> =
+                got.into_iter().next().map(|c| (c.action, c.drift));
+            assert_eq!(got, want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn unresolvable_owner_fails_the_file() {
+        let a = spec("a", 0o644);
+        let desired: BTreeMap<_, _> = [("/etc/x".to_string(), a)].into();
+        let o: BTreeMap<_, _> = [(
+            "/etc/x".to_string(),
+            FileObs {
+                observed: Ok(Observed::Missing),
+                ids: Err("user \"app\": missing".into()),
+            },
+        )]
+        .into();
+        let c = plan(&desired, &o, &BTreeMap::new());
+        assert!(matches!(&c[0].action, FileAction::Fail(e) if e.contains("app")));
+    }
+
+    #[test]
+    fn diffs_hide_secrets() {
+        let d = diff(&spec("b\n", 0o644), &file("a\n", 0o644)).unwrap();
+        assert!(d.contains("-a") && d.contains("+b"), "{d}");
+        let s = diff(&spec("password\n", 0o600), &file("old\n", 0o600)).unwrap();
+        assert!(!s.contains("password") && !s.contains("old"), "{s}");
+    }
+}

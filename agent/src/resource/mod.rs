@@ -1,0 +1,3 @@
+//! One module per resource kind: observe (I/O), plan (pure), apply (idempotent I/O).
+
+pub mod file;

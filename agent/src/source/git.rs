@@ -1,0 +1,275 @@
+//! The fleet repository: a bare, shallow clone under `state_dir`, fetched one branch at a time.
+
+use crate::spec::tree::{FleetTree, Node};
+use anyhow::{anyhow, bail, Context, Result};
+use gix::bstr::ByteSlice;
+use gix::remote::Direction;
+use gix::ObjectId;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// Where and how to fetch.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub url: String,
+    pub branch: String,
+    pub ssh_key: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// The local bare repository that fetched commits land in.
+pub struct LocalRepo {
+    dir: PathBuf,
+}
+
+/// What one fetch found.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub commit: ObjectId,
+    /// False when the server had nothing new (no pack was transferred).
+    pub received_pack: bool,
+}
+
+impl LocalRepo {
+    /// Opens `dir`, creating an empty bare repository there on first use.
+    pub fn open_or_init(dir: &Path) -> Result<LocalRepo> {
+        if !dir.join("HEAD").exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            gix::init_bare(dir)
+                .with_context(|| format!("initializing a git repository in {}", dir.display()))?;
+        }
+        Ok(LocalRepo {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Opens the repository with the host's git config kept out and protocol v2 forced (gix ignores
+    /// the shallow depth on v1).
+    pub fn open(&self, remote: Option<&Remote>) -> Result<gix::Repository> {
+        let mut overrides = vec!["protocol.version=2".to_string(), "core.askPass=".into()];
+        if let Some(key) = remote.and_then(|r| r.ssh_key.as_ref()) {
+            overrides.push(format!("core.sshCommand={}", ssh_command(key)));
+        }
+        let opts = gix::open::Options::isolated().config_overrides(overrides);
+        gix::open_opts(&self.dir, opts)
+            .with_context(|| format!("opening git repository {}", self.dir.display()))
+    }
+
+    fn tracking_ref(branch: &str) -> String {
+        format!("refs/remotes/origin/{branch}")
+    }
+
+    /// Fetches the tip of `remote.branch`, depth 1, over protocol v2. Blocking: run it off the runtime.
+    pub fn fetch(&self, remote: &Remote) -> Result<Fetched> {
+        let repo = self.open(Some(remote))?;
+        let what = format!(
+            "fetching branch {} from {}",
+            remote.branch,
+            redact_url(&remote.url)
+        );
+        let spec = format!(
+            "+refs/heads/{}:{}",
+            remote.branch,
+            Self::tracking_ref(&remote.branch)
+        );
+        let url = remote_url(&remote.url)?;
+        let r = repo
+            .remote_at(url.as_str())
+            .with_context(|| format!("{what}: bad repository URL"))?
+            .with_refspecs([spec.as_str()], Direction::Fetch)
+            .with_context(|| what.clone())?;
+        let mut conn = r.connect(Direction::Fetch).with_context(|| what.clone())?;
+        if let Some(token_file) = &remote.token_file {
+            let token = read_token(token_file)?;
+            conn = conn.with_credentials(move |action| match action {
+                gix::credentials::helper::Action::Get(ctx) => {
+                    Ok(Some(gix::credentials::protocol::Outcome {
+                        identity: gix::sec::identity::Account {
+                            username: ctx.username.clone().unwrap_or_else(|| "plumb".into()),
+                            password: token.clone(),
+                            oauth_refresh_token: None,
+                        },
+                        next: gix::credentials::helper::NextAction::from(ctx),
+                    }))
+                }
+                _ => Ok(None),
+            });
+        }
+        let outcome = conn
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .with_context(|| what.clone())?
+            .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(NonZeroU32::MIN))
+            .receive(gix::progress::Discard, &AtomicBool::new(false))
+            .with_context(|| what.clone())?;
+        if outcome.handshake.server_protocol_version != gix::protocol::transport::Protocol::V2 {
+            bail!("{what}: the server does not speak git protocol v2, which plumb needs for shallow fetches");
+        }
+        let received_pack = !matches!(
+            outcome.status,
+            gix::remote::fetch::Status::NoPackReceived { .. }
+        );
+        let commit = self.fetched(&remote.branch)?.ok_or_else(|| {
+            anyhow!(
+                "{what}: branch {} does not exist on the server",
+                remote.branch
+            )
+        })?;
+        Ok(Fetched {
+            commit,
+            received_pack,
+        })
+    }
+
+    /// The last fetched tip of `branch`, if any.
+    pub fn fetched(&self, branch: &str) -> Result<Option<ObjectId>> {
+        let repo = self.open(None)?;
+        let r = repo.try_find_reference(Self::tracking_ref(branch).as_str())?;
+        Ok(match r {
+            Some(mut r) => Some(
+                r.peel_to_id()
+                    .context("resolving the fetched branch")?
+                    .detach(),
+            ),
+            None => None,
+        })
+    }
+
+    /// A view of `commit`'s tree for the spec loader.
+    pub fn tree(&self, commit: ObjectId) -> Result<CommitTree> {
+        let repo = self.open(None)?;
+        let tree = repo
+            .find_commit(commit)
+            .with_context(|| format!("commit {commit} is not in {}", self.dir.display()))?
+            .tree_id()
+            .context("reading the commit's tree")?
+            .detach();
+        Ok(CommitTree { repo, tree, commit })
+    }
+}
+
+/// Local paths become file:// URLs so the same code path serves both.
+fn remote_url(url: &str) -> Result<String> {
+    if url.contains("://") || !url.starts_with('/') {
+        return Ok(url.to_string());
+    }
+    Ok(format!("file://{url}"))
+}
+
+fn ssh_command(key: &Path) -> String {
+    format!(
+        "ssh -i {} -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new",
+        key.display()
+    )
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let t = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading auth.token_file {}: create it with the access token",
+            path.display()
+        )
+    })?;
+    Ok(t.trim().to_string())
+}
+
+/// Drops any password in a URL before it reaches a log line or the status.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// A commit's tree, read without a worktree.
+pub struct CommitTree {
+    repo: gix::Repository,
+    tree: ObjectId,
+    pub commit: ObjectId,
+}
+
+impl CommitTree {
+    fn walk_tree(&self, id: ObjectId, prefix: &str, out: &mut Vec<(String, Node)>) -> Result<()> {
+        let tree = self.repo.find_tree(id)?;
+        for entry in tree.iter() {
+            let entry = entry?;
+            let name = entry.filename().to_str().map_err(|_| {
+                anyhow!(
+                    "{prefix}/{:?}: file name is not UTF-8: rename it",
+                    entry.filename()
+                )
+            })?;
+            let rel = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let mode = entry.mode();
+            let oid = entry.object_id();
+            if mode.is_tree() {
+                out.push((rel.clone(), Node::Dir));
+                self.walk_tree(oid, &rel, out)?;
+            } else if mode.is_link() {
+                let blob = self.repo.find_blob(oid)?;
+                let target = std::str::from_utf8(&blob.data)
+                    .map_err(|_| anyhow!("{rel}: symlink target is not UTF-8"))?
+                    .to_string();
+                out.push((rel, Node::Symlink { target }));
+            } else if mode.is_blob() {
+                let blob = self.repo.find_blob(oid)?;
+                out.push((
+                    rel,
+                    Node::File {
+                        data: blob.data.clone(),
+                        executable: mode.is_executable(),
+                    },
+                ));
+            } else {
+                bail!("{rel}: submodules are not supported in a fleet repo");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FleetTree for CommitTree {
+    fn walk(&self, dir: &str) -> Result<Option<Vec<(String, Node)>>> {
+        let root = self.repo.find_tree(self.tree)?;
+        let Some(entry) = root.lookup_entry_by_path(dir)? else {
+            return Ok(None);
+        };
+        if !entry.mode().is_tree() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        self.walk_tree(entry.object_id(), "", &mut out)?;
+        Ok(Some(out))
+    }
+
+    fn describe(&self) -> String {
+        format!("commit {}", self.commit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            redact_url("https://u:secret@h/x.git"),
+            "https://***@h/x.git"
+        );
+        assert_eq!(redact_url("git://h/x.git"), "git://h/x.git");
+        assert_eq!(
+            remote_url("/srv/fleet.git").unwrap(),
+            "file:///srv/fleet.git"
+        );
+        assert_eq!(remote_url("ssh://git@h/x").unwrap(), "ssh://git@h/x");
+    }
+}

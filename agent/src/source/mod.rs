@@ -1,0 +1,3 @@
+//! Git: fetch, and read the host's tree at a commit.
+
+pub mod git;

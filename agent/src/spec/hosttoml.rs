@@ -1,0 +1,61 @@
+//! The raw `host.toml` format (every key optional, unknown keys rejected).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HostToml {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub packages: RawPackages,
+    #[serde(default)]
+    pub files: BTreeMap<String, RawFile>,
+    #[serde(default)]
+    pub units: BTreeMap<String, RawUnit>,
+    #[serde(default)]
+    pub containers: BTreeMap<String, RawContainer>,
+    #[serde(default)]
+    pub health: Vec<RawHealth>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPackages {
+    #[serde(default)]
+    pub install: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnit {
+    pub enabled: Option<bool>,
+    pub state: Option<String>,
+    #[serde(default)]
+    pub restart_on: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawContainer {
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub unit: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub timeout: Option<String>,
+}

@@ -1,0 +1,752 @@
+//! Reads a host directory and the roles it includes into one `Desired`.
+
+use super::hosttoml::{HostToml, RawFile, RawUnit};
+use super::tree::{FleetTree, Node};
+use super::*;
+use crate::config::{parse_duration, Limits};
+
+const CONTAINER_KINDS: &[&str] = &[
+    "container",
+    "volume",
+    "network",
+    "pod",
+    "kube",
+    "image",
+    "build",
+];
+const UNIT_KINDS: &[&str] = &[
+    "service",
+    "socket",
+    "timer",
+    "path",
+    "target",
+    "mount",
+    "automount",
+    "swap",
+    "slice",
+    "device",
+];
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+type Result<T> = std::result::Result<T, SpecError>;
+
+fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(SpecError(msg.into()))
+}
+
+/// Loads `host_dir` (e.g. "hosts/web-01") from `tree`. Every problem is a `SpecError` naming the
+/// repo file and what to do; nothing here touches the host.
+pub fn load(tree: &dyn FleetTree, host_dir: &str, limits: &Limits) -> Result<Desired> {
+    let mut b = Builder::default();
+    let mut stack = Vec::new();
+    b.layer(tree, host_dir, &mut stack, true)?;
+    b.finish(limits)
+}
+
+#[derive(Default)]
+struct Builder {
+    files: BTreeMap<String, FileSpec>,
+    file_settings: BTreeMap<String, (String, RawFile)>,
+    unit_files: BTreeMap<String, (String, Vec<u8>)>,
+    dropins: BTreeMap<String, BTreeMap<String, (String, Vec<u8>)>>,
+    unit_settings: BTreeMap<String, (String, RawUnit)>,
+    containers: BTreeMap<String, (String, Vec<u8>)>,
+    container_settings: BTreeMap<String, (String, Option<String>)>,
+    packages: Packages,
+    health: Vec<HealthCheck>,
+}
+
+impl Builder {
+    fn layer(
+        &mut self,
+        tree: &dyn FleetTree,
+        dir: &str,
+        stack: &mut Vec<String>,
+        is_host: bool,
+    ) -> Result<()> {
+        if stack.iter().any(|d| d == dir) {
+            return err(format!("include cycle: {} -> {dir}", stack.join(" -> ")));
+        }
+        if stack.len() >= MAX_INCLUDE_DEPTH {
+            return err(format!(
+                "{dir}: includes nest deeper than {MAX_INCLUDE_DEPTH} levels"
+            ));
+        }
+        let entries = tree
+            .walk(dir)
+            .map_err(|e| SpecError(format!("{dir}: {e:#}")))?;
+        let Some(entries) = entries else {
+            return err(if is_host {
+                format!(
+                    "{dir} does not exist in {}: add the host's directory to the fleet repo, or fix `host`/`path` in agent.toml",
+                    tree.describe()
+                )
+            } else {
+                format!(
+                    "{}: include {dir:?} does not exist in {}",
+                    stack.last().map(String::as_str).unwrap_or(dir),
+                    tree.describe()
+                )
+            });
+        };
+        let host_toml = match entries.iter().find(|(p, _)| p == "host.toml") {
+            Some((_, Node::File { data, .. })) => {
+                let text = std::str::from_utf8(data)
+                    .map_err(|_| SpecError(format!("{dir}/host.toml is not UTF-8")))?;
+                toml::from_str::<HostToml>(text)
+                    .map_err(|e| SpecError(format!("{dir}/host.toml: {e}")))?
+            }
+            Some(_) => return err(format!("{dir}/host.toml must be a regular file")),
+            None => HostToml::default(),
+        };
+        stack.push(dir.to_string());
+        for inc in &host_toml.include {
+            let inc_dir = inc.trim_end_matches('/');
+            check_rel_path(inc_dir)
+                .map_err(|e| SpecError(format!("{dir}/host.toml: include {inc:?}: {e}")))?;
+            self.layer(tree, inc_dir, stack, false)?;
+        }
+        stack.pop();
+        for (rel, node) in &entries {
+            self.entry(dir, rel, node)?;
+        }
+        self.settings(dir, host_toml)
+    }
+
+    fn entry(&mut self, dir: &str, rel: &str, node: &Node) -> Result<()> {
+        let origin = format!("{dir}/{rel}");
+        let (top, rest) = rel.split_once('/').unwrap_or((rel, ""));
+        match (top, node) {
+            ("host.toml", _) => Ok(()),
+            ("files" | "units" | "containers", Node::Dir) if rest.is_empty() => Ok(()),
+            ("files", _) => self.file(&origin, rest, node),
+            ("units", _) => self.unit(&origin, rest, node),
+            ("containers", _) => self.container(&origin, rest, node),
+            _ => err(format!(
+                "{origin}: unexpected entry; a host or role directory holds host.toml, files/, units/ and containers/"
+            )),
+        }
+    }
+
+    fn file(&mut self, origin: &str, rel: &str, node: &Node) -> Result<()> {
+        check_rel_path(rel).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+        let path = format!("/{rel}");
+        let (content, mode) = match node {
+            Node::Dir => return Ok(()),
+            Node::File { data, executable } => (
+                Content::Regular(data.clone()),
+                if *executable { 0o755 } else { 0o644 },
+            ),
+            Node::Symlink { target } => {
+                check_link_target(&path, target)
+                    .map_err(|e| SpecError(format!("{origin}: {e}")))?;
+                (Content::Symlink(target.clone()), 0o777)
+            }
+        };
+        let spec = FileSpec {
+            content,
+            mode,
+            owner: "root".into(),
+            group: "root".into(),
+            origin: origin.to_string(),
+        };
+        if let Some(prev) = self.files.get(&path) {
+            if prev.content != spec.content {
+                return err(format!(
+                    "{path} is claimed by {} and by {origin} with different content: keep one",
+                    prev.origin
+                ));
+            }
+        }
+        self.files.insert(path, spec);
+        Ok(())
+    }
+
+    fn unit(&mut self, origin: &str, rel: &str, node: &Node) -> Result<()> {
+        let data = match node {
+            Node::File { data, .. } => data.clone(),
+            Node::Dir => {
+                return match rel.strip_suffix(".d") {
+                    Some(unit) if !rel.contains('/') => {
+                        check_unit_name(unit).map_err(|e| SpecError(format!("{origin}: {e}")))
+                    }
+                    _ => err(format!(
+                        "{origin}: units/ holds unit files and <unit>.d/ drop-in directories only"
+                    )),
+                };
+            }
+            Node::Symlink { .. } => {
+                return err(format!(
+                    "{origin}: unit files must be regular files, not symlinks"
+                ))
+            }
+        };
+        if let Some((dir, conf)) = rel.split_once('/') {
+            let unit = dir
+                .strip_suffix(".d")
+                .filter(|_| !conf.contains('/') && conf.ends_with(".conf"));
+            let Some(unit) = unit else {
+                return err(format!(
+                    "{origin}: a drop-in must be units/<unit>.d/<name>.conf"
+                ));
+            };
+            check_name(conf).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+            check_unit_name(unit).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+            let slot = self.dropins.entry(unit.to_string()).or_default();
+            claim(slot, conf.to_string(), origin, data)
+        } else {
+            check_unit_name(rel).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+            claim(&mut self.unit_files, rel.to_string(), origin, data)
+        }
+    }
+
+    fn container(&mut self, origin: &str, rel: &str, node: &Node) -> Result<()> {
+        let Node::File { data, .. } = node else {
+            return err(format!(
+                "{origin}: containers/ holds Quadlet files (<name>.container, .volume, ...) only"
+            ));
+        };
+        let kind = rel.rsplit_once('.').map(|(_, k)| k).unwrap_or("");
+        if rel.contains('/') || !CONTAINER_KINDS.contains(&kind) {
+            return err(format!(
+                "{origin}: not a Quadlet file; use containers/<name>.<kind> with kind one of {}",
+                CONTAINER_KINDS.join(", ")
+            ));
+        }
+        check_name(rel).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+        claim(&mut self.containers, rel.to_string(), origin, data.clone())
+    }
+
+    fn settings(&mut self, dir: &str, t: HostToml) -> Result<()> {
+        let file = format!("{dir}/host.toml");
+        for name in t.packages.install.iter().chain(&t.packages.remove) {
+            check_package_name(name).map_err(|e| SpecError(format!("{file}: [packages]: {e}")))?;
+        }
+        self.packages.install.extend(t.packages.install);
+        self.packages.remove.extend(t.packages.remove);
+        for (path, raw) in t.files {
+            self.file_settings.insert(path, (file.clone(), raw));
+        }
+        for (name, raw) in t.units {
+            check_unit_name(&name)
+                .map_err(|e| SpecError(format!("{file}: [units.{name:?}]: {e}")))?;
+            self.unit_settings.insert(name, (file.clone(), raw));
+        }
+        for (name, raw) in t.containers {
+            self.container_settings
+                .insert(name, (file.clone(), raw.state));
+        }
+        for (i, h) in t.health.into_iter().enumerate() {
+            let at = format!("{file}: [[health]] #{}", i + 1);
+            let probe = match (h.unit, h.command) {
+                (Some(u), None) => {
+                    check_unit_name(&u).map_err(|e| SpecError(format!("{at}: {e}")))?;
+                    HealthProbe::Unit(u)
+                }
+                (None, Some(c)) if !c.is_empty() && c[0].starts_with('/') => {
+                    HealthProbe::Command(c)
+                }
+                (None, Some(_)) => {
+                    return err(format!(
+                        "{at}: `command` must start with an absolute program path"
+                    ))
+                }
+                _ => return err(format!("{at}: set exactly one of `unit` or `command`")),
+            };
+            let timeout = parse_duration(h.timeout.as_deref().unwrap_or("30s"))
+                .map_err(|e| SpecError(format!("{at}: `timeout`: {e}")))?;
+            self.health.push(HealthCheck { probe, timeout });
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, limits: &Limits) -> Result<Desired> {
+        for (path, (file, raw)) in std::mem::take(&mut self.file_settings) {
+            let Some(spec) = self.files.get_mut(&path) else {
+                return err(format!(
+                    "{file}: [files.{path:?}] names a file that is not under files/"
+                ));
+            };
+            if let Some(m) = &raw.mode {
+                spec.mode = parse_mode(m)
+                    .map_err(|e| SpecError(format!("{file}: [files.{path:?}] mode: {e}")))?;
+            }
+            for (key, val, slot) in [
+                ("owner", &raw.owner, &mut spec.owner),
+                ("group", &raw.group, &mut spec.group),
+            ] {
+                if let Some(v) = val {
+                    check_account(v)
+                        .map_err(|e| SpecError(format!("{file}: [files.{path:?}] {key}: {e}")))?;
+                    *slot = v.clone();
+                }
+            }
+        }
+        // A path cannot be both a file and a directory holding other files.
+        for path in self.files.keys() {
+            let mut p = path.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                if let Some(other) = self.files.get(parent) {
+                    return err(format!(
+                        "{parent} is a file in {} but a directory in {}: keep one",
+                        other.origin, self.files[path].origin
+                    ));
+                }
+                p = parent;
+            }
+        }
+        let total: u64 = self
+            .files
+            .values()
+            .map(|f| match &f.content {
+                Content::Regular(d) => d.len() as u64,
+                Content::Symlink(_) => 0,
+            })
+            .sum();
+        if self.files.len() > limits.max_files {
+            return err(format!(
+                "{} files exceed the limit of {} (limits.max_files in agent.toml)",
+                self.files.len(),
+                limits.max_files
+            ));
+        }
+        if let Some((p, f)) = self.files.iter().find(|(_, f)| matches!(&f.content, Content::Regular(d) if d.len() as u64 > limits.max_file_size)) {
+            return err(format!("{}: {p} is larger than the limit of {} bytes (limits.max_file_size in agent.toml)", f.origin, limits.max_file_size));
+        }
+        if total > limits.max_total_size {
+            return err(format!("files total {total} bytes, over the limit of {} (limits.max_total_size in agent.toml)", limits.max_total_size));
+        }
+
+        let mut units = BTreeMap::new();
+        let mut names: Vec<String> = self.unit_files.keys().cloned().collect();
+        names.extend(self.dropins.keys().cloned());
+        names.extend(self.unit_settings.keys().cloned());
+        names.sort();
+        names.dedup();
+        for name in names {
+            let file = self.unit_files.remove(&name).map(|(_, d)| d);
+            let dropins: BTreeMap<String, Vec<u8>> = self
+                .dropins
+                .remove(&name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, (_, d))| (k, d))
+                .collect();
+            let (at, raw) = self.unit_settings.remove(&name).unwrap_or_default();
+            let state = parse_state(raw.state.as_deref())
+                .map_err(|e| SpecError(format!("{at}: [units.{name:?}] state: {e}")))?;
+            for p in &raw.restart_on {
+                if !self.files.contains_key(p) {
+                    return err(format!("{at}: [units.{name:?}] restart_on names {p:?}, which is not a managed file under files/"));
+                }
+            }
+            units.insert(
+                name.clone(),
+                UnitSpec {
+                    name,
+                    file,
+                    dropins,
+                    enabled: raw.enabled,
+                    state,
+                    restart_on: raw.restart_on,
+                },
+            );
+        }
+
+        let mut containers: BTreeMap<String, ContainerSpec> = self
+            .containers
+            .into_iter()
+            .map(|(file_name, (_, content))| {
+                (
+                    file_name.clone(),
+                    ContainerSpec {
+                        file_name,
+                        content,
+                        state: RunState::Started,
+                    },
+                )
+            })
+            .collect();
+        for (key, (at, state)) in self.container_settings {
+            let matches: Vec<&String> = containers
+                .keys()
+                .filter(|f| **f == key || f.rsplit_once('.').map(|(s, _)| s) == Some(key.as_str()))
+                .collect();
+            let file_name = match matches.as_slice() {
+                [one] => (*one).clone(),
+                [] => {
+                    return err(format!(
+                        "{at}: [containers.{key:?}] names no file under containers/"
+                    ))
+                }
+                _ => {
+                    return err(format!(
+                        "{at}: [containers.{key:?}] is ambiguous: name the file, e.g. \"{}\"",
+                        matches[0]
+                    ))
+                }
+            };
+            let state = parse_state(state.as_deref())
+                .map_err(|e| SpecError(format!("{at}: [containers.{key:?}] state: {e}")))?;
+            containers.get_mut(&file_name).expect("matched above").state = state;
+        }
+
+        if let Some(both) = self
+            .packages
+            .install
+            .intersection(&self.packages.remove)
+            .next()
+        {
+            return err(format!(
+                "package {both:?} is both in [packages] install and remove: keep one"
+            ));
+        }
+        Ok(Desired {
+            files: self.files,
+            units,
+            containers,
+            packages: self.packages,
+            health: self.health,
+        })
+    }
+}
+
+/// Records `key` in `slot`; a second claim must carry the same content.
+fn claim(
+    slot: &mut BTreeMap<String, (String, Vec<u8>)>,
+    key: String,
+    origin: &str,
+    data: Vec<u8>,
+) -> Result<()> {
+    if let Some((prev, old)) = slot.get(&key) {
+        if *old != data {
+            return err(format!(
+                "{key} is claimed by {prev} and by {origin} with different content: keep one"
+            ));
+        }
+    }
+    slot.insert(key, (origin.to_string(), data));
+    Ok(())
+}
+
+fn check_rel_path(p: &str) -> std::result::Result<(), String> {
+    if p.is_empty() || p.starts_with('/') {
+        return Err("must be a relative path inside the repo".into());
+    }
+    if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err("path components `.`, `..` and empty ones are not allowed".into());
+    }
+    if p.chars().any(|c| c.is_control()) {
+        return Err("control characters are not allowed in paths".into());
+    }
+    Ok(())
+}
+
+/// A relative symlink target may not climb above the root it is applied under.
+fn check_link_target(path: &str, target: &str) -> std::result::Result<(), String> {
+    if target.is_empty() || target.contains('\0') {
+        return Err("empty symlink target".into());
+    }
+    if target.starts_with('/') {
+        return Ok(());
+    }
+    let mut depth = path.matches('/').count() as i64 - 1;
+    for c in target.split('/') {
+        match c {
+            ".." => depth -= 1,
+            "" | "." => {}
+            _ => depth += 1,
+        }
+        if depth < 0 {
+            return Err(format!("symlink target {target:?} escapes the root"));
+        }
+    }
+    Ok(())
+}
+
+fn check_name(n: &str) -> std::result::Result<(), String> {
+    let ok = !n.is_empty()
+        && n.len() <= 255
+        && !n.starts_with('.')
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@:\\".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{n:?} is not a valid name: use letters, digits and - _ . @ :"
+        ))
+    }
+}
+
+pub(crate) fn check_unit_name(n: &str) -> std::result::Result<(), String> {
+    check_name(n)?;
+    match n.rsplit_once('.') {
+        Some((stem, kind)) if !stem.is_empty() && UNIT_KINDS.contains(&kind) => Ok(()),
+        _ => Err(format!(
+            "{n:?} is not a unit name: it must end in .{}",
+            UNIT_KINDS.join(", .")
+        )),
+    }
+}
+
+/// Debian and RPM package names (with an optional :arch); nothing a shell or option parser could take.
+pub(crate) fn check_package_name(n: &str) -> std::result::Result<(), String> {
+    let ok = !n.is_empty()
+        && n.len() <= 128
+        && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-._:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{n:?} is not a valid package name"))
+    }
+}
+
+fn check_account(n: &str) -> std::result::Result<(), String> {
+    let ok = !n.is_empty()
+        && n.len() <= 32
+        && !n.starts_with('-')
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{n:?} is not a valid user or group name"))
+    }
+}
+
+fn parse_mode(m: &str) -> std::result::Result<u32, String> {
+    match u32::from_str_radix(m, 8) {
+        Ok(v) if v <= 0o7777 && !m.is_empty() => Ok(v),
+        _ => Err(format!("{m:?} is not an octal mode like \"0644\"")),
+    }
+}
+
+fn parse_state(s: Option<&str>) -> std::result::Result<RunState, String> {
+    match s {
+        None | Some("started") => Ok(RunState::Started),
+        Some("stopped") => Ok(RunState::Stopped),
+        Some(o) => Err(format!("{o:?}: allowed are \"started\" and \"stopped\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tree::MemTree;
+
+    fn load_mem(t: MemTree) -> Result<Desired> {
+        load(&t, "hosts/h1", &Limits::default())
+    }
+
+    fn fails(t: MemTree, needle: &str) {
+        let e = load_mem(t).expect_err("must be rejected").0;
+        assert!(e.contains(needle), "error {e:?} should contain {needle:?}");
+    }
+
+    #[test]
+    fn files_modes_and_settings() {
+        let d = load_mem(
+            MemTree::default()
+                .file("hosts/h1/files/etc/motd", "hi\n")
+                .exec("hosts/h1/files/usr/local/bin/x", "#!/bin/sh\n")
+                .link("hosts/h1/files/etc/alt", "motd")
+                .file("hosts/h1/files/etc/app/secret", "pw")
+                .file(
+                    "hosts/h1/host.toml",
+                    "[files.\"/etc/app/secret\"]\nmode = \"0600\"\nowner = \"app\"\ngroup = \"app\"\n",
+                ),
+        )
+        .unwrap();
+        assert_eq!(d.files["/etc/motd"].mode, 0o644);
+        assert_eq!(d.files["/usr/local/bin/x"].mode, 0o755);
+        assert_eq!(d.files["/etc/alt"].content, Content::Symlink("motd".into()));
+        let s = &d.files["/etc/app/secret"];
+        assert_eq!(
+            (s.mode, s.owner.as_str(), s.group.as_str()),
+            (0o600, "app", "app")
+        );
+        assert!(s.is_secret());
+        assert!(!d.files["/etc/motd"].is_secret());
+    }
+
+    #[test]
+    fn includes_apply_in_order_and_merge() {
+        let d = load_mem(
+            MemTree::default()
+                .file("roles/base/files/etc/motd", "same")
+                .file("roles/base/host.toml", "[packages]\ninstall = [\"curl\"]\n")
+                .file("roles/web/units/app.service", "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n")
+                .file("roles/web/units/app.service.d/limits.conf", "[Service]\nNice=5\n")
+                .file("hosts/h1/files/etc/motd", "same")
+                .file(
+                    "hosts/h1/host.toml",
+                    "include = [\"roles/base\", \"roles/web/\"]\n[packages]\ninstall = [\"nginx\"]\nremove = [\"telnet\"]\n[units.\"app.service\"]\nstate = \"stopped\"\nrestart_on = [\"/etc/motd\"]\n[units.\"nginx.service\"]\nenabled = true\n",
+                )
+                .file("hosts/h1/containers/web.container", "[Container]\nImage=localhost/busybox\n")
+                .file("hosts/h1/containers/data.volume", "[Volume]\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            d.packages.install.iter().collect::<Vec<_>>(),
+            ["curl", "nginx"]
+        );
+        assert!(d.packages.remove.contains("telnet"));
+        let app = &d.units["app.service"];
+        assert_eq!(app.state, RunState::Stopped);
+        assert_eq!(app.dropins.keys().collect::<Vec<_>>(), ["limits.conf"]);
+        assert_eq!(app.restart_on, ["/etc/motd"]);
+        assert!(d.units["nginx.service"].file.is_none());
+        assert_eq!(d.containers["web.container"].service_name(), "web.service");
+        assert_eq!(
+            d.containers["data.volume"].service_name(),
+            "data-volume.service"
+        );
+    }
+
+    #[test]
+    fn health_checks() {
+        let d = load_mem(MemTree::default().file(
+            "hosts/h1/host.toml",
+            "[[health]]\nunit = \"app.service\"\n[[health]]\ncommand = [\"/bin/true\"]\ntimeout = \"5s\"\n",
+        ))
+        .unwrap();
+        assert_eq!(d.health[0].probe, HealthProbe::Unit("app.service".into()));
+        assert_eq!(d.health[0].timeout, Duration::from_secs(30));
+        assert_eq!(d.health[1].timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_input_is_rejected_with_the_file_named() {
+        let host = |toml: &str| {
+            MemTree::default()
+                .file("hosts/h1/files/etc/a", "a")
+                .file("hosts/h1/host.toml", toml)
+        };
+        fails(host("include = ["), "hosts/h1/host.toml");
+        fails(host("packagez = 1"), "unknown field `packagez`");
+        fails(
+            host("include = [\"roles/nope\"]"),
+            "include \"roles/nope\" does not exist",
+        );
+        fails(host("include = [\"../etc\"]"), "`..`");
+        fails(host("include = [\"/etc\"]"), "relative path");
+        fails(host("[files.\"/etc/a\"]\nmode = \"999\""), "mode");
+        fails(
+            host("[files.\"/etc/b\"]\nmode = \"0600\""),
+            "not under files/",
+        );
+        fails(host("[files.\"/etc/a\"]\nowner = \"x;y\""), "owner");
+        fails(
+            host("[packages]\ninstall = [\"x; rm -rf /\"]"),
+            "not a valid package name",
+        );
+        fails(
+            host("[packages]\ninstall = [\"-oFoo\"]"),
+            "not a valid package name",
+        );
+        fails(
+            host("[packages]\ninstall = [\"a\"]\nremove = [\"a\"]"),
+            "both",
+        );
+        fails(
+            host("[units.\"app\"]\nstate = \"started\""),
+            "not a unit name",
+        );
+        fails(host("[units.\"a.service\"]\nstate = \"running\""), "state");
+        fails(
+            host("[units.\"a.service\"]\nrestart_on = [\"/etc/zz\"]"),
+            "restart_on",
+        );
+        fails(
+            host("[containers.\"web\"]\nstate = \"started\""),
+            "names no file",
+        );
+        fails(host("[[health]]\ntimeout = \"1s\""), "exactly one");
+        fails(host("[[health]]\ncommand = [\"curl\"]"), "absolute");
+        fails(
+            MemTree::default().file("hosts/h2/host.toml", ""),
+            "hosts/h1 does not exist",
+        );
+        fails(
+            MemTree::default().file("hosts/h1/README", "x"),
+            "unexpected entry",
+        );
+        fails(
+            MemTree::default().link("hosts/h1/files/etc/x", "../../../../etc/shadow"),
+            "escapes the root",
+        );
+        fails(
+            MemTree::default()
+                .file("hosts/h1/files/etc/app", "x")
+                .file("hosts/h1/files/etc/app/conf", "y"),
+            "a file in hosts/h1/files/etc/app but a directory",
+        );
+        fails(
+            MemTree::default()
+                .file("roles/a/files/etc/x", "1")
+                .file("roles/b/files/etc/x", "2")
+                .file("hosts/h1/host.toml", "include = [\"roles/a\", \"roles/b\"]"),
+            "with different content",
+        );
+        fails(
+            MemTree::default()
+                .file("roles/a/host.toml", "include = [\"roles/a\"]")
+                .file("hosts/h1/host.toml", "include = [\"roles/a\"]"),
+            "include cycle",
+        );
+        fails(
+            MemTree::default().file("hosts/h1/units/bad name.service", ""),
+            "not a valid name",
+        );
+        fails(
+            MemTree::default().file("hosts/h1/units/app.service.d/x.txt", ""),
+            "drop-in",
+        );
+        fails(
+            MemTree::default().file("hosts/h1/containers/web.txt", ""),
+            "not a Quadlet file",
+        );
+        fails(
+            MemTree::default()
+                .file("hosts/h1/units/x.service", "")
+                .file("hosts/h1/units/..d/a.conf", ""),
+            "not a valid name",
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let t = MemTree::default()
+            .file("hosts/h1/files/a", "12345")
+            .file("hosts/h1/files/b", "1");
+        let l = |f, t, n| Limits {
+            max_file_size: f,
+            max_total_size: t,
+            max_files: n,
+        };
+        assert!(load(&t, "hosts/h1", &l(4, 100, 10))
+            .unwrap_err()
+            .0
+            .contains("max_file_size"));
+        assert!(load(&t, "hosts/h1", &l(100, 5, 10))
+            .unwrap_err()
+            .0
+            .contains("max_total_size"));
+        assert!(load(&t, "hosts/h1", &l(100, 100, 1))
+            .unwrap_err()
+            .0
+            .contains("max_files"));
+        assert!(load(&t, "hosts/h1", &l(5, 6, 2)).is_ok());
+    }
+
+    #[test]
+    fn link_targets() {
+        assert!(check_link_target("/etc/a", "../usr/x").is_ok());
+        assert!(check_link_target("/etc/a", "../../x").is_err());
+        assert!(check_link_target("/etc/a", "/anything").is_ok());
+        assert!(check_link_target("/a", "b/../../c").is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! The fleet-repo format turned into one desired state for a host (pure: no host I/O).
+
+mod hosttoml;
+mod load;
+pub mod tree;
+
+pub use load::load;
+
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Everything Git asks of one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Keyed by absolute host path ("/etc/motd").
+    pub files: BTreeMap<String, FileSpec>,
+    /// Keyed by unit name ("app.service").
+    pub units: BTreeMap<String, UnitSpec>,
+    /// Keyed by Quadlet file name ("web.container").
+    pub containers: BTreeMap<String, ContainerSpec>,
+    pub packages: Packages,
+    pub health: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Regular(Vec<u8>),
+    Symlink(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    pub content: Content,
+    /// Permission bits; unused for symlinks.
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    /// The repo path it came from, for messages.
+    pub origin: String,
+}
+
+impl FileSpec {
+    /// A file others cannot read: its content never appears in logs, diffs or status.
+    pub fn is_secret(&self) -> bool {
+        matches!(self.content, Content::Regular(_)) && self.mode & 0o004 == 0
+    }
+
+    /// Identifies content and metadata; the inventory keeps it to tell drift from a new commit.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        match &self.content {
+            Content::Regular(d) => {
+                h.update(b"file\0");
+                h.update(d);
+            }
+            Content::Symlink(t) => {
+                h.update(b"link\0");
+                h.update(t.as_bytes());
+            }
+        }
+        h.update(format!("\0{:o}\0{}\0{}", self.mode, self.owner, self.group).as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Started,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSpec {
+    pub name: String,
+    /// The unit file from `units/`; `None` when host.toml only sets the state of a unit
+    /// someone else installed (a package's nginx.service).
+    pub file: Option<Vec<u8>>,
+    /// Drop-in file name ("override.conf") -> content.
+    pub dropins: BTreeMap<String, Vec<u8>>,
+    /// `None`: enable when the unit file has an [Install] section.
+    pub enabled: Option<bool>,
+    pub state: RunState,
+    /// Managed file paths whose change restarts this unit.
+    pub restart_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Quadlet file name, "web.container".
+    pub file_name: String,
+    pub content: Vec<u8>,
+    pub state: RunState,
+}
+
+impl ContainerSpec {
+    /// The unit Quadlet generates: web.container -> web.service, data.volume -> data-volume.service.
+    pub fn service_name(&self) -> String {
+        let (stem, kind) = self
+            .file_name
+            .rsplit_once('.')
+            .unwrap_or((&self.file_name, ""));
+        match kind {
+            "container" | "kube" => format!("{stem}.service"),
+            _ => format!("{stem}-{kind}.service"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Packages {
+    pub install: BTreeSet<String>,
+    pub remove: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    Unit(String),
+    Command(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: HealthProbe,
+    pub timeout: Duration,
+}
+
+/// Why a commit cannot be applied: expected, reported, never retried until Git changes.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);

@@ -1,0 +1,181 @@
+//! What the agent remembers between passes (`state_dir/state.json`): the commits it applied, and
+//! the inventory of every resource it manages, so what leaves Git can be pruned and what was on the
+//! host before plumb can be restored.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct State {
+    pub applied_commit: Option<String>,
+    pub last_good_commit: Option<String>,
+    /// Commits whose health checks failed: never applied again (a newer commit clears them).
+    pub bad_commits: BTreeSet<String>,
+    pub files: BTreeMap<String, ManagedFile>,
+    pub units: BTreeMap<String, ManagedUnit>,
+    pub containers: BTreeMap<String, ManagedUnit>,
+    pub packages: BTreeMap<String, ManagedPackage>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ManagedFile {
+    /// Digest of the spec last applied (`FileSpec::digest`); None until the first write landed.
+    pub digest: Option<String>,
+    /// Directories plumb created for this file, outermost first: removed again when empty.
+    pub created_dirs: Vec<String>,
+    /// What was at the path before plumb first wrote it.
+    pub backup: Option<Backup>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Backup {
+    /// File name under `state_dir/backups/` holding the content (or the symlink target).
+    pub blob: String,
+    pub symlink: bool,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ManagedUnit {
+    /// Digest of the unit file and drop-ins last applied.
+    pub digest: Option<String>,
+    /// Whether plumb installed a file for it (else it only set its state).
+    pub has_file: bool,
+    pub dropins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ManagedPackage {
+    /// Installed by plumb (removed again when it leaves Git); false when it was there before.
+    pub installed_by_plumb: bool,
+}
+
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn open(dir: &Path) -> Result<StateDir> {
+        for sub in ["", "backups"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("creating state directory {}", d.display()))?;
+        }
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn repo_dir(&self) -> PathBuf {
+        self.dir.join("repo.git")
+    }
+
+    pub fn load(&self) -> Result<State> {
+        let p = self.dir.join("state.json");
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| {
+                format!(
+                    "parsing {}: it is plumb's own state; move it away to start over",
+                    p.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+
+    pub fn save(&self, state: &State) -> Result<()> {
+        let data = serde_json::to_vec_pretty(state)?;
+        write_atomic(&self.dir.join("state.json"), &data)
+    }
+
+    /// Reads a small named document (`report.toml`, ...).
+    pub fn read_doc(&self, name: &str) -> Result<Option<String>> {
+        match std::fs::read_to_string(self.dir.join(name)) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", self.dir.join(name).display())),
+        }
+    }
+
+    pub fn write_doc(&self, name: &str, text: &str) -> Result<()> {
+        write_atomic(&self.dir.join(name), text.as_bytes())
+    }
+
+    /// Keeps what was at a path before plumb took it over. The blob is named by the path's hash.
+    pub fn store_backup(&self, path: &str, data: &[u8]) -> Result<String> {
+        use sha2::Digest;
+        let blob = hex::encode(&sha2::Sha256::digest(path.as_bytes())[..16]);
+        write_atomic(&self.dir.join("backups").join(&blob), data)?;
+        Ok(blob)
+    }
+
+    pub fn read_backup(&self, blob: &str) -> Result<Vec<u8>> {
+        let p = self.dir.join("backups").join(blob);
+        std::fs::read(&p).with_context(|| format!("reading backup {}", p.display()))
+    }
+
+    pub fn drop_backup(&self, blob: &str) {
+        let _ = std::fs::remove_file(self.dir.join("backups").join(blob));
+    }
+}
+
+/// Temp file in the same directory, fsync, rename, fsync the directory: readers see the old or the
+/// new content, never a torn one. For plumb's own files (the host's go through `host::fs`).
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().context("path has no parent")?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} into place", path.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        let t = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(t.path()).unwrap();
+        assert_eq!(sd.load().unwrap(), State::default());
+        let mut s = State {
+            applied_commit: Some("abc".into()),
+            ..Default::default()
+        };
+        s.files.insert(
+            "/etc/motd".into(),
+            ManagedFile {
+                digest: Some("d".into()),
+                ..Default::default()
+            },
+        );
+        sd.save(&s).unwrap();
+        assert_eq!(sd.load().unwrap(), s);
+        let b = sd.store_backup("/etc/motd", b"old").unwrap();
+        assert_eq!(sd.read_backup(&b).unwrap(), b"old");
+    }
+}

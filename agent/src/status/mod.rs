@@ -1,0 +1,3 @@
+//! The report model; publishing it to the status branch.
+
+pub mod report;

@@ -1,0 +1,139 @@
+//! The report a pass produces: `status.toml` on the status branch, and `plumb status` locally.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The host matched Git; nothing was done.
+    Converged,
+    /// A new commit (or a change of it) was applied.
+    Changed,
+    /// The host had drifted from Git: corrected (enforce) or only reported (detect).
+    Drifted,
+    /// A resource could not be applied, a health check failed, or Git could not be read.
+    Failed,
+    /// The new commit is invalid or untrusted: nothing of it was applied.
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Converged => "converged",
+            Outcome::Changed => "changed",
+            Outcome::Drifted => "drifted",
+            Outcome::Failed => "failed",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Unit,
+    Container,
+    Package,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceState {
+    Ok,
+    Changed,
+    DriftCorrected,
+    /// Differs from Git and was left alone (`mode = "detect"`).
+    Drifted,
+    Failed,
+    Pruned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceReport {
+    pub kind: Kind,
+    pub name: String,
+    pub state: ResourceState,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub host: String,
+    pub agent_version: String,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub desired_commit: String,
+    #[serde(default)]
+    pub applied_commit: String,
+    #[serde(default)]
+    pub last_good_commit: String,
+    pub checked_at: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default)]
+    pub resources: Vec<ResourceReport>,
+}
+
+impl Report {
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a report always serializes")
+    }
+
+    pub fn from_toml(s: &str) -> anyhow::Result<Report> {
+        Ok(toml::from_str(s)?)
+    }
+
+    /// Same meaning: equal but for the time it was checked (a heartbeat need not say it again).
+    pub fn same_meaning(&self, other: &Report) -> bool {
+        let mut a = self.clone();
+        a.checked_at.clone_from(&other.checked_at);
+        a == *other
+    }
+
+    /// Resources that changed or failed; `ok` ones are counted, not listed, in one-line summaries.
+    pub fn count(&self, state: ResourceState) -> usize {
+        self.resources.iter().filter(|r| r.state == state).count()
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_roundtrip_and_field_names() {
+        let r = Report {
+            host: "web-01".into(),
+            agent_version: "0.1.0".into(),
+            outcome: Outcome::Drifted,
+            desired_commit: "a".repeat(40),
+            applied_commit: "a".repeat(40),
+            last_good_commit: "a".repeat(40),
+            checked_at: "2026-11-26T10:00:00Z".into(),
+            message: "drift corrected on 1 resource".into(),
+            resources: vec![ResourceReport {
+                kind: Kind::File,
+                name: "/etc/motd".into(),
+                state: ResourceState::DriftCorrected,
+                detail: "content".into(),
+            }],
+        };
+        let text = r.to_toml();
+        assert!(text.contains("outcome = \"drifted\""), "{text}");
+        assert!(text.contains("state = \"drift-corrected\""), "{text}");
+        assert!(text.contains("[[resources]]"), "{text}");
+        assert_eq!(Report::from_toml(&text).unwrap(), r);
+        let mut later = r.clone();
+        later.checked_at = "2026-11-26T11:00:00Z".into();
+        assert!(later.same_meaning(&r));
+        later.outcome = Outcome::Converged;
+        assert!(!later.same_meaning(&r));
+    }
+}
