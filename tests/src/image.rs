@@ -1,0 +1,93 @@
+//! The golden node image: built once by `node-image.sh`, cached by the script's hash.
+
+use crate::{cache_dir, cmd, lock};
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+const SCRIPT: &str = include_str!("../node-image.sh");
+
+/// A read-only Debian trixie root filesystem that nodes are cloned from.
+#[derive(Debug, Clone)]
+pub struct NodeImage {
+    root: PathBuf,
+}
+
+impl NodeImage {
+    /// The cached image, building it first if this version of the script has not built one yet.
+    /// Safe to call from parallel tests and test binaries: a lock file serializes builds, and a
+    /// build goes to a temp dir that is renamed into place only when complete.
+    pub fn ensure() -> Result<NodeImage> {
+        static IMAGE: OnceLock<NodeImage> = OnceLock::new();
+        if let Some(img) = IMAGE.get() {
+            return Ok(img.clone());
+        }
+        let img = Self::ensure_uncached()?;
+        Ok(IMAGE.get_or_init(|| img).clone())
+    }
+
+    /// The image's root directory. Never boot it directly: `Node::boot` clones it.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn ensure_uncached() -> Result<NodeImage> {
+        let hash = hex::encode(&Sha256::digest(SCRIPT.as_bytes())[..8]);
+        let cache = cache_dir();
+        let dir = cache.join(&hash);
+        let root = dir.join("rootfs");
+        if root.join("etc/os-release").exists() {
+            return Ok(NodeImage { root });
+        }
+        let _lock = lock::lock(&cache.join("build.lock"))?;
+        // Another process may have finished the build while we waited for the lock.
+        if root.join("etc/os-release").exists() {
+            return Ok(NodeImage { root });
+        }
+        let tmp = cache.join(format!(".build-{hash}"));
+        // We hold the lock, so a leftover temp dir is from a build that died.
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)
+                .with_context(|| format!("removing stale {}", tmp.display()))?;
+        }
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let script = tmp.join("node-image.sh");
+        std::fs::write(&script, SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+        let log = cache.join(format!("{hash}.log"));
+        eprintln!(
+            "plumb-systest: building node image {} (log: {})",
+            dir.display(),
+            log.display()
+        );
+        let started = Instant::now();
+        let out = cmd::run(
+            Command::new("bash")
+                .arg(&script)
+                .arg(tmp.join("rootfs"))
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        std::fs::write(
+            &log,
+            format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr),
+        )
+        .with_context(|| format!("writing {}", log.display()))?;
+        if !out.success() {
+            bail!(
+                "node-image.sh failed ({}), see {}:\n{}",
+                out.status,
+                log.display(),
+                cmd::tail(&out.stderr, 3000)
+            );
+        }
+        std::fs::rename(&tmp, &dir)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+        eprintln!(
+            "plumb-systest: node image built in {:.1?}",
+            started.elapsed()
+        );
+        Ok(NodeImage { root })
+    }
+}
