@@ -63,7 +63,19 @@ impl Agent {
 
     /// Fetches, then reconciles. Never fails on bad input or an unreachable server: those are
     /// reported. An `Err` means plumb's own state could not be read or written.
+    /// One pass at a time per state_dir: a second `plumb apply` waits for the running one.
     pub fn pass(&mut self, opts: PassOptions) -> Result<PassResult> {
+        let _lock = self.state_dir.lock()?;
+        self.repo.clear_stale_locks();
+        let r = self.reconcile(opts)?;
+        if !opts.dry_run {
+            self.state_dir
+                .write_doc("report.toml", &r.report.to_toml())?;
+        }
+        Ok(r)
+    }
+
+    fn reconcile(&mut self, opts: PassOptions) -> Result<PassResult> {
         let mut state = self.state_dir.load()?;
         let mut report = self.blank_report(&state);
         let mut notes: Vec<String> = Vec::new();

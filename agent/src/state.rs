@@ -79,6 +79,20 @@ impl StateDir {
         &self.dir
     }
 
+    /// Waits for, then holds, the exclusive lock on this state directory (released on drop).
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        let p = self.dir.join("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .with_context(|| format!("opening {}", p.display()))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("locking {}", p.display()))
+    }
+
     pub fn repo_dir(&self) -> PathBuf {
         self.dir.join("repo.git")
     }

@@ -48,6 +48,29 @@ impl LocalRepo {
         &self.dir
     }
 
+    /// Removes lock files a killed pass left behind (the caller holds the state_dir lock, so no
+    /// other writer exists); else every later fetch would fail on them.
+    pub fn clear_stale_locks(&self) {
+        fn sweep(dir: &Path, depth: usize) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    if depth > 0 {
+                        sweep(&p, depth - 1);
+                    }
+                } else if p.extension().is_some_and(|x| x == "lock") {
+                    tracing::warn!(path = %p.display(), "removing a stale git lock file");
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+        sweep(&self.dir, 0);
+        sweep(&self.dir.join("refs"), 6);
+    }
+
     /// Opens the repository with the host's git config kept out and protocol v2 forced (gix ignores
     /// the shallow depth on v1).
     pub fn open(&self, remote: Option<&Remote>) -> Result<gix::Repository> {
