@@ -58,6 +58,7 @@ impl Agent {
             branch: self.settings.branch.clone(),
             ssh_key: self.settings.ssh_key.clone(),
             token_file: self.settings.token_file.clone(),
+            known_hosts: Some(self.state_dir.path().join("known_hosts")),
         }
     }
 

@@ -16,6 +16,8 @@ pub struct Remote {
     pub branch: String,
     pub ssh_key: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
+    /// Host keys learnt on first contact (trust on first use), beside the system's known hosts.
+    pub known_hosts: Option<PathBuf>,
 }
 
 /// The local bare repository that fetched commits land in.
@@ -75,8 +77,8 @@ impl LocalRepo {
     /// the shallow depth on v1).
     pub fn open(&self, remote: Option<&Remote>) -> Result<gix::Repository> {
         let mut overrides = vec!["protocol.version=2".to_string(), "core.askPass=".into()];
-        if let Some(key) = remote.and_then(|r| r.ssh_key.as_ref()) {
-            overrides.push(format!("core.sshCommand={}", ssh_command(key)));
+        if let Some(r) = remote {
+            overrides.push(format!("core.sshCommand={}", ssh_command(r)));
         }
         let opts = gix::open::Options::isolated().config_overrides(overrides);
         gix::open_opts(&self.dir, opts)
@@ -89,6 +91,7 @@ impl LocalRepo {
 
     /// Fetches the tip of `remote.branch`, depth 1, over protocol v2. Blocking: run it off the runtime.
     pub fn fetch(&self, remote: &Remote) -> Result<Fetched> {
+        init_tls();
         let repo = self.open(Some(remote))?;
         let what = format!(
             "fetching branch {} from {}",
@@ -183,11 +186,24 @@ fn remote_url(url: &str) -> Result<String> {
     Ok(format!("file://{url}"))
 }
 
-fn ssh_command(key: &Path) -> String {
-    format!(
-        "ssh -i {} -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new",
-        key.display()
-    )
+/// `ssh` never prompts; a new host key is accepted once and pinned in `known_hosts`.
+fn ssh_command(r: &Remote) -> String {
+    let mut cmd = "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new".to_string();
+    if let Some(key) = &r.ssh_key {
+        cmd.push_str(&format!(" -o IdentitiesOnly=yes -i {}", key.display()));
+    }
+    if let Some(kh) = &r.known_hosts {
+        cmd.push_str(&format!(" -o UserKnownHostsFile={}", kh.display()));
+    }
+    cmd
+}
+
+/// One TLS crypto backend (ring) for every HTTPS client in the process.
+fn init_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 fn read_token(path: &Path) -> Result<String> {
