@@ -33,6 +33,7 @@ async fn run_loop(settings: Settings) -> Result<i32> {
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let watchdog = watchdog_interval();
     let mut phase = Phase::Starting;
+    let stop = agent.as_ref().expect("set").stop.clone();
     tracing::info!(source = %agent.as_ref().expect("set").describe_source(), "plumb started");
     notify(&["READY=1", "STATUS=starting"]);
     let mut failures: u32 = 0;
@@ -48,10 +49,15 @@ async fn run_loop(settings: Settings) -> Result<i32> {
         let (a, result) = loop {
             tokio::select! {
                 done = &mut job => break done.context("the pass panicked")?,
+                _ = term.recv() => stop.store(true, std::sync::atomic::Ordering::Relaxed),
+                _ = int.recv() => stop.store(true, std::sync::atomic::Ordering::Relaxed),
                 _ = tokio::time::sleep(watchdog.unwrap_or(Duration::from_secs(3600))), if watchdog.is_some() => notify(&["WATCHDOG=1"]),
             }
         };
         agent = Some(a);
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(stop_now(transition(phase, Phase::Idle)));
+        }
         let delay = match result {
             Ok(r) => {
                 failures = if r.fetch_failed { failures + 1 } else { 0 };
@@ -83,15 +89,15 @@ async fn run_loop(settings: Settings) -> Result<i32> {
                 _ = &mut sleep => break,
                 _ = hup.recv() => { tracing::info!("SIGHUP: pass now"); break }
                 _ = usr1.recv() => { tracing::info!("SIGUSR1: pass now"); break }
-                _ = term.recv() => return Ok(stop(phase)),
-                _ = int.recv() => return Ok(stop(phase)),
+                _ = term.recv() => return Ok(stop_now(phase)),
+                _ = int.recv() => return Ok(stop_now(phase)),
                 _ = tokio::time::sleep(watchdog.unwrap_or(Duration::from_secs(3600))), if watchdog.is_some() => notify(&["WATCHDOG=1"]),
             }
         }
     }
 }
 
-fn stop(phase: Phase) -> i32 {
+fn stop_now(phase: Phase) -> i32 {
     transition(phase, Phase::Stopping);
     notify(&["STOPPING=1", "STATUS=stopping"]);
     tracing::info!("plumb stopping");

@@ -39,6 +39,8 @@ pub struct Agent {
     pub settings: Settings,
     pub state_dir: StateDir,
     repo: LocalRepo,
+    /// Set by the daemon on SIGTERM: the pass stops between two changes, state saved.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Agent {
@@ -49,6 +51,7 @@ impl Agent {
             settings,
             state_dir,
             repo,
+            stop: Default::default(),
         })
     }
 
@@ -177,6 +180,11 @@ impl Agent {
         }
         let mut reported = std::collections::BTreeSet::new();
         for c in &planned {
+            if self.stopping() {
+                notes.push("stopped (SIGTERM) before all changes were applied".into());
+                failed += 1;
+                break;
+            }
             let spec = desired.files.get(&c.path);
             let ids = observed[&c.path].ids.clone().unwrap_or((0, 0));
             let (state_after, detail) = if let FileAction::Fail(e) = &c.action {
@@ -296,6 +304,11 @@ impl Agent {
             changes: lines,
             fetch_failed,
         })
+    }
+
+    /// The daemon asked to stop: finish the current change, then return.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reads the host's desired state at `commit`; the error says why the commit is unusable.
