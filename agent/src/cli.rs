@@ -35,6 +35,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One line per host from the status branches (works without plumb state or agent.toml).
+    Fleet {
+        /// Repository holding the status branches (default: `[status] repo` of the config).
+        #[arg(long, value_name = "URL")]
+        repo: Option<String>,
+        /// Fleet branch the hosts should run (default: `branch` of the config, else main).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Reports older than twice this are stale (default: `[status] heartbeat`, else 1h).
+        #[arg(long)]
+        heartbeat: Option<String>,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lint a fleet-repo checkout (every host by default), for the operators' own CI.
     Validate {
         /// The checkout to check.
@@ -94,13 +109,28 @@ pub fn run(cli: Cli) -> Result<i32> {
                     settings.state_dir.display()
                 );
             };
+            let sd = crate::state::StateDir::open(&settings.state_dir)?;
+            let push = crate::status::publish::PushMemo::load(&sd)?.status();
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut v = serde_json::to_value(&report)?;
+                v["push"] = serde_json::to_value(&push)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", report.to_toml());
+                #[derive(serde::Serialize)]
+                struct Push<'a> {
+                    push: &'a crate::status::publish::PushStatus,
+                }
+                print!("\n{}", toml::to_string(&Push { push: &push })?);
             }
             Ok(0)
         }
+        Command::Fleet {
+            repo,
+            branch,
+            heartbeat,
+            json,
+        } => fleet(&cli.config, repo, branch, heartbeat, json),
         Command::Validate { dir, host } => validate(dir, host),
     }
 }
@@ -128,6 +158,56 @@ fn print_summary(r: &crate::status::report::Report) {
     {
         eprintln!("  failed {:?} {}: {}", res.kind, res.name, res.detail);
     }
+}
+
+fn fleet(
+    config: &std::path::Path,
+    repo: Option<String>,
+    branch: Option<String>,
+    heartbeat: Option<String>,
+    json: bool,
+) -> Result<i32> {
+    use crate::status::fleet::{self, FleetQuery};
+    use crate::status::remote::Endpoint;
+    // With --repo the config is optional (an operator's laptop has none).
+    let settings = match (&repo, Settings::load(config)) {
+        (_, Ok(s)) => Some(s),
+        (Some(_), Err(_)) => None,
+        (None, Err(e)) => {
+            return Err(e.context("give the status repository with --repo URL"));
+        }
+    };
+    let endpoint = |url: String| Endpoint {
+        url,
+        ssh_key: settings.as_ref().and_then(|s| s.ssh_key.clone()),
+        token_file: settings.as_ref().and_then(|s| s.token_file.clone()),
+        known_hosts: None,
+    };
+    let (status_url, fleet_url) = match (&repo, &settings) {
+        (Some(r), _) => (r.clone(), r.clone()),
+        (None, Some(s)) => (s.status.repo.clone(), s.repo.clone()),
+        (None, None) => unreachable!("checked above"),
+    };
+    let heartbeat = match (heartbeat, &settings) {
+        (Some(h), _) => crate::config::parse_duration(&h).context("--heartbeat")?,
+        (None, Some(s)) => s.status.heartbeat,
+        (None, None) => std::time::Duration::from_secs(3600),
+    };
+    let q = FleetQuery {
+        status: endpoint(status_url),
+        fleet: endpoint(fleet_url),
+        branch: branch
+            .or_else(|| settings.as_ref().map(|s| s.branch.clone()))
+            .unwrap_or_else(|| "main".into()),
+        heartbeat,
+    };
+    let (head, lines) = fleet::read(&q)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        print!("{}", fleet::table(head.as_deref(), &lines));
+    }
+    Ok(0)
 }
 
 fn validate(dir: PathBuf, host: Option<String>) -> Result<i32> {

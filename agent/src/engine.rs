@@ -71,12 +71,19 @@ impl Agent {
     pub fn pass(&mut self, opts: PassOptions) -> Result<PassResult> {
         let _lock = self.state_dir.lock()?;
         self.repo.clear_stale_locks();
-        let r = self.reconcile(opts)?;
+        let result = self.reconcile(opts)?;
         if !opts.dry_run {
-            self.state_dir
-                .write_doc("report.toml", &r.report.to_toml())?;
+            self.record(&result.report)?;
         }
-        Ok(r)
+        Ok(result)
+    }
+
+    /// Keeps the report for `plumb status` and publishes it to the status branch. A failed push
+    /// is logged and shown by `plumb status`, never an error of the pass.
+    fn record(&self, report: &Report) -> Result<()> {
+        self.state_dir.write_doc("report.toml", &report.to_toml())?;
+        crate::status::publish::publish(&self.settings, &self.state_dir, report);
+        Ok(())
     }
 
     fn reconcile(&mut self, opts: PassOptions) -> Result<PassResult> {
@@ -296,9 +303,6 @@ impl Agent {
             failed,
             "pass done"
         );
-        if !opts.dry_run {
-            self.state_dir.write_doc("report.toml", &report.to_toml())?;
-        }
         Ok(PassResult {
             report,
             changes: lines,

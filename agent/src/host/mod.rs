@@ -1,3 +1,4 @@
 //! The only layer with side effects on the host.
 
+pub mod command;
 pub mod fs;

@@ -179,7 +179,7 @@ impl LocalRepo {
 }
 
 /// Local paths become file:// URLs so the same code path serves both.
-fn remote_url(url: &str) -> Result<String> {
+pub(crate) fn remote_url(url: &str) -> Result<String> {
     if url.contains("://") || !url.starts_with('/') {
         return Ok(url.to_string());
     }
@@ -187,7 +187,7 @@ fn remote_url(url: &str) -> Result<String> {
 }
 
 /// `ssh` never prompts; a new host key is accepted once and pinned in `known_hosts`.
-fn ssh_command(r: &Remote) -> String {
+pub(crate) fn ssh_command(r: &Remote) -> String {
     let mut cmd = "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new".to_string();
     if let Some(key) = &r.ssh_key {
         cmd.push_str(&format!(" -o IdentitiesOnly=yes -i {}", key.display()));
@@ -199,14 +199,14 @@ fn ssh_command(r: &Remote) -> String {
 }
 
 /// One TLS crypto backend (ring) for every HTTPS client in the process.
-fn init_tls() {
+pub(crate) fn init_tls() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
 
-fn read_token(path: &Path) -> Result<String> {
+pub(crate) fn read_token(path: &Path) -> Result<String> {
     let t = std::fs::read_to_string(path).with_context(|| {
         format!(
             "reading auth.token_file {}: create it with the access token",

@@ -1,3 +1,7 @@
-//! The report model; publishing it to the status branch.
+//! The report model; publishing it to the status branch; reading the fleet's status branches.
 
+mod chain;
+pub mod fleet;
+pub mod publish;
+pub mod remote;
 pub mod report;

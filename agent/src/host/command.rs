@@ -1,0 +1,131 @@
+//! Subprocesses (`git push`, ...): one helper that logs the argv, bounds the run time, and puts
+//! the tail of stderr into the error.
+
+use anyhow::{anyhow, Context, Result};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How much of stderr an error quotes.
+const STDERR_TAIL: usize = 2000;
+
+/// Runs `cmd` to completion within `timeout`, stdin closed, stdout and stderr captured. The child
+/// runs in its own process group, so a timeout also ends what it started (ssh, remote helpers).
+/// A non-zero exit is not an error here: callers look at `Output::status` (use [`check`]).
+pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let argv = describe(cmd);
+    tracing::debug!(argv = %argv, "running");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().with_context(|| format!("starting {argv}"))?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for {argv}"))?
+        {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            // The group id is the child's pid (process_group(0)): only what we started.
+            let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            let stderr = err_reader.join().unwrap_or_default();
+            return Err(anyhow!(
+                "{argv} did not finish within {}s and was stopped{}",
+                timeout.as_secs(),
+                tail(&stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Turns a non-zero exit into an error naming the command and quoting the end of its stderr.
+pub fn check(cmd: &Command, out: &Output) -> Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "{} failed ({}){}",
+        describe(cmd),
+        out.status,
+        tail(&out.stderr)
+    ))
+}
+
+/// The argv as one line (the environment is left out: it may hold credentials).
+pub fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// ": <last lines of stderr>", or nothing when it is empty.
+pub fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    let start = text
+        .char_indices()
+        .rev()
+        .nth(STDERR_TAIL)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    format!(": {}", text[start..].trim().replace('\n', " | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_exit_and_stderr_tail() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo out; echo oops >&2; exit 3"]);
+        let out = run(&mut c, Duration::from_secs(10)).unwrap();
+        assert_eq!(out.stdout, b"out\n");
+        let e = check(&c, &out).unwrap_err().to_string();
+        assert!(e.contains("sh -c") && e.contains("oops"), "{e}");
+    }
+
+    #[test]
+    fn timeout_stops_the_whole_group() {
+        let mut c = Command::new("sh");
+        // The grandchild keeps stderr open: the helper must not wait for it.
+        c.args(["-c", "sleep 30 & echo started >&2; wait"]);
+        let t = Instant::now();
+        let e = run(&mut c, Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert!(e.contains("did not finish") && e.contains("started"), "{e}");
+    }
+}

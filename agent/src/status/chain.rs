@@ -1,0 +1,170 @@
+//! The status branch's commits: one `status.toml` per commit, at most `history` of them. When a
+//! new report would exceed that, the oldest kept commit becomes a root (its tree, no parent) and
+//! the newer ones are rewritten on top of it, so a year of reports does not grow the repository.
+
+use anyhow::{Context, Result};
+use gix::ObjectId;
+
+pub const STATUS_FILE: &str = "status.toml";
+
+/// Writes a commit holding `status_toml` on top of `base` (the branch's current head, if any),
+/// keeping at most `history` commits in its first-parent chain. Returns the new head.
+pub fn append(
+    repo: &gix::Repository,
+    base: Option<ObjectId>,
+    status_toml: &str,
+    message: &str,
+    who: &gix::actor::Signature,
+    history: usize,
+) -> Result<ObjectId> {
+    let history = history.max(2);
+    let blob = repo
+        .write_blob(status_toml.as_bytes())
+        .context("writing status.toml")?
+        .detach();
+    let tree = gix::objs::Tree {
+        entries: vec![gix::objs::tree::Entry {
+            mode: gix::objs::tree::EntryKind::Blob.into(),
+            filename: STATUS_FILE.into(),
+            oid: blob,
+        }],
+    };
+    let tree = repo
+        .write_object(&tree)
+        .context("writing the status tree")?
+        .detach();
+
+    // Newest first; one more than fits tells us whether to trim.
+    let mut chain: Vec<gix::objs::Commit> = Vec::new();
+    let mut next = base;
+    while let Some(id) = next {
+        if chain.len() == history {
+            break;
+        }
+        let commit = repo
+            .find_commit(id)
+            .with_context(|| format!("reading status commit {id}"))?
+            .decode()
+            .with_context(|| format!("decoding status commit {id}"))?
+            .to_owned()
+            .context("decoding status commit")?;
+        next = commit.parents.first().copied();
+        chain.push(commit);
+    }
+    let parent = if chain.len() < history {
+        base
+    } else {
+        // Keep the newest history-1 old commits: the oldest of them loses its parents.
+        chain.truncate(history - 1);
+        let mut parent: Option<ObjectId> = None;
+        for mut c in chain.into_iter().rev() {
+            c.parents = parent.into_iter().collect();
+            parent = Some(
+                repo.write_object(&c)
+                    .context("rewriting a status commit")?
+                    .detach(),
+            );
+        }
+        parent
+    };
+    let commit = gix::objs::Commit {
+        tree,
+        parents: parent.into_iter().collect(),
+        author: who.clone(),
+        committer: who.clone(),
+        encoding: None,
+        message: format!("{message}\n").into(),
+        extra_headers: vec![],
+    };
+    Ok(repo
+        .write_object(&commit)
+        .context("writing the status commit")?
+        .detach())
+}
+
+/// `status.toml` as stored in `commit`.
+pub fn read_status(repo: &gix::Repository, commit: ObjectId) -> Result<String> {
+    let tree = repo
+        .find_commit(commit)
+        .with_context(|| format!("reading status commit {commit}"))?
+        .tree()
+        .context("reading the status tree")?;
+    let entry = tree
+        .find_entry(STATUS_FILE)
+        .with_context(|| format!("commit {commit} has no {STATUS_FILE}"))?;
+    let blob = repo.find_blob(entry.object_id())?;
+    Ok(String::from_utf8_lossy(&blob.data).into_owned())
+}
+
+/// plumb's own signature on status commits.
+pub fn signature(host: &str) -> gix::actor::Signature {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    gix::actor::Signature {
+        name: "plumb".into(),
+        email: format!("plumb@{host}").into(),
+        time: gix::date::Time { seconds, offset: 0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Number of commits in the first-parent chain from `head`.
+    fn depth(repo: &gix::Repository, head: ObjectId) -> Result<usize> {
+        let mut n = 0;
+        let mut next = Some(head);
+        while let Some(id) = next {
+            n += 1;
+            next = repo
+                .find_commit(id)?
+                .parent_ids()
+                .next()
+                .map(|p| p.detach());
+        }
+        Ok(n)
+    }
+
+    #[test]
+    fn history_is_trimmed_to_the_limit_keeping_the_newest() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = crate::status::remote::open_bare(t.path(), None).unwrap();
+        let who = signature("h1");
+        let mut head = None;
+        for i in 0..7 {
+            let id = append(
+                &repo,
+                head,
+                &format!("n = {i}\n"),
+                &format!("report {i}"),
+                &who,
+                3,
+            )
+            .unwrap();
+            head = Some(id);
+            assert_eq!(
+                depth(&repo, id).unwrap(),
+                (i + 1).min(3),
+                "after report {i}"
+            );
+        }
+        let head = head.unwrap();
+        assert_eq!(read_status(&repo, head).unwrap(), "n = 6\n");
+        // The root holds the oldest kept report, with its own message.
+        let mut c = repo.find_commit(head).unwrap();
+        let mut seen = vec![];
+        loop {
+            seen.push(c.message_raw().unwrap().to_string());
+            let parent = c.parent_ids().next().map(|p| p.detach());
+            match parent {
+                Some(p) => c = repo.find_commit(p).unwrap(),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["report 6\n", "report 5\n", "report 4\n"]);
+        assert_eq!(read_status(&repo, c.id).unwrap(), "n = 4\n");
+    }
+}

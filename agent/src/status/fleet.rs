@@ -1,0 +1,279 @@
+//! `plumb fleet`: every host's last report, read from the status branches with one filtered,
+//! shallow fetch (protocol v2 `ref-prefix refs/heads/status/`), plus the fleet branch's head.
+//! Needs no plumb state: it works from an operator's laptop with plain Git access.
+
+use super::chain;
+use super::remote::{self, Endpoint};
+use super::report::Report;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime};
+
+/// Where the status branches live: `refs/heads/status/<host>`.
+pub const STATUS_PREFIX: &str = "status/";
+
+pub struct FleetQuery {
+    /// Repository holding the status branches.
+    pub status: Endpoint,
+    /// Repository and branch whose head the hosts should run.
+    pub fleet: Endpoint,
+    pub branch: String,
+    pub heartbeat: Duration,
+}
+
+/// One host's line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostLine {
+    pub host: String,
+    /// The report's outcome, or "unreadable" when status.toml could not be parsed.
+    pub outcome: String,
+    pub applied_commit: String,
+    /// "current" (runs the fleet branch's head), "behind", or "unknown".
+    pub commit: &'static str,
+    pub checked_at: String,
+    /// Seconds since checked_at; None when it cannot be parsed.
+    pub age_seconds: Option<u64>,
+    /// Older than twice the heartbeat: the host stopped reporting.
+    pub stale: bool,
+    pub message: String,
+}
+
+/// Fetches the status branches and the fleet head; one line per host, sorted by host.
+pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
+    let dir = TempDir::new()?;
+    let repo = remote::open_bare(&dir.0, Some(&q.status))?;
+    let spec = format!("+refs/heads/{STATUS_PREFIX}*:refs/remotes/origin/{STATUS_PREFIX}*");
+    let fetched = remote::fetch(&repo, &q.status, &[spec], Some(NonZeroU32::MIN))?;
+    let head = remote::remote_head(&repo, &q.fleet, &q.branch)?;
+    let mut reports = Vec::new();
+    for (name, id) in &fetched.remote_refs {
+        let Some(branch_host) = name.strip_prefix(&format!("refs/heads/{STATUS_PREFIX}")) else {
+            continue;
+        };
+        let parsed = chain::read_status(&repo, *id).and_then(|t| {
+            Report::from_toml(&t).with_context(|| format!("{name}: parsing status.toml"))
+        });
+        reports.push((branch_host.to_string(), parsed));
+    }
+    Ok((
+        head.clone(),
+        summarize(reports, head.as_deref(), SystemTime::now(), q.heartbeat),
+    ))
+}
+
+/// Pure: reports (by branch host name) -> lines.
+pub fn summarize(
+    reports: Vec<(String, Result<Report>)>,
+    head: Option<&str>,
+    now: SystemTime,
+    heartbeat: Duration,
+) -> Vec<HostLine> {
+    let mut lines: Vec<HostLine> = reports
+        .into_iter()
+        .map(|(branch_host, r)| match r {
+            Ok(r) => {
+                let age_seconds = humantime::parse_rfc3339_weak(&r.checked_at)
+                    .ok()
+                    .map(|t| now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0));
+                HostLine {
+                    host: r.host.clone(),
+                    outcome: r.outcome.as_str().into(),
+                    commit: match head {
+                        _ if r.applied_commit.is_empty() => "unknown",
+                        Some(h) if h == r.applied_commit => "current",
+                        Some(_) => "behind",
+                        None => "unknown",
+                    },
+                    applied_commit: r.applied_commit,
+                    checked_at: r.checked_at,
+                    stale: age_seconds.is_none_or(|a| a > 2 * heartbeat.as_secs()),
+                    age_seconds,
+                    message: r.message,
+                }
+            }
+            Err(e) => HostLine {
+                host: branch_host,
+                outcome: "unreadable".into(),
+                applied_commit: String::new(),
+                commit: "unknown",
+                checked_at: String::new(),
+                age_seconds: None,
+                stale: true,
+                message: format!("{e:#}"),
+            },
+        })
+        .collect();
+    lines.sort_by(|a, b| a.host.cmp(&b.host));
+    lines
+}
+
+/// The table `plumb fleet` prints.
+pub fn table(head: Option<&str>, lines: &[HostLine]) -> String {
+    let mut rows = vec![[
+        "HOST".to_string(),
+        "OUTCOME".into(),
+        "APPLIED".into(),
+        "AGE".into(),
+        "MESSAGE".into(),
+    ]];
+    for l in lines {
+        let applied = match l.applied_commit.get(..7) {
+            Some(c) => format!("{c} {}", l.commit),
+            None => "- unknown".into(),
+        };
+        let age = match l.age_seconds {
+            Some(a) => short_age(a),
+            None => "?".into(),
+        };
+        let age = if l.stale { format!("{age} stale") } else { age };
+        rows.push([
+            l.host.clone(),
+            l.outcome.clone(),
+            applied,
+            age,
+            l.message.replace('\n', " "),
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!(
+        "fleet head: {}\n",
+        head.map(|h| &h[..h.len().min(7)])
+            .unwrap_or("(branch not found)")
+    );
+    for r in &rows {
+        let mut line = String::new();
+        for i in 0..4 {
+            line.push_str(&format!("{:<w$}  ", r[i], w = widths[i]));
+        }
+        line.push_str(&r[4]);
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// 45s, 12m, 5h, 3d.
+fn short_age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// A scratch directory for the shallow fetch, removed when done.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!(
+            "plumb-fleet-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::report::Outcome;
+
+    fn report(host: &str, outcome: Outcome, applied: &str, checked_at: &str) -> Report {
+        Report {
+            host: host.into(),
+            agent_version: "0.1.0".into(),
+            outcome,
+            desired_commit: applied.into(),
+            applied_commit: applied.into(),
+            last_good_commit: applied.into(),
+            checked_at: checked_at.into(),
+            message: String::new(),
+            resources: vec![],
+        }
+    }
+
+    #[test]
+    fn lines_current_behind_stale_unreadable() {
+        let head = "a".repeat(40);
+        let old = "b".repeat(40);
+        let now = humantime::parse_rfc3339("2026-11-26T12:00:00Z").unwrap();
+        let hb = Duration::from_secs(3600);
+        let lines = summarize(
+            vec![
+                (
+                    "web-02".into(),
+                    Ok(report(
+                        "web-02",
+                        Outcome::Converged,
+                        &old,
+                        "2026-11-26T09:00:00Z",
+                    )),
+                ),
+                (
+                    "web-01".into(),
+                    Ok(report(
+                        "web-01",
+                        Outcome::Changed,
+                        &head,
+                        "2026-11-26T11:59:15Z",
+                    )),
+                ),
+                ("db-1".into(), Err(anyhow::anyhow!("bad toml"))),
+                (
+                    "new".into(),
+                    Ok(report("new", Outcome::Rejected, "", "2026-11-26T10:00:01Z")),
+                ),
+            ],
+            Some(&head),
+            now,
+            hb,
+        );
+        let got: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.host.as_str(),
+                    l.outcome.as_str(),
+                    l.commit,
+                    l.age_seconds,
+                    l.stale,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("db-1", "unreadable", "unknown", None, true),
+                ("new", "rejected", "unknown", Some(7199), false),
+                ("web-01", "changed", "current", Some(45), false),
+                ("web-02", "converged", "behind", Some(3 * 3600), true),
+            ]
+        );
+        let t = table(Some(&head), &lines);
+        assert!(
+            t.contains("web-01  changed     aaaaaaa current  45s"),
+            "{t}"
+        );
+        assert!(
+            t.contains("web-02  converged   bbbbbbb behind   3h stale"),
+            "{t}"
+        );
+        assert!(
+            t.contains("db-1    unreadable  - unknown        ? stale   bad toml"),
+            "{t}"
+        );
+    }
+}

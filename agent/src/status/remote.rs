@@ -1,0 +1,160 @@
+//! Reading status branches with gix: fetches filtered by ref prefix over protocol v2, with the
+//! agent's credentials and the host's git config kept out.
+
+use crate::source::git::{init_tls, read_token, redact_url, remote_url, ssh_command, Remote};
+use anyhow::{bail, Context, Result};
+use gix::remote::Direction;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// A repository to read from or push to, with the credentials for it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: String,
+    pub ssh_key: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    /// Host keys pinned on first contact (the agent's state_dir/known_hosts).
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl Endpoint {
+    pub fn redacted(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// The ssh command line the fetch uses, for gix and for `git push` alike.
+    pub fn ssh_command(&self) -> String {
+        ssh_command(&Remote {
+            url: self.url.clone(),
+            branch: String::new(),
+            ssh_key: self.ssh_key.clone(),
+            token_file: self.token_file.clone(),
+            known_hosts: self.known_hosts.clone(),
+        })
+    }
+}
+
+/// Opens (creating on first use) a bare repository under plumb's control.
+pub fn open_bare(dir: &Path, ep: Option<&Endpoint>) -> Result<gix::Repository> {
+    if !dir.join("HEAD").exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        gix::init_bare(dir)
+            .with_context(|| format!("initializing a git repository in {}", dir.display()))?;
+    }
+    let mut overrides = vec!["protocol.version=2".to_string(), "core.askPass=".into()];
+    if let Some(ep) = ep {
+        overrides.push(format!("core.sshCommand={}", ep.ssh_command()));
+    }
+    let opts = gix::open::Options::isolated().config_overrides(overrides);
+    gix::open_opts(dir, opts).with_context(|| format!("opening git repository {}", dir.display()))
+}
+
+/// What a fetch saw on the server.
+pub struct Fetched {
+    /// (full ref name, commit) of the refs the server advertised for our refspecs.
+    pub remote_refs: Vec<(String, gix::ObjectId)>,
+}
+
+/// Fetches `refspecs` from `ep` into `repo`. Only refs under the refspecs' prefixes are listed
+/// by the server (protocol v2 `ref-prefix`), so other branches cost nothing.
+pub fn fetch(
+    repo: &gix::Repository,
+    ep: &Endpoint,
+    refspecs: &[String],
+    depth: Option<NonZeroU32>,
+) -> Result<Fetched> {
+    init_tls();
+    let what = format!("fetching {} from {}", refspecs.join(" "), ep.redacted());
+    let url = remote_url(&ep.url)?;
+    let remote = repo
+        .remote_at(url.as_str())
+        .with_context(|| format!("{what}: bad repository URL"))?
+        .with_refspecs(refspecs.iter().map(String::as_str), Direction::Fetch)
+        .with_context(|| what.clone())?
+        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let mut conn = remote
+        .connect(Direction::Fetch)
+        .with_context(|| what.clone())?;
+    if let Some(token_file) = &ep.token_file {
+        conn = conn.with_credentials(token_helper(read_token(token_file)?));
+    }
+    let mut prepare = conn
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .with_context(|| what.clone())?;
+    if let Some(depth) = depth {
+        prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth));
+    }
+    let remote_refs = prepare
+        .ref_map()
+        .remote_refs
+        .iter()
+        .filter_map(|r| match r.unpack() {
+            (name, Some(target), peeled) => {
+                Some((name.to_string(), peeled.unwrap_or(target).to_owned()))
+            }
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    if remote_refs.is_empty() {
+        // Nothing matches (no status branch yet): gix would call that an error.
+        return Ok(Fetched { remote_refs });
+    }
+    let outcome = prepare
+        .receive(gix::progress::Discard, &AtomicBool::new(false))
+        .with_context(|| what.clone())?;
+    if outcome.handshake.server_protocol_version != gix::protocol::transport::Protocol::V2 {
+        bail!("{what}: the server does not speak git protocol v2");
+    }
+    Ok(Fetched { remote_refs })
+}
+
+/// The commit `refs/heads/<branch>` points to on the server, listed without fetching anything.
+pub fn remote_head(repo: &gix::Repository, ep: &Endpoint, branch: &str) -> Result<Option<String>> {
+    init_tls();
+    let what = format!("listing branch {branch} of {}", ep.redacted());
+    let url = remote_url(&ep.url)?;
+    let full = format!("refs/heads/{branch}");
+    let remote = repo
+        .remote_at(url.as_str())
+        .with_context(|| format!("{what}: bad repository URL"))?
+        .with_refspecs([full.as_str()], Direction::Fetch)
+        .with_context(|| what.clone())?
+        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let mut conn = remote
+        .connect(Direction::Fetch)
+        .with_context(|| what.clone())?;
+    if let Some(token_file) = &ep.token_file {
+        conn = conn.with_credentials(token_helper(read_token(token_file)?));
+    }
+    let (map, _) = conn
+        .ref_map(gix::progress::Discard, Default::default())
+        .with_context(|| what.clone())?;
+    Ok(map.remote_refs.iter().find_map(|r| match r.unpack() {
+        (name, Some(target), peeled) if name == full.as_str() => {
+            Some(peeled.unwrap_or(target).to_string())
+        }
+        _ => None,
+    }))
+}
+
+/// Answers gix's credential requests with the token of `auth.token_file`.
+fn token_helper(
+    token: String,
+) -> impl FnMut(
+    gix::credentials::helper::Action,
+) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
+    move |action| match action {
+        gix::credentials::helper::Action::Get(ctx) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: ctx.username.clone().unwrap_or_else(|| "plumb".into()),
+                    password: token.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: gix::credentials::helper::NextAction::from(ctx),
+            }))
+        }
+        _ => Ok(None),
+    }
+}
