@@ -3,6 +3,7 @@
 use crate::config::{Mode, Settings};
 use crate::host::fs::HostFs;
 use crate::resource::file::{self, FileAction, FileChange};
+use crate::resource::package;
 use crate::source::git::{redact_url, LocalRepo, Remote};
 use crate::spec::{self, Desired};
 use crate::state::{State, StateDir};
@@ -164,13 +165,33 @@ impl Agent {
 
         let fs = HostFs::open(&self.settings.root)?;
         let detect = self.settings.mode == Mode::Detect || opts.dry_run;
-        let observed = file::observe(&fs, &desired.files, &state.files);
-        let planned = file::plan(&desired.files, &observed, &state.files);
         let mut lines = Vec::new();
         let mut failed = 0;
         let mut drifted = 0;
         let mut changed = 0;
 
+        // Packages first: files and units may need what they install, and files are observed
+        // after the packages that may ship them.
+        for p in self.packages_step(&desired, &mut state, detect, &mut lines) {
+            match p.state {
+                ResourceState::Failed => failed += 1,
+                ResourceState::DriftCorrected => drifted += 1,
+                ResourceState::Drifted if p.drift => drifted += 1,
+                ResourceState::Changed | ResourceState::Pruned | ResourceState::Drifted => {
+                    changed += 1
+                }
+                ResourceState::Ok => {}
+            }
+            report.resources.push(ResourceReport {
+                kind: Kind::Package,
+                name: p.name,
+                state: p.state,
+                detail: p.detail,
+            });
+        }
+
+        let observed = file::observe(&fs, &desired.files, &state.files);
+        let planned = file::plan(&desired.files, &observed, &state.files);
         if !detect
             && planned
                 .iter()
@@ -313,6 +334,40 @@ impl Agent {
     /// The daemon asked to stop: finish the current change, then return.
     pub fn stopping(&self) -> bool {
         self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Observes, plans and (unless `detect`) applies `[packages]`, updating the inventory.
+    fn packages_step(
+        &self,
+        desired: &Desired,
+        state: &mut State,
+        detect: bool,
+        lines: &mut Vec<String>,
+    ) -> Vec<package::PackageResult> {
+        let Some(installed) =
+            package::observe(&self.settings.root, &desired.packages, &state.packages)
+        else {
+            return vec![];
+        };
+        let changes = package::plan(&desired.packages, &installed, &state.packages);
+        if detect {
+            lines.extend(
+                changes
+                    .iter()
+                    .filter(|c| c.touches_host())
+                    .map(|c| c.describe()),
+            );
+            return package::report_only(&desired.packages, &changes);
+        }
+        // The inventory changes are saved with the rest of the state at the end of the pass.
+        let results = package::apply(&desired.packages, &changes, state, &self.state_dir);
+        lines.extend(
+            results
+                .iter()
+                .filter(|r| !matches!(r.state, ResourceState::Ok | ResourceState::Failed))
+                .map(|r| format!("package {}: {}", r.name, r.detail)),
+        );
+        results
     }
 
     /// Reads the host's desired state at `commit`; the error says why the commit is unusable.

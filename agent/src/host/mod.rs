@@ -2,3 +2,5 @@
 
 pub mod command;
 pub mod fs;
+pub mod packagekit;
+pub mod pkgcmd;

@@ -1,3 +1,4 @@
 //! One module per resource kind: observe (I/O), plan (pure), apply (idempotent I/O).
 
 pub mod file;
+pub mod package;

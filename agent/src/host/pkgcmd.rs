@@ -1,0 +1,313 @@
+//! OS packages without PackageKit: the system's own tools as subprocesses (no shell), and the
+//! installed set read with one query (`dpkg-query` or `rpm`), which every backend uses.
+
+use super::command;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Queries are quick; installs may download a lot.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The package manager of this system, driven directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Native {
+    Apt,
+    Dnf,
+}
+
+impl Native {
+    /// apt-get on Debian-like systems, dnf on Fedora-like ones.
+    pub fn detect() -> Option<Native> {
+        if find_program("apt-get").is_some() && find_program("dpkg-query").is_some() {
+            Some(Native::Apt)
+        } else if find_program("dnf").is_some() {
+            Some(Native::Dnf)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Native::Apt => "apt-get",
+            Native::Dnf => "dnf",
+        }
+    }
+
+    /// Which of `names` the configured repositories offer (one query for all).
+    pub fn available(self, names: &[String]) -> Result<BTreeSet<String>> {
+        check_names(names)?;
+        if names.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        match self {
+            Native::Apt => {
+                let mut c = Command::new("apt-cache");
+                c.arg("policy").arg("--").args(names).env("LC_ALL", "C");
+                let out = run_checked(&mut c, QUERY_TIMEOUT)?;
+                Ok(parse_apt_policy(&out))
+            }
+            Native::Dnf => {
+                let mut c = Command::new("dnf");
+                c.args(["-q", "repoquery", "--qf", "%{name}\\n", "--"])
+                    .args(names)
+                    .env("LC_ALL", "C");
+                let out = run_checked(&mut c, QUERY_TIMEOUT)?;
+                let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+                Ok(out
+                    .lines()
+                    .map(str::trim)
+                    .filter(|n| wanted.contains(n))
+                    .map(String::from)
+                    .collect())
+            }
+        }
+    }
+
+    /// Re-reads the repositories' package lists.
+    pub fn refresh(self) -> Result<()> {
+        let mut c = match self {
+            Native::Apt => self.apt_get(["update"]),
+            Native::Dnf => {
+                let mut c = Command::new("dnf");
+                c.args(["-y", "makecache", "--refresh"]);
+                c
+            }
+        };
+        run_checked(&mut c, CHANGE_TIMEOUT).map(drop)
+    }
+
+    /// Installs all `names` in one run of the tool; trusted packages only (neither tool is told
+    /// to allow unauthenticated ones), and never removing anything to make room.
+    pub fn install(self, names: &[String]) -> Result<()> {
+        check_names(names)?;
+        let mut c = match self {
+            Native::Apt => self.apt_get(["install", "--no-remove"]),
+            Native::Dnf => {
+                let mut c = Command::new("dnf");
+                c.args(["-y", "install"]);
+                c
+            }
+        };
+        c.arg("--").args(names);
+        run_checked(&mut c, CHANGE_TIMEOUT).map(drop)
+    }
+
+    /// Removes all `names` in one run, refusing when that would also remove packages that depend
+    /// on them (PackageKit's `allow_deps = false`).
+    pub fn remove(self, names: &[String]) -> Result<()> {
+        check_names(names)?;
+        match self {
+            Native::Apt => {
+                let mut sim = self.apt_get(["-s", "remove"]);
+                sim.arg("--").args(names);
+                let plan = run_checked(&mut sim, QUERY_TIMEOUT)?;
+                let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+                let extra: Vec<String> = parse_apt_removals(&plan)
+                    .into_iter()
+                    .filter(|n| !wanted.contains(n.as_str()))
+                    .collect();
+                if !extra.is_empty() {
+                    bail!(
+                        "removing {} would also remove {} (they depend on it): add those to [packages] remove too, or keep it",
+                        names.join(" "),
+                        extra.join(" ")
+                    );
+                }
+                let mut c = self.apt_get(["remove"]);
+                c.arg("--").args(names);
+                run_checked(&mut c, CHANGE_TIMEOUT).map(drop)
+            }
+            Native::Dnf => {
+                let mut c = Command::new("dnf");
+                c.args([
+                    "-y",
+                    "--setopt=clean_requirements_on_remove=False",
+                    "remove",
+                    "--",
+                ])
+                .args(names);
+                run_checked(&mut c, CHANGE_TIMEOUT).map(drop)
+            }
+        }
+    }
+
+    fn apt_get<const N: usize>(self, args: [&str; N]) -> Command {
+        let mut c = Command::new("apt-get");
+        c.env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C")
+            .args(["-y", "-q"])
+            // Keep the admin's edited conffiles, never ask.
+            .args([
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+            ])
+            .args(args);
+        c
+    }
+}
+
+/// The names of the installed packages, in one query of the package database. Debian
+/// multi-arch names appear both bare (`libc6`) and qualified (`libc6:amd64`).
+pub fn installed() -> Result<BTreeSet<String>> {
+    if find_program("dpkg-query").is_some() {
+        let mut c = Command::new("dpkg-query");
+        c.args([
+            "-W",
+            "-f",
+            "${Package}\t${binary:Package}\t${db:Status-Abbrev}\n",
+        ]);
+        Ok(parse_dpkg_status(&run_checked(&mut c, QUERY_TIMEOUT)?))
+    } else if find_program("rpm").is_some() {
+        let mut c = Command::new("rpm");
+        c.args(["-qa", "--qf", "%{NAME}\\n"]);
+        Ok(run_checked(&mut c, QUERY_TIMEOUT)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    } else {
+        bail!("neither dpkg-query nor rpm is installed: plumb cannot read which packages this host has")
+    }
+}
+
+/// The same rule as the spec loader, checked again right before a command line is built:
+/// nothing a shell or an option parser could take (`x; rm -rf /`, `-oFoo`).
+pub fn check_name(n: &str) -> Result<()> {
+    let ok = !n.is_empty()
+        && n.len() <= 128
+        && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-._:".contains(c));
+    if !ok {
+        bail!("{n:?} is not a valid package name");
+    }
+    Ok(())
+}
+
+fn check_names(names: &[String]) -> Result<()> {
+    names.iter().try_for_each(|n| check_name(n))
+}
+
+fn run_checked(c: &mut Command, timeout: Duration) -> Result<String> {
+    let out = command::run(c, timeout)?;
+    command::check(c, &out)?;
+    String::from_utf8(out.stdout)
+        .with_context(|| format!("{}: output is not UTF-8", command::describe(c)))
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// `name \t name:arch \t Status-Abbrev` lines -> installed names. The second letter of the status
+/// is the package's state: i(nstalled), or W/t (installed, triggers pending).
+fn parse_dpkg_status(text: &str) -> BTreeSet<String> {
+    let mut set = BTreeSet::new();
+    for line in text.lines() {
+        let mut f = line.split('\t');
+        let (Some(name), Some(qualified), Some(status)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if matches!(status.chars().nth(1), Some('i' | 'W' | 't')) {
+            set.insert(name.to_string());
+            set.insert(qualified.to_string());
+        }
+    }
+    set
+}
+
+/// `apt-cache policy a b` -> the names that have a candidate version.
+fn parse_apt_policy(text: &str) -> BTreeSet<String> {
+    let mut set = BTreeSet::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            current = line.strip_suffix(':');
+        } else if let (Some(name), Some(cand)) = (current, line.trim().strip_prefix("Candidate:")) {
+            if cand.trim() != "(none)" {
+                set.insert(name.to_string());
+            }
+        }
+    }
+    set
+}
+
+/// `apt-get -s remove` -> the packages it would remove (`Remv name [version]`).
+fn parse_apt_removals(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Remv "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_status() {
+        let text = "curl\tcurl\tii \nlibc6\tlibc6:amd64\tii \ntelnet\ttelnet\trc \nhalf\thalf\tiU \ntrig\ttrig\tiW \n";
+        let s = parse_dpkg_status(text);
+        let got: Vec<&str> = s.iter().map(String::as_str).collect();
+        assert_eq!(got, ["curl", "libc6", "libc6:amd64", "trig"]);
+    }
+
+    #[test]
+    fn apt_policy() {
+        let text = "\
+plumb-a:
+  Installed: (none)
+  Candidate: 1.0
+  Version table:
+     1.0 500
+        500 file:/srv/repo ./ Packages
+virtual:
+  Installed: (none)
+  Candidate: (none)
+  Version table:
+curl:
+  Installed: 8.14.1-2
+  Candidate: 8.14.1-2
+";
+        let s = parse_apt_policy(text);
+        assert_eq!(s.into_iter().collect::<Vec<_>>(), ["curl", "plumb-a"]);
+    }
+
+    #[test]
+    fn apt_removals() {
+        let text = "NOTE: This is only a simulation!\nRemv plumb-b [1.0]\nRemv plumb-a [1.0]\n";
+        assert_eq!(parse_apt_removals(text), ["plumb-b", "plumb-a"]);
+    }
+
+    #[test]
+    fn names_are_checked_before_any_command() {
+        for bad in ["x; rm -rf /", "-oFoo", "", "a b", "$(id)", "a\nb"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["curl", "libc6:amd64", "g++", "python3.13-venv"] {
+            check_name(good).unwrap();
+        }
+        let bad = vec!["ok".to_string(), "x; rm -rf /".to_string()];
+        let e = Native::Apt.install(&bad).unwrap_err().to_string();
+        assert!(e.contains("not a valid package name"), "{e}");
+    }
+}

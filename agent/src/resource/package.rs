@@ -1,0 +1,791 @@
+//! OS packages: observe the installed set (one query), plan (pure) what makes it match
+//! `[packages]`, apply in one transaction per direction through PackageKit, or apt-get/dnf when
+//! PackageKit is not there.
+
+use crate::host::packagekit::{self, PkPackage};
+use crate::host::pkgcmd::{self, Native};
+use crate::spec::Packages;
+use crate::state::{ManagedPackage, State, StateDir};
+use crate::status::report::ResourceState;
+use anyhow::{anyhow, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Package lists older than this are refreshed before an install.
+const CACHE_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
+/// An unknown name refreshes the lists, but not more often than this: a typo in Git must not
+/// make every pass download the package lists again.
+const CACHE_MIN_AGE: Duration = Duration::from_secs(10 * 60);
+/// In state_dir: when plumb last refreshed the package lists (unix seconds).
+const REFRESHED_DOC: &str = "packages-refreshed";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageAction {
+    /// Installed, not yet in the inventory: recorded as there before plumb (never pruned).
+    Adopt,
+    Install,
+    /// Named in `remove` and installed.
+    Remove,
+    /// Left `install`; plumb installed it: removed.
+    Prune,
+    /// Left Git; nothing to do on the host, the inventory forgets it. `kept`: it is still
+    /// installed because it was there before plumb.
+    Forget {
+        kept: bool,
+    },
+    Fail(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageChange {
+    pub name: String,
+    pub action: PackageAction,
+    /// Git did not change but the host did (removed by hand).
+    pub drift: bool,
+}
+
+impl PackageChange {
+    pub fn touches_host(&self) -> bool {
+        matches!(
+            self.action,
+            PackageAction::Install | PackageAction::Remove | PackageAction::Prune
+        )
+    }
+
+    /// "install package curl (removed on the host)" for plan and logs.
+    pub fn describe(&self) -> String {
+        let verb = match self.action {
+            PackageAction::Install if self.drift => "reinstall",
+            PackageAction::Install => "install",
+            PackageAction::Remove => "remove",
+            PackageAction::Prune => "remove (left [packages] install)",
+            PackageAction::Adopt | PackageAction::Forget { .. } => "record",
+            PackageAction::Fail(_) => "fail",
+        };
+        let drift = if self.drift {
+            " (removed on the host)"
+        } else {
+            ""
+        };
+        format!("{verb} package {}{drift}", self.name)
+    }
+}
+
+/// One package's line in the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageResult {
+    pub name: String,
+    pub state: ResourceState,
+    pub detail: String,
+    pub drift: bool,
+}
+
+/// The installed set, read once per pass; `None` when nothing asks about packages, so a host
+/// without packages in Git never runs the query.
+pub fn observe(
+    root: &Path,
+    desired: &Packages,
+    inventory: &BTreeMap<String, ManagedPackage>,
+) -> Option<Result<BTreeSet<String>, String>> {
+    if desired.install.is_empty() && desired.remove.is_empty() && inventory.is_empty() {
+        return None;
+    }
+    if root != Path::new("/") {
+        return Some(Err(format!(
+            "packages are managed only when root = \"/\" (root is {})",
+            root.display()
+        )));
+    }
+    Some(pkgcmd::installed().map_err(|e| format!("{e:#}")))
+}
+
+/// Desired x installed x inventory -> changes, in name order. Pure.
+pub fn plan(
+    desired: &Packages,
+    installed: &Result<BTreeSet<String>, String>,
+    inventory: &BTreeMap<String, ManagedPackage>,
+) -> Vec<PackageChange> {
+    let change = |name: &String, action, drift| PackageChange {
+        name: name.clone(),
+        action,
+        drift,
+    };
+    let installed = match installed {
+        Ok(set) => set,
+        Err(e) => {
+            return desired
+                .install
+                .iter()
+                .chain(&desired.remove)
+                .map(|n| change(n, PackageAction::Fail(e.clone()), false))
+                .collect();
+        }
+    };
+    let mut changes = Vec::new();
+    for name in &desired.install {
+        let known = inventory.contains_key(name);
+        match (installed.contains(name), known) {
+            (true, true) => {}
+            (true, false) => changes.push(change(name, PackageAction::Adopt, false)),
+            (false, drift) => changes.push(change(name, PackageAction::Install, drift)),
+        }
+    }
+    for name in &desired.remove {
+        if installed.contains(name) {
+            changes.push(change(name, PackageAction::Remove, false));
+        } else if inventory.contains_key(name) {
+            changes.push(change(name, PackageAction::Forget { kept: false }, false));
+        }
+    }
+    for (name, managed) in inventory {
+        if desired.install.contains(name) || desired.remove.contains(name) {
+            continue;
+        }
+        let present = installed.contains(name);
+        let action = if managed.installed_by_plumb && present {
+            PackageAction::Prune
+        } else {
+            PackageAction::Forget { kept: present }
+        };
+        changes.push(change(name, action, false));
+    }
+    changes.sort_by(|a, b| a.name.cmp(&b.name));
+    changes
+}
+
+/// Results without touching the host (`detect` mode and `plan`).
+pub fn report_only(desired: &Packages, changes: &[PackageChange]) -> Vec<PackageResult> {
+    let mut out: BTreeMap<String, PackageResult> = desired_ok(desired);
+    for c in changes {
+        let (state, detail) = match &c.action {
+            PackageAction::Fail(e) => (ResourceState::Failed, e.clone()),
+            _ if c.touches_host() => (ResourceState::Drifted, c.describe()),
+            _ => continue,
+        };
+        out.insert(
+            c.name.clone(),
+            PackageResult {
+                name: c.name.clone(),
+                state,
+                detail,
+                drift: c.drift,
+            },
+        );
+    }
+    out.into_values().collect()
+}
+
+fn desired_ok(desired: &Packages) -> BTreeMap<String, PackageResult> {
+    desired
+        .install
+        .iter()
+        .chain(&desired.remove)
+        .map(|n| {
+            (
+                n.clone(),
+                PackageResult {
+                    name: n.clone(),
+                    state: ResourceState::Ok,
+                    detail: String::new(),
+                    drift: false,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Where package changes go. Chosen per pass, only when there is something to change.
+enum Backend {
+    PackageKit(zbus::Connection),
+    Native(Native),
+}
+
+impl Backend {
+    async fn choose() -> Result<Backend> {
+        let why = match zbus::Connection::system().await {
+            Ok(conn) => match packagekit::probe(&conn).await {
+                Ok(()) => return Ok(Backend::PackageKit(conn)),
+                Err(e) => format!("{e:#}"),
+            },
+            Err(e) => format!("no system bus: {e}"),
+        };
+        let native = Native::detect().ok_or_else(|| {
+            anyhow!("no package manager: PackageKit is not available ({why}), and neither apt-get nor dnf is installed")
+        })?;
+        tracing::info!(backend = native.name(), reason = %why, "PackageKit not available, using the package tool directly");
+        Ok(Backend::Native(native))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::PackageKit(_) => "PackageKit",
+            Backend::Native(n) => n.name(),
+        }
+    }
+
+    /// Name -> the id to install, for the names the repositories offer.
+    async fn available(&self, names: &[String]) -> Result<BTreeMap<String, String>> {
+        match self {
+            Backend::PackageKit(conn) => {
+                let found = packagekit::resolve(conn, packagekit::FILTER_ARCH, names).await?;
+                Ok(pick(names, &found, packagekit::INFO_AVAILABLE))
+            }
+            Backend::Native(n) => Ok(n
+                .available(names)?
+                .into_iter()
+                .map(|x| (x.clone(), x))
+                .collect()),
+        }
+    }
+
+    /// Name -> the installed package's id.
+    async fn installed_ids(&self, names: &[String]) -> Result<BTreeMap<String, String>> {
+        match self {
+            Backend::PackageKit(conn) => {
+                let found = packagekit::resolve(conn, packagekit::FILTER_INSTALLED, names).await?;
+                Ok(pick(names, &found, packagekit::INFO_INSTALLED))
+            }
+            Backend::Native(_) => Ok(names.iter().map(|n| (n.clone(), n.clone())).collect()),
+        }
+    }
+
+    async fn refresh(&self) -> Result<()> {
+        match self {
+            Backend::PackageKit(conn) => packagekit::refresh_cache(conn).await,
+            Backend::Native(n) => n.refresh(),
+        }
+    }
+
+    async fn install(&self, ids: &[String]) -> Result<()> {
+        match self {
+            Backend::PackageKit(conn) => packagekit::install(conn, ids).await,
+            Backend::Native(n) => n.install(ids),
+        }
+    }
+
+    async fn remove(&self, ids: &[String]) -> Result<()> {
+        match self {
+            Backend::PackageKit(conn) => packagekit::remove(conn, ids).await,
+            Backend::Native(n) => n.remove(ids),
+        }
+    }
+}
+
+/// For each requested name, the first reported package with that `info`.
+fn pick(names: &[String], found: &[PkPackage], info: u32) -> BTreeMap<String, String> {
+    names
+        .iter()
+        .filter_map(|n| {
+            found
+                .iter()
+                .find(|p| p.info == info && p.is(n))
+                .map(|p| (n.clone(), p.id.clone()))
+        })
+        .collect()
+}
+
+/// Applies the changes: all installs in one transaction, then all removals in one. Each package
+/// gets its own result; the inventory in `state` follows what landed and is saved by the caller
+/// (intent is saved here before installing, so a killed pass still knows what plumb installed).
+pub fn apply(
+    desired: &Packages,
+    changes: &[PackageChange],
+    state: &mut State,
+    state_dir: &StateDir,
+) -> Vec<PackageResult> {
+    let mut out = desired_ok(desired);
+    let set = |out: &mut BTreeMap<String, PackageResult>,
+               name: &str,
+               state: ResourceState,
+               detail: String,
+               drift: bool| {
+        let name = name.to_string();
+        out.insert(
+            name.clone(),
+            PackageResult {
+                name,
+                state,
+                detail,
+                drift,
+            },
+        );
+    };
+    let mut to_install = Vec::new();
+    let mut to_remove = Vec::new();
+    for c in changes {
+        match &c.action {
+            PackageAction::Fail(e) => {
+                set(&mut out, &c.name, ResourceState::Failed, e.clone(), false)
+            }
+            PackageAction::Adopt => {
+                state
+                    .packages
+                    .insert(c.name.clone(), ManagedPackage::default());
+            }
+            PackageAction::Forget { kept } => {
+                state.packages.remove(&c.name);
+                if *kept {
+                    set(
+                        &mut out,
+                        &c.name,
+                        ResourceState::Ok,
+                        "no longer managed; kept: it was installed before plumb".into(),
+                        false,
+                    );
+                }
+            }
+            PackageAction::Install => to_install.push(c),
+            PackageAction::Remove | PackageAction::Prune => to_remove.push(c),
+        }
+    }
+    if to_install.is_empty() && to_remove.is_empty() {
+        return out.into_values().collect();
+    }
+
+    // Intent first: what plumb is about to install is plumb's, even if the pass dies mid-way.
+    let mut fresh = BTreeSet::new();
+    for c in &to_install {
+        if !state.packages.contains_key(&c.name) {
+            fresh.insert(c.name.clone());
+            state.packages.insert(
+                c.name.clone(),
+                ManagedPackage {
+                    installed_by_plumb: true,
+                },
+            );
+        }
+    }
+    if let Err(e) = state_dir.save(state) {
+        let e = format!("{e:#}");
+        for c in to_install.iter().chain(&to_remove) {
+            set(&mut out, &c.name, ResourceState::Failed, e.clone(), c.drift);
+        }
+        return out.into_values().collect();
+    }
+
+    let done = block_on(async {
+        let backend = match Backend::choose().await {
+            Ok(b) => b,
+            Err(e) => {
+                let e = format!("{e:#}");
+                return to_install
+                    .iter()
+                    .chain(&to_remove)
+                    .map(|c| (c.name.clone(), Err(e.clone())))
+                    .collect::<Vec<_>>();
+            }
+        };
+        tracing::info!(
+            backend = backend.name(),
+            install = to_install.len(),
+            remove = to_remove.len(),
+            "applying packages"
+        );
+        let mut done = Vec::new();
+        let names: Vec<String> = to_install.iter().map(|c| c.name.clone()).collect();
+        if !names.is_empty() {
+            done.extend(install_all(&backend, &names, state_dir).await);
+        }
+        let names: Vec<String> = to_remove.iter().map(|c| c.name.clone()).collect();
+        if !names.is_empty() {
+            done.extend(remove_all(&backend, &names).await);
+        }
+        done.into_iter()
+            .map(|(n, r)| (n, r.map(|verb| format!("{verb} via {}", backend.name()))))
+            .collect()
+    });
+
+    for (name, result) in done {
+        let c = changes
+            .iter()
+            .find(|c| c.name == name)
+            .expect("a result is for a planned change");
+        match result {
+            Ok(detail) => {
+                tracing::info!(kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "applied");
+                let st = match c.action {
+                    PackageAction::Install if c.drift => ResourceState::DriftCorrected,
+                    PackageAction::Install => ResourceState::Changed,
+                    PackageAction::Prune => {
+                        state.packages.remove(&name);
+                        ResourceState::Pruned
+                    }
+                    _ => {
+                        state.packages.remove(&name);
+                        ResourceState::Changed
+                    }
+                };
+                let detail = if c.drift {
+                    format!("{detail}: it had been removed on the host")
+                } else {
+                    detail
+                };
+                set(&mut out, &name, st, detail, c.drift);
+            }
+            Err(e) => {
+                tracing::error!(kind = "package", name = %name, error = %e, "failed");
+                if fresh.contains(&name) {
+                    state.packages.remove(&name);
+                }
+                set(&mut out, &name, ResourceState::Failed, e, c.drift);
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
+type Done = Vec<(String, std::result::Result<&'static str, String>)>;
+
+/// Resolves, refreshing the package lists when they are old or a name is unknown to them, then
+/// installs everything found in one transaction.
+async fn install_all(backend: &Backend, names: &[String], state_dir: &StateDir) -> Done {
+    let age = cache_age(state_dir);
+    let mut refreshed = false;
+    if age.is_none_or(|a| a > CACHE_MAX_AGE) {
+        refreshed = refresh(backend, state_dir).await;
+    }
+    let mut ids = match backend.available(names).await {
+        Ok(ids) => ids,
+        Err(e) => return all_failed(names, &e),
+    };
+    if ids.len() < names.len() && !refreshed && age.is_none_or(|a| a > CACHE_MIN_AGE) {
+        refresh(backend, state_dir).await;
+        match backend.available(names).await {
+            Ok(again) => ids = again,
+            Err(e) => return all_failed(names, &e),
+        }
+    }
+    let mut done: Done = names
+        .iter()
+        .filter(|n| !ids.contains_key(*n))
+        .map(|n| {
+            (
+                n.clone(),
+                Err(format!(
+                    "{} found no package named {n:?} in the configured repositories: check the name, or the host's package sources",
+                    backend.name()
+                )),
+            )
+        })
+        .collect();
+    let batch: Vec<(String, String)> = ids.into_iter().collect();
+    done.extend(
+        in_one_transaction(&batch, "installed", |ids| async move {
+            backend.install(&ids).await
+        })
+        .await,
+    );
+    done
+}
+
+async fn remove_all(backend: &Backend, names: &[String]) -> Done {
+    let ids = match backend.installed_ids(names).await {
+        Ok(ids) => ids,
+        Err(e) => return all_failed(names, &e),
+    };
+    // Gone since it was observed: nothing left to remove.
+    let mut done: Done = names
+        .iter()
+        .filter(|n| !ids.contains_key(*n))
+        .map(|n| (n.clone(), Ok("removed")))
+        .collect();
+    let batch: Vec<(String, String)> = ids.into_iter().collect();
+    done.extend(
+        in_one_transaction(&batch, "removed", |ids| async move {
+            backend.remove(&ids).await
+        })
+        .await,
+    );
+    done
+}
+
+/// Runs `op` once for the whole batch of (name, id). When that fails and the batch holds more
+/// than one package, each is tried alone, so one bad package carries its own error and does not
+/// hold back the others.
+async fn in_one_transaction<F, Fut>(batch: &[(String, String)], verb: &'static str, op: F) -> Done
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    if batch.is_empty() {
+        return vec![];
+    }
+    let ids = batch.iter().map(|(_, id)| id.clone()).collect();
+    match op(ids).await {
+        Ok(()) => batch.iter().map(|(n, _)| (n.clone(), Ok(verb))).collect(),
+        Err(e) if batch.len() == 1 => vec![(batch[0].0.clone(), Err(format!("{e:#}")))],
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "package transaction failed; trying each package alone");
+            let mut done = Vec::new();
+            for (name, id) in batch {
+                let r = op(vec![id.clone()]).await.map(|()| verb);
+                done.push((name.clone(), r.map_err(|e| format!("{e:#}"))));
+            }
+            done
+        }
+    }
+}
+
+fn all_failed(names: &[String], e: &anyhow::Error) -> Done {
+    let e = format!("{e:#}");
+    names.iter().map(|n| (n.clone(), Err(e.clone()))).collect()
+}
+
+/// Refreshes the package lists and remembers when. A failure is logged, not fatal: resolving
+/// against the old lists may still find everything.
+async fn refresh(backend: &Backend, state_dir: &StateDir) -> bool {
+    tracing::info!(backend = backend.name(), "refreshing the package lists");
+    match backend.refresh().await {
+        Ok(()) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            if let Err(e) = state_dir.write_doc(REFRESHED_DOC, &format!("{now}\n")) {
+                tracing::warn!(error = %format!("{e:#}"), "could not remember the refresh time");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "refreshing the package lists failed");
+            false
+        }
+    }
+}
+
+/// How long ago plumb refreshed the package lists; `None` when it never did.
+fn cache_age(state_dir: &StateDir) -> Option<Duration> {
+    let text = state_dir.read_doc(REFRESHED_DOC).ok()??;
+    let at: u64 = text.trim().parse().ok()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(now.saturating_sub(at)))
+}
+
+/// Runs D-Bus work from the synchronous pass: on the daemon's runtime when the pass runs in its
+/// blocking pool (its main thread drives the I/O), else on a runtime made for this call (`plumb apply`).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(f),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a runtime for D-Bus")
+            .map(|rt| rt.block_on(f))
+            .unwrap_or_else(|e| panic!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkgs(install: &[&str], remove: &[&str]) -> Packages {
+        Packages {
+            install: install.iter().map(|s| s.to_string()).collect(),
+            remove: remove.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn set(names: &[&str]) -> Result<BTreeSet<String>, String> {
+        Ok(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn inv(entries: &[(&str, bool)]) -> BTreeMap<String, ManagedPackage> {
+        entries
+            .iter()
+            .map(|(n, by)| {
+                (
+                    n.to_string(),
+                    ManagedPackage {
+                        installed_by_plumb: *by,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// (desired, installed, inventory) -> [(name, action, drift)]
+    #[test]
+    fn plan_table() {
+        use PackageAction::*;
+        type Case = (
+            Packages,
+            Result<BTreeSet<String>, String>,
+            BTreeMap<String, ManagedPackage>,
+            Vec<(&'static str, PackageAction, bool)>,
+        );
+        let cases: Vec<(&str, Case)> = vec![
+            (
+                "nothing",
+                (pkgs(&[], &[]), set(&["curl"]), inv(&[]), vec![]),
+            ),
+            (
+                "new install",
+                (
+                    pkgs(&["a", "b"], &[]),
+                    set(&[]),
+                    inv(&[]),
+                    vec![("a", Install, false), ("b", Install, false)],
+                ),
+            ),
+            (
+                "in sync",
+                (pkgs(&["a"], &[]), set(&["a"]), inv(&[("a", true)]), vec![]),
+            ),
+            (
+                "there before plumb",
+                (
+                    pkgs(&["a"], &[]),
+                    set(&["a"]),
+                    inv(&[]),
+                    vec![("a", Adopt, false)],
+                ),
+            ),
+            (
+                "removed by hand",
+                (
+                    pkgs(&["a"], &[]),
+                    set(&[]),
+                    inv(&[("a", true)]),
+                    vec![("a", Install, true)],
+                ),
+            ),
+            (
+                "remove installed",
+                (
+                    pkgs(&[], &["t"]),
+                    set(&["t"]),
+                    inv(&[]),
+                    vec![("t", Remove, false)],
+                ),
+            ),
+            (
+                "remove absent",
+                (pkgs(&[], &["t"]), set(&[]), inv(&[]), vec![]),
+            ),
+            (
+                "left install, plumb's",
+                (
+                    pkgs(&[], &[]),
+                    set(&["a"]),
+                    inv(&[("a", true)]),
+                    vec![("a", Prune, false)],
+                ),
+            ),
+            (
+                "left install, was there before",
+                (
+                    pkgs(&[], &[]),
+                    set(&["a"]),
+                    inv(&[("a", false)]),
+                    vec![("a", Forget { kept: true }, false)],
+                ),
+            ),
+            (
+                "left install, already gone",
+                (
+                    pkgs(&[], &[]),
+                    set(&[]),
+                    inv(&[("a", true)]),
+                    vec![("a", Forget { kept: false }, false)],
+                ),
+            ),
+            (
+                "moved to remove",
+                (
+                    pkgs(&[], &["a"]),
+                    set(&["a"]),
+                    inv(&[("a", true)]),
+                    vec![("a", Remove, false)],
+                ),
+            ),
+            (
+                "moved to remove, gone",
+                (
+                    pkgs(&[], &["a"]),
+                    set(&[]),
+                    inv(&[("a", true)]),
+                    vec![("a", Forget { kept: false }, false)],
+                ),
+            ),
+            (
+                "cannot read installed set",
+                (
+                    pkgs(&["a"], &["t"]),
+                    Err("no dpkg".into()),
+                    inv(&[("x", true)]),
+                    vec![
+                        ("a", Fail("no dpkg".into()), false),
+                        ("t", Fail("no dpkg".into()), false),
+                    ],
+                ),
+            ),
+        ];
+        for (name, (desired, installed, inventory, want)) in cases {
+            let got: Vec<(String, PackageAction, bool)> = plan(&desired, &installed, &inventory)
+                .into_iter()
+                .map(|c| (c.name, c.action, c.drift))
+                .collect();
+            let want: Vec<(String, PackageAction, bool)> = want
+                .into_iter()
+                .map(|(n, a, d)| (n.to_string(), a, d))
+                .collect();
+            assert_eq!(got, want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn no_query_without_packages() {
+        assert!(observe(Path::new("/"), &pkgs(&[], &[]), &inv(&[])).is_none());
+        let other_root = observe(Path::new("/tmp/x"), &pkgs(&["a"], &[]), &inv(&[]));
+        assert!(matches!(other_root, Some(Err(e)) if e.contains("root")));
+    }
+
+    #[test]
+    fn detect_reports_without_touching() {
+        let desired = pkgs(&["a", "b"], &["t"]);
+        let changes = plan(
+            &desired,
+            &set(&["b", "t"]),
+            &inv(&[("a", true), ("b", true)]),
+        );
+        let r = report_only(&desired, &changes);
+        let got: Vec<(&str, ResourceState, bool)> = r
+            .iter()
+            .map(|r| (r.name.as_str(), r.state, r.drift))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", ResourceState::Drifted, true),
+                ("b", ResourceState::Ok, false),
+                ("t", ResourceState::Drifted, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn pick_matches_name_info_and_arch() {
+        let found = vec![
+            PkPackage {
+                info: packagekit::INFO_INSTALLED,
+                id: "a;1;amd64;installed".into(),
+            },
+            PkPackage {
+                info: packagekit::INFO_AVAILABLE,
+                id: "a;2;amd64;repo".into(),
+            },
+            PkPackage {
+                info: packagekit::INFO_AVAILABLE,
+                id: "ab;1;amd64;repo".into(),
+            },
+        ];
+        let names = vec!["a".to_string(), "b".to_string()];
+        let got = pick(&names, &found, packagekit::INFO_AVAILABLE);
+        assert_eq!(
+            got.into_iter().collect::<Vec<_>>(),
+            [("a".into(), "a;2;amd64;repo".into())]
+        );
+    }
+}
