@@ -225,9 +225,9 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// `PkErrorEnum` names for the codes a package step meets; others by number.
+/// `PkErrorEnum` names (in enum order), so the report says `dep-resolution-failed`, not `13`.
 fn error_name(code: u32) -> String {
-    const NAMES: [&str; 31] = [
+    const NAMES: [&str; 69] = [
         "unknown",
         "out-of-memory",
         "no-network",
@@ -259,6 +259,44 @@ fn error_name(code: u32) -> String {
         "cannot-write-repo-config",
         "local-install-failed",
         "bad-gpg-signature",
+        "missing-gpg-signature",
+        "cannot-install-source-package",
+        "repo-configuration-error",
+        "no-license-agreement",
+        "file-conflicts",
+        "package-conflicts",
+        "repo-not-available",
+        "invalid-package-file",
+        "package-install-blocked",
+        "package-corrupt",
+        "all-packages-already-installed",
+        "file-not-found",
+        "no-more-mirrors-to-try",
+        "no-distro-upgrade-data",
+        "incompatible-architecture",
+        "no-space-on-device",
+        "media-change-required",
+        "not-authorized",
+        "update-not-found",
+        "cannot-install-repo-unsigned",
+        "cannot-update-repo-unsigned",
+        "cannot-get-filelist",
+        "cannot-get-requires",
+        "cannot-disable-repository",
+        "restricted-download",
+        "package-failed-to-configure",
+        "package-failed-to-build",
+        "package-failed-to-install",
+        "package-failed-to-remove",
+        "failed-due-to-running-process",
+        "package-database-changed",
+        "provide-type-not-supported",
+        "install-root-invalid",
+        "cannot-fetch-sources",
+        "cancelled-priority",
+        "unfinished-transaction",
+        "lock-required",
+        "repo-already-set",
     ];
     NAMES
         .get(code as usize)
@@ -281,6 +319,7 @@ mod tests {
         assert!(!p.is("libc6:i386") && !p.is("libc"));
         assert_eq!(error_name(13), "dep-resolution-failed");
         assert_eq!(error_name(26), "cannot-get-lock");
+        assert_eq!(error_name(64), "cannot-fetch-sources");
         assert_eq!(error_name(999), "error 999");
     }
 }

@@ -441,9 +441,9 @@ type Done = Vec<(String, std::result::Result<&'static str, String>)>;
 /// installs everything found in one transaction.
 async fn install_all(backend: &Backend, names: &[String], state_dir: &StateDir) -> Done {
     let age = cache_age(state_dir);
-    let mut refreshed = false;
-    if age.is_none_or(|a| a > CACHE_MAX_AGE) {
-        refreshed = refresh(backend, state_dir).await;
+    let refreshed = age.is_none_or(|a| a > CACHE_MAX_AGE);
+    if refreshed {
+        refresh(backend, state_dir).await;
     }
     let mut ids = match backend.available(names).await {
         Ok(ids) => ids,
@@ -532,25 +532,20 @@ fn all_failed(names: &[String], e: &anyhow::Error) -> Done {
     names.iter().map(|n| (n.clone(), Err(e.clone()))).collect()
 }
 
-/// Refreshes the package lists and remembers when. A failure is logged, not fatal: resolving
-/// against the old lists may still find everything.
-async fn refresh(backend: &Backend, state_dir: &StateDir) -> bool {
+/// Refreshes the package lists and remembers when it tried. A failure is logged, not fatal:
+/// resolving against the old lists may still find everything. It counts as a try all the same,
+/// so a broken mirror is not asked again on every pass.
+async fn refresh(backend: &Backend, state_dir: &StateDir) {
     tracing::info!(backend = backend.name(), "refreshing the package lists");
-    match backend.refresh().await {
-        Ok(()) => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            if let Err(e) = state_dir.write_doc(REFRESHED_DOC, &format!("{now}\n")) {
-                tracing::warn!(error = %format!("{e:#}"), "could not remember the refresh time");
-            }
-            true
-        }
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "refreshing the package lists failed");
-            false
-        }
+    if let Err(e) = backend.refresh().await {
+        tracing::warn!(error = %format!("{e:#}"), "refreshing the package lists failed");
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    if let Err(e) = state_dir.write_doc(REFRESHED_DOC, &format!("{now}\n")) {
+        tracing::warn!(error = %format!("{e:#}"), "could not remember the refresh time");
     }
 }
 

@@ -1,0 +1,339 @@
+//! OS packages (issue 4): real PackageKit and real apt in a trixie node, a local apt repository of
+//! test packages built here with `dpkg-deb`, plumb running inside the node.
+
+use anyhow::{bail, ensure, Context, Result};
+use plumb_systest::{run, FleetRepo, GitServer, Network, Node, NodeImage};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const PKG_A: &str = "plumb-test-a";
+const PKG_B: &str = "plumb-test-b";
+/// Installed by hand before plumb; named in `install`, later dropped from Git: must stay.
+const PKG_PRE: &str = "plumb-test-pre";
+/// Installed by hand; named in `remove`.
+const PKG_OLD: &str = "plumb-test-old";
+const UNKNOWN: &str = "plumb-test-nope";
+
+#[test]
+fn packages_via_packagekit() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let world = World::new("pk")?;
+    let node = &world.node;
+    // PackageKit is activatable in the image; make sure it answers before plumb asks.
+    node.exec_ok(&["pkcon", "backend-details"])?;
+
+    scenarios(&world, "PackageKit")?;
+
+    // One InstallPackages transaction carried both packages of the first pass.
+    let tx = node.exec_ok(&["pkcon", "get-transactions"])?;
+    let installs = transactions(&tx, "install-packages");
+    let with_both: Vec<&String> = installs
+        .iter()
+        .filter(|t| t.contains(PKG_A) && t.contains(PKG_B))
+        .collect();
+    ensure!(
+        with_both.len() == 1,
+        "expected one install-packages transaction with both {PKG_A} and {PKG_B}; transactions:\n{tx}"
+    );
+    Ok(())
+}
+
+#[test]
+fn packages_via_apt_get_without_packagekit() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let world = World::new("apt")?;
+    let node = &world.node;
+    // PackageKit absent: stopped and masked, so D-Bus activation fails.
+    node.exec_ok(&["systemctl", "mask", "--now", "packagekit.service"])?;
+    scenarios(&world, "apt-get")?;
+    Ok(())
+}
+
+/// The shared story, run once per backend.
+fn scenarios(w: &World, backend: &str) -> Result<()> {
+    let node = &w.node;
+    let via = format!("via {backend}");
+
+    // 1. Two packages installed in one pass (one transaction), a third adopted as it was
+    //    already there, the one in `remove` removed; packages come before files.
+    w.commit(&[PKG_A, PKG_B, PKG_PRE], &[PKG_OLD], "first")?;
+    let out = w.apply(true)?;
+    ensure!(
+        out.contains(&format!("backend={backend}"))
+            || out.contains(&format!("backend=\"{backend}\"")),
+        "the log does not say which backend ran:\n{out}"
+    );
+    for p in [PKG_A, PKG_B, PKG_PRE] {
+        ensure!(
+            w.installed(p)?,
+            "{p} not installed after the first pass:\n{out}"
+        );
+    }
+    ensure!(!w.installed(PKG_OLD)?, "{PKG_OLD} still installed:\n{out}");
+    let r = w.report()?;
+    w.expect(&r, PKG_A, "changed", &via)?;
+    w.expect(&r, PKG_B, "changed", &via)?;
+    w.expect(&r, PKG_PRE, "ok", "")?;
+    w.expect(&r, PKG_OLD, "changed", &via)?;
+    ensure!(
+        node.read_file("/etc/plumb-test.conf")? == "made by plumb\n",
+        "the file was not applied"
+    );
+    // Converged: a second pass changes nothing.
+    w.apply(true)?;
+    let r = w.report()?;
+    for p in [PKG_A, PKG_B, PKG_PRE] {
+        w.expect(&r, p, "ok", "")?;
+    }
+
+    // 2. Removed by hand -> reinstalled, reported as drift.
+    node.exec_ok(&["dpkg", "-r", PKG_A])?;
+    ensure!(!w.installed(PKG_A)?);
+    w.apply(true)?;
+    ensure!(w.installed(PKG_A)?, "{PKG_A} was not reinstalled");
+    w.expect(
+        &w.report()?,
+        PKG_A,
+        "drift-corrected",
+        "removed on the host",
+    )?;
+
+    // 3. Leaving `install`: plumb's package is removed, the one there before plumb stays.
+    w.commit(&[PKG_A], &[], "drop b and pre")?;
+    w.apply(true)?;
+    ensure!(
+        !w.installed(PKG_B)?,
+        "{PKG_B} left Git but is still installed"
+    );
+    ensure!(
+        w.installed(PKG_PRE)?,
+        "{PKG_PRE} was installed before plumb but was removed"
+    );
+    let r = w.report()?;
+    w.expect(&r, PKG_B, "pruned", &via)?;
+    ensure!(w.installed(PKG_A)?);
+
+    // 4. An unknown name fails that package, with the backend's word; the rest still applies.
+    w.repo.write(
+        "hosts/n1/files/etc/plumb-test.conf",
+        "changed by the third commit\n",
+    )?;
+    w.commit(&[PKG_A, PKG_B, UNKNOWN], &[], "unknown name")?;
+    let out = w.apply(false)?;
+    let r = w.report()?;
+    ensure!(
+        r.outcome == "failed",
+        "outcome {} for an unknown package:\n{out}",
+        r.outcome
+    );
+    w.expect(&r, UNKNOWN, "failed", "no package named")?;
+    w.expect(&r, PKG_B, "changed", &via)?;
+    ensure!(w.installed(PKG_B)?, "{PKG_B} held back by the unknown name");
+    ensure!(
+        node.read_file("/etc/plumb-test.conf")? == "changed by the third commit\n",
+        "the file was not applied after the package failure"
+    );
+    Ok(())
+}
+
+/// A node with the test repository, the fleet repo and plumb.
+struct World {
+    repo: FleetRepo,
+    node: Node,
+    _git: GitServer,
+    _net: Network,
+}
+
+impl World {
+    fn new(tag: &str) -> Result<World> {
+        let image = NodeImage::ensure()?;
+        let net = Network::new()?;
+        let git = GitServer::start(&net)?;
+        let repo = git.create_repo(&format!("fleet-{tag}.git"))?;
+        let node = Node::boot(&image, &net, "n1")?;
+        node.install_plumb()?;
+        let debs = tempfile::tempdir()?;
+        let index = build_repo(debs.path())?;
+        for entry in std::fs::read_dir(debs.path())? {
+            let p = entry?.path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            node.write_file(&format!("/srv/repo/{name}"), std::fs::read(&p)?)?;
+        }
+        node.write_file("/srv/repo/Packages", index)?;
+        node.write_file(
+            "/etc/apt/sources.list.d/plumb-test.list",
+            "deb [trusted=yes] file:/srv/repo ./\n",
+        )?;
+        // A flat test repo has no translations; apt would report each missing one.
+        node.write_file(
+            "/etc/apt/apt.conf.d/99plumb-test",
+            "Acquire::Languages \"none\";\n",
+        )?;
+        // Installed by hand before plumb ever runs.
+        for p in [PKG_PRE, PKG_OLD] {
+            node.exec_ok(&["dpkg", "-i", &format!("/srv/repo/{p}_1.0_all.deb")])?;
+        }
+        node.write_file(
+            "/etc/plumb/agent.toml",
+            format!(
+                "repo = \"{}\"\nhost = \"n1\"\ninterval = \"1h\"\n",
+                git.url(&format!("fleet-{tag}.git"))
+            ),
+        )?;
+        repo.write("hosts/n1/files/etc/plumb-test.conf", "made by plumb\n")?;
+        Ok(World {
+            repo,
+            node,
+            _git: git,
+            _net: net,
+        })
+    }
+
+    fn commit(&self, install: &[&str], remove: &[&str], msg: &str) -> Result<()> {
+        let list = |v: &[&str]| {
+            v.iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.repo.write(
+            "hosts/n1/host.toml",
+            format!(
+                "[packages]\ninstall = [{}]\nremove = [{}]\n",
+                list(install),
+                list(remove)
+            ),
+        )?;
+        self.repo.commit(msg)?;
+        Ok(())
+    }
+
+    /// `plumb apply` in the node; its stderr (the log). `ok`: whether exit 0 is expected.
+    fn apply(&self, ok: bool) -> Result<String> {
+        let out = self.node.exec(&["plumb", "apply"])?;
+        let text = format!("{}{}", out.stdout, out.stderr);
+        eprintln!("--- plumb apply ({})\n{text}", out.status);
+        if out.success() != ok {
+            bail!(
+                "plumb apply: {} (expected success: {ok})\n{text}",
+                out.status
+            );
+        }
+        Ok(text)
+    }
+
+    fn installed(&self, pkg: &str) -> Result<bool> {
+        let out = self
+            .node
+            .exec(&["dpkg-query", "-W", "-f", "${db:Status-Abbrev}", pkg])?;
+        Ok(out.success() && out.stdout.starts_with("ii"))
+    }
+
+    fn report(&self) -> Result<Report> {
+        Report::parse(&self.node.read_file("/var/lib/plumb/report.toml")?)
+    }
+
+    fn expect(&self, r: &Report, pkg: &str, state: &str, detail: &str) -> Result<()> {
+        let Some((st, d)) = r.packages.get(pkg) else {
+            bail!("{pkg} is not in the report:\n{}", r.text);
+        };
+        ensure!(
+            st == state && d.contains(detail),
+            "{pkg}: expected state {state} with detail containing {detail:?}, got {st} {d:?}\n{}",
+            r.text
+        );
+        Ok(())
+    }
+}
+
+/// The bits of report.toml these tests look at.
+struct Report {
+    outcome: String,
+    /// name -> (state, detail) of package resources
+    packages: BTreeMap<String, (String, String)>,
+    text: String,
+}
+
+impl Report {
+    fn parse(text: &str) -> Result<Report> {
+        let value = |block: &str, key: &str| -> Option<String> {
+            block.lines().find_map(|l| {
+                let (k, v) = l.split_once(" = ")?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').replace("\\\"", "\""))
+            })
+        };
+        let mut blocks = text.split("[[resources]]");
+        let head = blocks.next().unwrap_or_default();
+        let outcome = value(head, "outcome").context("report without outcome")?;
+        let mut packages = BTreeMap::new();
+        for b in blocks {
+            if value(b, "kind").as_deref() == Some("package") {
+                packages.insert(
+                    value(b, "name").context("resource without name")?,
+                    (
+                        value(b, "state").unwrap_or_default(),
+                        value(b, "detail").unwrap_or_default(),
+                    ),
+                );
+            }
+        }
+        Ok(Report {
+            outcome,
+            packages,
+            text: text.to_owned(),
+        })
+    }
+}
+
+/// Transactions of `role` in `pkcon get-transactions` output, each as its block of text.
+fn transactions(text: &str, role: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if line.starts_with("Transaction:") && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    out.push(current);
+    out.retain(|t| t.lines().any(|l| l.trim() == format!("Role: {role}")));
+    out
+}
+
+/// Builds the test .debs into `dir` and returns the Packages index for them.
+fn build_repo(dir: &Path) -> Result<String> {
+    let mut index = String::new();
+    for name in [PKG_A, PKG_B, PKG_PRE, PKG_OLD] {
+        let src = tempfile::tempdir()?;
+        let root = src.path();
+        std::fs::create_dir_all(root.join("DEBIAN"))?;
+        std::fs::create_dir_all(root.join("usr/share/plumb-test"))?;
+        let control = format!(
+            "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: plumb tests <tests@example.invalid>\n\
+             Description: plumb system-test package {name}\n"
+        );
+        std::fs::write(root.join("DEBIAN/control"), &control)?;
+        std::fs::write(root.join(format!("usr/share/plumb-test/{name}")), name)?;
+        let file = format!("{name}_1.0_all.deb");
+        run(Command::new("dpkg-deb")
+            .args(["--build", "--root-owner-group", "-Zgzip"])
+            .arg(root)
+            .arg(dir.join(&file)))?
+        .check("dpkg-deb --build")?;
+        let bytes = std::fs::read(dir.join(&file))?;
+        index.push_str(&control);
+        index.push_str(&format!(
+            "Filename: ./{file}\nSize: {}\nSHA256: {}\n\n",
+            bytes.len(),
+            hex::encode(Sha256::digest(&bytes))
+        ));
+    }
+    Ok(index)
+}
