@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 const PKG_A: &str = "plumb-test-a";
 const PKG_B: &str = "plumb-test-b";
@@ -15,6 +16,9 @@ const PKG_PRE: &str = "plumb-test-pre";
 /// Installed by hand; named in `remove`.
 const PKG_OLD: &str = "plumb-test-old";
 const UNKNOWN: &str = "plumb-test-nope";
+const PKG_C: &str = "plumb-test-c";
+/// Conflicts with plumb-test-a: cannot be installed next to it.
+const PKG_CONFLICT: &str = "plumb-test-conflict";
 
 #[test]
 fn packages_via_packagekit() -> Result<()> {
@@ -28,16 +32,27 @@ fn packages_via_packagekit() -> Result<()> {
 
     scenarios(&world, "PackageKit")?;
 
-    // One InstallPackages transaction carried both packages of the first pass.
-    let tx = node.exec_ok(&["pkcon", "get-transactions"])?;
-    let installs = transactions(&tx, "install-packages");
-    let with_both: Vec<&String> = installs
-        .iter()
-        .filter(|t| t.contains(PKG_A) && t.contains(PKG_B))
-        .collect();
+    // The daemon runs passes in its runtime's blocking pool: D-Bus works from there too.
+    world.commit(&[PKG_A, PKG_C], &[PKG_B], "daemon")?;
+    let head = world.repo.head()?;
+    node.exec_ok(&[
+        "systemd-run",
+        "--unit=plumb-test",
+        "--property=Type=notify",
+        "/usr/local/bin/plumb",
+        "run",
+    ])?;
+    let done = node.wait_until("the daemon's pass", Duration::from_secs(120), || {
+        let r = world.report()?;
+        Ok((r.desired_commit == head).then_some(r))
+    });
+    let journal = node.journal(Some("plumb-test.service"), 50);
+    node.exec(&["systemctl", "stop", "plumb-test.service"])?;
+    let r = done?;
+    world.expect(&r, PKG_B, "changed", "removed via PackageKit")?;
     ensure!(
-        with_both.len() == 1,
-        "expected one install-packages transaction with both {PKG_A} and {PKG_B}; transactions:\n{tx}"
+        !world.installed(PKG_B)?,
+        "the daemon did not remove {PKG_B}:\n{journal}"
     );
     Ok(())
 }
@@ -76,6 +91,24 @@ fn scenarios(w: &World, backend: &str) -> Result<()> {
         );
     }
     ensure!(!w.installed(PKG_OLD)?, "{PKG_OLD} still installed:\n{out}");
+    ensure!(out.contains("install=2 remove=1"), "not one batch:\n{out}");
+    if backend == "PackageKit" {
+        // PackageKit's own history: both packages went through the same transactions (the
+        // simulation and the install), never one alone.
+        let tx = node.exec_ok(&["pkcon", "get-transactions"])?;
+        let installs = transactions(&tx, "install-packages");
+        let touching: Vec<&String> = installs
+            .iter()
+            .filter(|t| t.contains(PKG_A) || t.contains(PKG_B))
+            .collect();
+        ensure!(
+            !touching.is_empty()
+                && touching
+                    .iter()
+                    .all(|t| t.contains(PKG_A) && t.contains(PKG_B)),
+            "{PKG_A} and {PKG_B} were not installed in one transaction:\n{tx}"
+        );
+    }
     let r = w.report()?;
     w.expect(&r, PKG_A, "changed", &via)?;
     w.expect(&r, PKG_B, "changed", &via)?;
@@ -139,6 +172,28 @@ fn scenarios(w: &World, backend: &str) -> Result<()> {
         node.read_file("/etc/plumb-test.conf")? == "changed by the third commit\n",
         "the file was not applied after the package failure"
     );
+
+    // 5. A dependency conflict fails only the package that conflicts, with the backend's
+    //    message; the package that shared its transaction is still installed.
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_CONFLICT], &[], "conflict")?;
+    let out = w.apply(false)?;
+    let r = w.report()?;
+    w.expect(&r, PKG_CONFLICT, "failed", "")?;
+    let (_, why) = &r.packages[PKG_CONFLICT];
+    ensure!(
+        why.contains(backend),
+        "the failure does not say which backend: {why}"
+    );
+    w.expect(&r, PKG_C, "changed", &via)?;
+    ensure!(
+        w.installed(PKG_C)?,
+        "{PKG_C} held back by the conflict:\n{out}"
+    );
+    ensure!(
+        w.installed(PKG_A)?,
+        "{PKG_A} was removed to make room:\n{out}"
+    );
+    ensure!(!w.installed(PKG_CONFLICT)?);
     Ok(())
 }
 
@@ -255,6 +310,7 @@ impl World {
 /// The bits of report.toml these tests look at.
 struct Report {
     outcome: String,
+    desired_commit: String,
     /// name -> (state, detail) of package resources
     packages: BTreeMap<String, (String, String)>,
     text: String,
@@ -271,6 +327,7 @@ impl Report {
         let mut blocks = text.split("[[resources]]");
         let head = blocks.next().unwrap_or_default();
         let outcome = value(head, "outcome").context("report without outcome")?;
+        let desired_commit = value(head, "desired_commit").unwrap_or_default();
         let mut packages = BTreeMap::new();
         for b in blocks {
             if value(b, "kind").as_deref() == Some("package") {
@@ -285,6 +342,7 @@ impl Report {
         }
         Ok(Report {
             outcome,
+            desired_commit,
             packages,
             text: text.to_owned(),
         })
@@ -310,14 +368,19 @@ fn transactions(text: &str, role: &str) -> Vec<String> {
 /// Builds the test .debs into `dir` and returns the Packages index for them.
 fn build_repo(dir: &Path) -> Result<String> {
     let mut index = String::new();
-    for name in [PKG_A, PKG_B, PKG_PRE, PKG_OLD] {
+    for name in [PKG_A, PKG_B, PKG_PRE, PKG_OLD, PKG_C, PKG_CONFLICT] {
         let src = tempfile::tempdir()?;
         let root = src.path();
         std::fs::create_dir_all(root.join("DEBIAN"))?;
         std::fs::create_dir_all(root.join("usr/share/plumb-test"))?;
         let control = format!(
             "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: plumb tests <tests@example.invalid>\n\
-             Description: plumb system-test package {name}\n"
+             Description: plumb system-test package {name}\n{}",
+            if name == PKG_CONFLICT {
+                format!("Conflicts: {PKG_A}\n")
+            } else {
+                String::new()
+            }
         );
         std::fs::write(root.join("DEBIAN/control"), &control)?;
         std::fs::write(root.join(format!("usr/share/plumb-test/{name}")), name)?;

@@ -21,9 +21,12 @@ pub const FILTER_INSTALLED: u64 = 1 << 2;
 pub const FILTER_ARCH: u64 = 1 << 18;
 /// Transaction flag bits (`1 << PkTransactionFlagEnum`).
 const FLAG_ONLY_TRUSTED: u64 = 1 << 1;
+const FLAG_SIMULATE: u64 = 1 << 2;
 /// `PkInfoEnum` values of the Package signal.
 pub const INFO_INSTALLED: u32 = 1;
 pub const INFO_AVAILABLE: u32 = 2;
+const INFO_REMOVING: u32 = 13;
+const INFO_OBSOLETING: u32 = 15;
 /// `PkExitEnum::Success`.
 const EXIT_SUCCESS: u32 = 1;
 
@@ -121,9 +124,24 @@ pub async fn refresh_cache(conn: &Connection) -> Result<()> {
         .map(drop)
 }
 
-/// Installs all `ids` in one transaction, trusted packages only.
+/// Installs all `ids` in one transaction, trusted packages only. PackageKit would remove
+/// conflicting packages to make room: a simulation first, and a refusal when it plans that.
 pub async fn install(conn: &Connection, ids: &[String]) -> Result<()> {
-    transaction(conn, Op::Install(ids), CHANGE_TIMEOUT)
+    let planned = transaction(conn, Op::Install(ids, FLAG_SIMULATE), QUERY_TIMEOUT)
+        .await
+        .context("PackageKit InstallPackages (simulated)")?;
+    let removed: Vec<&str> = planned
+        .iter()
+        .filter(|p| matches!(p.info, INFO_REMOVING | INFO_OBSOLETING))
+        .map(PkPackage::name)
+        .collect();
+    if !removed.is_empty() {
+        bail!(
+            "PackageKit InstallPackages: installing it would remove {}: plumb does not remove packages to make room; resolve the conflict in Git",
+            removed.join(" ")
+        );
+    }
+    transaction(conn, Op::Install(ids, 0), CHANGE_TIMEOUT)
         .await
         .context("PackageKit InstallPackages")
         .map(drop)
@@ -139,7 +157,8 @@ pub async fn remove(conn: &Connection, ids: &[String]) -> Result<()> {
 
 enum Op<'a> {
     Resolve(u64, &'a [String]),
-    Install(&'a [String]),
+    /// Extra flags besides only-trusted (simulate).
+    Install(&'a [String], u64),
     Remove(&'a [String]),
     RefreshCache,
 }
@@ -181,7 +200,10 @@ async fn transaction(conn: &Connection, op: Op<'_>, timeout: Duration) -> Result
         .context("setting the transaction hints")?;
     match op {
         Op::Resolve(filter, names) => tx.resolve(filter, &strs(names)).await?,
-        Op::Install(ids) => tx.install_packages(FLAG_ONLY_TRUSTED, &strs(ids)).await?,
+        Op::Install(ids, flags) => {
+            tx.install_packages(FLAG_ONLY_TRUSTED | flags, &strs(ids))
+                .await?
+        }
         Op::Remove(ids) => {
             tx.remove_packages(FLAG_ONLY_TRUSTED, &strs(ids), false, false)
                 .await?
