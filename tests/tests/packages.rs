@@ -19,6 +19,8 @@ const UNKNOWN: &str = "plumb-test-nope";
 const PKG_C: &str = "plumb-test-c";
 /// Conflicts with plumb-test-a: cannot be installed next to it.
 const PKG_CONFLICT: &str = "plumb-test-conflict";
+/// Its preinst waits for /srv/release-lock: installing it holds the dpkg lock.
+const PKG_SLOW: &str = "plumb-test-slow";
 
 #[test]
 fn packages_via_packagekit() -> Result<()> {
@@ -67,6 +69,7 @@ fn packages_via_apt_get_without_packagekit() -> Result<()> {
     // PackageKit absent: stopped and masked, so D-Bus activation fails.
     node.exec_ok(&["systemctl", "mask", "--now", "packagekit.service"])?;
     scenarios(&world, "apt-get")?;
+
     Ok(())
 }
 
@@ -194,6 +197,56 @@ fn scenarios(w: &World, backend: &str) -> Result<()> {
         "{PKG_A} was removed to make room:\n{out}"
     );
     ensure!(!w.installed(PKG_CONFLICT)?);
+
+    // 6. A locked package database fails the package with the backend's own
+    // message; the next pass, once the lock is gone, installs it.
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_OLD], &[], "while locked")?;
+    node.exec_ok(&[
+        "systemd-run",
+        "--unit=hold-dpkg-lock",
+        "--setenv=DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        PKG_SLOW,
+    ])?;
+    let held = node.wait_until("the dpkg lock held", Duration::from_secs(60), || {
+        Ok(node
+            .exec(&["test", "-e", "/srv/holding-lock"])?
+            .success()
+            .then_some(()))
+    });
+    let out = held.and_then(|()| w.apply(false));
+    node.write_file("/srv/release-lock", "")?;
+    let out = out?;
+    let r = w.report()?;
+    w.expect(&r, PKG_OLD, "failed", "lock")?;
+    ensure!(!w.installed(PKG_OLD)?, "installed despite the lock:\n{out}");
+    node.wait_until(
+        "apt-get to release the lock",
+        Duration::from_secs(60),
+        || Ok(w.installed(PKG_SLOW)?.then_some(())),
+    )?;
+    w.apply(true)?;
+    ensure!(
+        w.installed(PKG_OLD)?,
+        "{PKG_OLD} not installed once the lock was gone"
+    );
+
+    // 7. detect mode: a package removed by hand is reported, not reinstalled.
+    let config = node.read_file("/etc/plumb/agent.toml")?;
+    node.write_file(
+        "/etc/plumb/agent.toml",
+        format!("{config}mode = \"detect\"\n"),
+    )?;
+    node.exec_ok(&["dpkg", "-r", PKG_C])?;
+    let out = w.apply(true)?;
+    w.expect(&w.report()?, PKG_C, "drifted", "reinstall")?;
+    ensure!(
+        !w.installed(PKG_C)?,
+        "detect mode reinstalled {PKG_C}:\n{out}"
+    );
+    node.write_file("/etc/plumb/agent.toml", config)?;
     Ok(())
 }
 
@@ -368,7 +421,15 @@ fn transactions(text: &str, role: &str) -> Vec<String> {
 /// Builds the test .debs into `dir` and returns the Packages index for them.
 fn build_repo(dir: &Path) -> Result<String> {
     let mut index = String::new();
-    for name in [PKG_A, PKG_B, PKG_PRE, PKG_OLD, PKG_C, PKG_CONFLICT] {
+    for name in [
+        PKG_A,
+        PKG_B,
+        PKG_PRE,
+        PKG_OLD,
+        PKG_C,
+        PKG_CONFLICT,
+        PKG_SLOW,
+    ] {
         let src = tempfile::tempdir()?;
         let root = src.path();
         std::fs::create_dir_all(root.join("DEBIAN"))?;
@@ -383,6 +444,18 @@ fn build_repo(dir: &Path) -> Result<String> {
             }
         );
         std::fs::write(root.join("DEBIAN/control"), &control)?;
+        if name == PKG_SLOW {
+            let preinst = root.join("DEBIAN/preinst");
+            std::fs::write(
+                &preinst,
+                "#!/bin/sh\ntouch /srv/holding-lock\n\
+                 while [ ! -e /srv/release-lock ]; do sleep 0.1; done\n",
+            )?;
+            std::fs::set_permissions(
+                &preinst,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )?;
+        }
         std::fs::write(root.join(format!("usr/share/plumb-test/{name}")), name)?;
         let file = format!("{name}_1.0_all.deb");
         run(Command::new("dpkg-deb")

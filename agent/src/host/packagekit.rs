@@ -224,7 +224,9 @@ async fn transaction(conn: &Connection, op: Op<'_>, timeout: Duration) -> Result
                 });
             } else if let Some(s) = ErrorCode::from_message(msg.clone()) {
                 let a = s.args()?;
-                errors.push(format!("{}: {}", error_name(a.code), a.details.trim()));
+                // One line: the report and the log keep it readable.
+                let details = a.details.trim().replace('\n', " | ");
+                errors.push(format!("{}: {details}", error_name(a.code)));
             } else if let Some(s) = Finished::from_message(msg) {
                 return Ok(s.args()?.exit);
             }
