@@ -4,3 +4,4 @@ pub mod command;
 pub mod fs;
 pub mod packagekit;
 pub mod pkgcmd;
+pub mod systemd;
