@@ -96,6 +96,9 @@ fn fetch_over_ssh_with_a_deploy_key() {
     );
     h.apply_expect(0);
     assert_eq!(h.read("/etc/motd").unwrap(), "over the wire\n");
+    // The report is pushed to the status branch with the same key and pinned host key.
+    let pushed = git(&f.bare(), &["show", "refs/heads/status/h1:status.toml"]);
+    assert!(pushed.contains("host = \"h1\""), "{pushed}");
     let known = std::fs::read_to_string(h.state().join("known_hosts")).unwrap();
     assert!(
         known.contains("ssh-ed25519"),
@@ -238,6 +241,9 @@ fn fetch_over_https_with_a_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(h.read("/etc/motd").unwrap(), "over the wire\n");
+    // The report is pushed to the status branch with the same token (git binary, same CA).
+    let pushed = git(&f.bare(), &["show", "refs/heads/status/h1:status.toml"]);
+    assert!(pushed.contains("host = \"h1\""), "{pushed}");
 
     // A wrong token is refused; the secret never shows in the output or the status.
     std::fs::write(d.join("token"), "wrong-token\n").unwrap();
@@ -252,7 +258,8 @@ fn fetch_over_https_with_a_token() {
         st["message"].as_str().unwrap().contains("could not fetch"),
         "{st:?}"
     );
-    let status_text = std::fs::read_to_string(h.state().join("report.toml")).unwrap();
+    let status_text = std::fs::read_to_string(h.state().join("report.toml")).unwrap()
+        + &std::fs::read_to_string(h.state().join("status-push.json")).unwrap();
     for secret in ["wrong-token", "s3cret-token"] {
         assert!(
             !text.contains(secret) && !status_text.contains(secret),

@@ -374,6 +374,10 @@ pub fn git_command(dir: &Path, ep: &Endpoint) -> Result<Command> {
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "/bin/false")
         .env("LC_ALL", "C");
+    // The fetch (rustls) trusts SSL_CERT_FILE; git's libcurl may be built on GnuTLS, which does not.
+    if let Some(ca) = std::env::var_os("SSL_CERT_FILE") {
+        cmd.env("GIT_SSL_CAINFO", ca);
+    }
     cmd.env("GIT_SSH_COMMAND", ep.ssh_command());
     if let Some(token_file) = &ep.token_file {
         let token = crate::source::git::read_token(token_file)?;
