@@ -40,6 +40,10 @@ pub enum Command {
         /// Repository holding the status branches (default: `[status] repo` of the config).
         #[arg(long, value_name = "URL")]
         repo: Option<String>,
+        /// Repository of the fleet branch, when the status branches are in a separate one
+        /// (default: --repo, else `repo` of the config).
+        #[arg(long, value_name = "URL")]
+        fleet_repo: Option<String>,
         /// Fleet branch the hosts should run (default: `branch` of the config, else main).
         #[arg(long)]
         branch: Option<String>,
@@ -127,10 +131,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Fleet {
             repo,
+            fleet_repo,
             branch,
             heartbeat,
             json,
-        } => fleet(&cli.config, repo, branch, heartbeat, json),
+        } => fleet(&cli.config, repo, fleet_repo, branch, heartbeat, json),
         Command::Validate { dir, host } => validate(dir, host),
     }
 }
@@ -163,6 +168,7 @@ fn print_summary(r: &crate::status::report::Report) {
 fn fleet(
     config: &std::path::Path,
     repo: Option<String>,
+    fleet_repo: Option<String>,
     branch: Option<String>,
     heartbeat: Option<String>,
     json: bool,
@@ -184,8 +190,11 @@ fn fleet(
         known_hosts: None,
     };
     let (status_url, fleet_url) = match (&repo, &settings) {
-        (Some(r), _) => (r.clone(), r.clone()),
-        (None, Some(s)) => (s.status.repo.clone(), s.repo.clone()),
+        (Some(r), _) => (r.clone(), fleet_repo.unwrap_or_else(|| r.clone())),
+        (None, Some(s)) => (
+            s.status.repo.clone(),
+            fleet_repo.unwrap_or_else(|| s.repo.clone()),
+        ),
         (None, None) => unreachable!("checked above"),
     };
     let heartbeat = match (heartbeat, &settings) {

@@ -232,6 +232,20 @@ fn two_then_twenty_hosts_report() {
         assert_eq!(l["commit"], "current", "{l}");
         assert_eq!(l["stale"], false);
     }
+    // From a laptop: both repositories named, no config.
+    let none = w.tmp.path().join("no-such-agent.toml");
+    let (status_url, fleet_url) = (w.daemon.url("status.git"), w.daemon.url("fleet.git"));
+    let out = stdout(&plumb(&[
+        "fleet",
+        "--config",
+        none.to_str().unwrap(),
+        "--repo",
+        &status_url,
+        "--fleet-repo",
+        &fleet_url,
+    ]));
+    assert_eq!(out.lines().count(), 22, "{out}");
+    assert_eq!(out.matches(" current ").count(), 20, "{out}");
 }
 
 #[test]

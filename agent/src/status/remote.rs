@@ -79,9 +79,11 @@ pub fn fetch(
     if let Some(token_file) = &ep.token_file {
         conn = conn.with_credentials(token_helper(read_token(token_file)?));
     }
+    // One packed-refs file instead of a loose file per ref: thousands of status branches.
     let mut prepare = conn
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .with_context(|| what.clone())?;
+        .with_context(|| what.clone())?
+        .with_write_packed_refs_only(true);
     if let Some(depth) = depth {
         prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth));
     }
