@@ -332,23 +332,22 @@ fn heartbeat_pushes_when_due() {
 fn history_is_trimmed_at_the_limit() {
     let w = World::new();
     let o = HostOpts {
-        history: 3,
+        history: 4,
         ..Default::default()
     };
     let mut a = w.agent("web-01", &o);
     let mut commits = vec![];
-    for i in 0..6 {
+    let mut counts = vec![];
+    for i in 0..7 {
         w.fleet
             .write("hosts/web-01/files/etc/motd", &format!("{i}\n"));
         commits.push(w.fleet.commit(&format!("motd {i}")));
         assert_eq!(pass(&mut a).report.outcome, Outcome::Changed);
-        assert_eq!(
-            w.count("fleet.git", "web-01"),
-            (i + 1).min(3),
-            "after report {i}"
-        );
+        counts.push(w.count("fleet.git", "web-01"));
     }
-    assert_eq!(w.report("fleet.git", "web-01").applied_commit, commits[5]);
+    // Never more than 4; at the limit the newest half is kept (and the new report on top).
+    assert_eq!(counts, [1, 2, 3, 4, 3, 4, 3]);
+    assert_eq!(w.report("fleet.git", "web-01").applied_commit, commits[6]);
     // The root holds the oldest kept report.
     let root = w.git_in(
         "fleet.git",
@@ -357,12 +356,12 @@ fn history_is_trimmed_at_the_limit() {
     let root_report =
         Report::from_toml(&w.git_in("fleet.git", &["show", &format!("{root}:status.toml")]))
             .unwrap();
-    assert_eq!(root_report.applied_commit, commits[3]);
+    assert_eq!(root_report.applied_commit, commits[4]);
     let subjects = w.git_in(
         "fleet.git",
         &["log", "--format=%s", "refs/heads/status/web-01"],
     );
-    let want: Vec<String> = commits[3..]
+    let want: Vec<String> = commits[4..]
         .iter()
         .rev()
         .map(|c| format!("web-01: changed at {}, 1 changed", &c[..7]))
@@ -608,4 +607,50 @@ fn fleet_lists_hosts_with_outcome_and_staleness() {
         "{table}"
     );
     assert_eq!(row("web-02")[1..4], [s("rejected"), s("-"), s("unknown")]);
+}
+
+#[test]
+fn a_hanging_server_is_given_up_after_the_push_timeout() {
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let t = tempfile::tempdir().unwrap();
+    let publisher = plumb::status::publish::Publisher {
+        dir: t.path().join("status.git"),
+        endpoint: plumb::status::remote::Endpoint {
+            url: format!("git://127.0.0.1:{port}/fleet.git"),
+            ssh_key: None,
+            token_file: None,
+            known_hosts: None,
+        },
+        branch: "status/web-01".into(),
+        history: 100,
+        host: "web-01".into(),
+        timeout: Duration::from_secs(2),
+    };
+    let report = Report {
+        host: "web-01".into(),
+        agent_version: "0.1.0".into(),
+        outcome: Outcome::Converged,
+        desired_commit: String::new(),
+        applied_commit: String::new(),
+        last_good_commit: String::new(),
+        checked_at: "2026-11-26T10:00:00Z".into(),
+        message: String::new(),
+        resources: vec![],
+    };
+    let start = Instant::now();
+    let err = format!("{:#}", publisher.push(&report).unwrap_err());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.contains("did not finish within 2s"), "{err}");
 }

@@ -1,6 +1,8 @@
 //! The status branch's commits: one `status.toml` per commit, at most `history` of them. When a
-//! new report would exceed that, the oldest kept commit becomes a root (its tree, no parent) and
-//! the newer ones are rewritten on top of it, so a year of reports does not grow the repository.
+//! new report would exceed that, only the newest half is kept: the oldest kept commit becomes a
+//! root (its tree, no parent) and the newer ones are rewritten on top of it. Trimming to half
+//! rather than by one makes the rewrite (new commit objects on the server) happen once every
+//! history/2 reports instead of on every report, and a year of reports does not grow the repo.
 
 use anyhow::{Context, Result};
 use gix::ObjectId;
@@ -54,8 +56,8 @@ pub fn append(
     let parent = if chain.len() < history {
         base
     } else {
-        // Keep the newest history-1 old commits: the oldest of them loses its parents.
-        chain.truncate(history - 1);
+        // Keep the newest half: the oldest of them loses its parents.
+        chain.truncate(kept_after_trim(history));
         let mut parent: Option<ObjectId> = None;
         for mut c in chain.into_iter().rev() {
             c.parents = parent.into_iter().collect();
@@ -80,6 +82,12 @@ pub fn append(
         .write_object(&commit)
         .context("writing the status commit")?
         .detach())
+}
+
+/// Old commits kept when a report would exceed `history`; with the new one, the branch then holds
+/// history/2 + 1 commits.
+pub fn kept_after_trim(history: usize) -> usize {
+    (history / 2).max(1)
 }
 
 /// `status.toml` as stored in `commit`.
@@ -129,30 +137,29 @@ mod tests {
     }
 
     #[test]
-    fn history_is_trimmed_to_the_limit_keeping_the_newest() {
+    fn history_is_trimmed_to_half_at_the_limit_keeping_the_newest() {
         let t = tempfile::tempdir().unwrap();
         let repo = crate::status::remote::open_bare(t.path(), None).unwrap();
         let who = signature("h1");
         let mut head = None;
-        for i in 0..7 {
+        let mut depths = vec![];
+        for i in 0..9 {
             let id = append(
                 &repo,
                 head,
                 &format!("n = {i}\n"),
                 &format!("report {i}"),
                 &who,
-                3,
+                4,
             )
             .unwrap();
             head = Some(id);
-            assert_eq!(
-                depth(&repo, id).unwrap(),
-                (i + 1).min(3),
-                "after report {i}"
-            );
+            depths.push(depth(&repo, id).unwrap());
         }
+        // 4 is the limit: the 5th report keeps 2 old ones, and so on.
+        assert_eq!(depths, [1, 2, 3, 4, 3, 4, 3, 4, 3]);
         let head = head.unwrap();
-        assert_eq!(read_status(&repo, head).unwrap(), "n = 6\n");
+        assert_eq!(read_status(&repo, head).unwrap(), "n = 8\n");
         // The root holds the oldest kept report, with its own message.
         let mut c = repo.find_commit(head).unwrap();
         let mut seen = vec![];
@@ -164,7 +171,7 @@ mod tests {
                 None => break,
             }
         }
-        assert_eq!(seen, ["report 6\n", "report 5\n", "report 4\n"]);
-        assert_eq!(read_status(&repo, c.id).unwrap(), "n = 4\n");
+        assert_eq!(seen, ["report 8\n", "report 7\n", "report 6\n"]);
+        assert_eq!(read_status(&repo, c.id).unwrap(), "n = 6\n");
     }
 }

@@ -269,7 +269,21 @@ impl Publisher {
             "pushed",
         )
         .context("recording the pushed status commit")?;
+        self.gc();
         Ok(commit)
+    }
+
+    /// Every report leaves a few objects (and a trim many unreachable ones) in the local repo:
+    /// `git gc --auto` packs them once there are enough, pruning at once (we hold the state lock).
+    fn gc(&self) {
+        let result = git_command(&self.dir, &self.endpoint).and_then(|mut cmd| {
+            cmd.args(["-c", "gc.pruneExpire=now", "gc", "--auto", "--quiet"]);
+            let out = command::run(&mut cmd, self.timeout)?;
+            command::check(&cmd, &out)
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %format!("{e:#}"), "cleaning up the local status repository");
+        }
     }
 
     fn head(&self, repo: &gix::Repository) -> Result<Option<ObjectId>> {
