@@ -207,6 +207,8 @@ impl Agent {
             self.state_dir.save(&state)?;
         }
         let mut reported = std::collections::BTreeSet::new();
+        // File writes are synced together after the loop (see `HostFs::begin_batch`).
+        fs.begin_batch();
         for c in &planned {
             if self.stopping() {
                 notes.push("stopped (SIGTERM) before all changes were applied".into());
@@ -277,6 +279,8 @@ impl Agent {
             .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
 
         if !detect {
+            // The files are in place, durably, before the state says the commit is applied.
+            fs.commit_batch()?;
             state.applied_commit = Some(target.to_string());
             if failed == 0 {
                 state.last_good_commit = Some(target.to_string());

@@ -113,7 +113,12 @@ impl StateDir {
 
     pub fn save(&self, state: &State) -> Result<()> {
         let data = serde_json::to_vec_pretty(state)?;
-        write_atomic(&self.dir.join("state.json"), &data)
+        let path = self.dir.join("state.json");
+        // A no-op pass changes nothing here: skip the write and its two fsyncs.
+        if std::fs::read(&path).is_ok_and(|old| old == data) {
+            return Ok(());
+        }
+        write_atomic(&path, &data)
     }
 
     /// Reads a small named document (`report.toml`, ...).

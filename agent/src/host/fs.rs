@@ -7,11 +7,13 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{fchown, fsync, unlinkat, Gid, Uid, UnlinkatFlags};
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// What is at a path on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +42,28 @@ pub struct Meta {
 pub struct HostFs {
     root: OwnedFd,
     root_path: PathBuf,
+    /// Directories with a rename or unlink not yet made durable, one fd each (by device and
+    /// inode). Synced once per directory by `sync_dirs` (or on drop), not once per file: that
+    /// halves the fsyncs of a pass writing many files in few directories.
+    unsynced_dirs: Mutex<BTreeMap<(u64, u64), OwnedFd>>,
+    /// Between `begin_batch` and `commit_batch`: file writes whose temp file is written but not
+    /// yet synced and renamed into place.
+    batch: Mutex<Option<Vec<Staged>>>,
+    /// Users and groups resolved so far: (passwd|group, name) -> id. Misses are not kept.
+    ids: Mutex<BTreeMap<(String, String), u32>>,
 }
+
+/// A temp file waiting in its directory for `commit_batch`.
+struct Staged {
+    dir: (u64, u64),
+    tmp: String,
+    name: String,
+    path: String,
+}
+
+/// fsyncs in flight at once in `commit_batch`: the filesystem's journal commits them together,
+/// so 1,000 small files take a few commits instead of 1,000.
+const SYNC_WORKERS: usize = 16;
 
 const TMP_SUFFIX: &str = ".plumb-new";
 
@@ -56,6 +79,9 @@ impl HostFs {
         Ok(HostFs {
             root: fd,
             root_path: root.to_path_buf(),
+            unsynced_dirs: Mutex::new(BTreeMap::new()),
+            batch: Mutex::new(None),
+            ids: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -149,7 +175,8 @@ impl HostFs {
     }
 
     /// Replaces `path` atomically with a regular file: temp file in the same directory, fsync,
-    /// rename, fsync the directory. Returns the directories it had to create.
+    /// rename (the directory is fsynced by `sync_dirs`). Returns the directories it had to create.
+    /// In a batch, the fsync and rename wait for `commit_batch`.
     pub fn write_file(&self, path: &str, data: &[u8], meta: Meta) -> Result<Vec<String>> {
         let (dir, name, created) = self.parent(path, true)?.expect("created");
         let tmp = format!(".{name}{TMP_SUFFIX}");
@@ -171,15 +198,97 @@ impl HostFs {
             fchmod(&fd, Mode::from_bits_truncate(meta.mode))?;
             let mut f = std::fs::File::from(fd);
             f.write_all(data)?;
-            f.sync_all()?;
+            if self.batch.lock().expect("not poisoned").is_none() {
+                f.sync_all()?;
+            }
             Ok(())
         })();
         if let Err(e) = written {
             let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
             return Err(e).with_context(|| format!("writing {}", self.display(path)));
         }
+        if let Some(batch) = self.batch.lock().expect("not poisoned").as_mut() {
+            batch.push(Staged {
+                dir: self.defer_dir_sync(&dir, path)?,
+                tmp,
+                name,
+                path: path.to_string(),
+            });
+            return Ok(created);
+        }
         self.commit_tmp(&dir, &tmp, &name, path)?;
         Ok(created)
+    }
+
+    /// From now on file writes are staged: written to their temp file only, until `commit_batch`
+    /// syncs them all at once and renames them into place. One fsync per file in a row costs a
+    /// journal commit each (~5 s for 1,000 files on a VM disk); together they take a fraction.
+    pub fn begin_batch(&self) {
+        self.batch
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert_with(Vec::new);
+    }
+
+    /// Puts every staged file in place: fsync the temp files (in parallel), rename each, fsync
+    /// each directory. A failure names the file; the files not yet renamed keep their old content.
+    pub fn commit_batch(&self) -> Result<()> {
+        let Some(staged) = self.batch.lock().expect("not poisoned").take() else {
+            return Ok(());
+        };
+        let result = self.sync_staged(&staged).and_then(|()| {
+            let dirs = self.unsynced_dirs.lock().expect("not poisoned");
+            for (i, s) in staged.iter().enumerate() {
+                if let Err(e) = renameat(
+                    &dirs[&s.dir],
+                    s.tmp.as_str(),
+                    &dirs[&s.dir],
+                    s.name.as_str(),
+                ) {
+                    discard(&dirs, &staged[i..]);
+                    return Err(e)
+                        .with_context(|| format!("renaming into place {}", self.display(&s.path)));
+                }
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            // Nothing half-done: staged files not renamed are removed (no-op for renamed ones).
+            discard(&self.unsynced_dirs.lock().expect("not poisoned"), &staged);
+        }
+        result?;
+        self.sync_dirs()
+    }
+
+    fn sync_staged(&self, staged: &[Staged]) -> Result<()> {
+        let dirs = self.unsynced_dirs.lock().expect("not poisoned");
+        let dirs = &*dirs;
+        let sync = |chunk: &[Staged]| -> Result<()> {
+            for s in chunk {
+                openat(
+                    &dirs[&s.dir],
+                    s.tmp.as_str(),
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .and_then(|fd| fsync(&fd))
+                .with_context(|| format!("syncing {}", self.display(&s.path)))?;
+            }
+            Ok(())
+        };
+        if staged.len() <= 2 {
+            return sync(staged);
+        }
+        let per = staged.len().div_ceil(SYNC_WORKERS);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = staged
+                .chunks(per)
+                .map(|chunk| scope.spawn(move || sync(chunk)))
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("an fsync worker panicked"))
+        })
     }
 
     /// Replaces `path` atomically with a symlink to `target`.
@@ -216,7 +325,30 @@ impl HostFs {
             let _ = unlinkat(dir, tmp, UnlinkatFlags::NoRemoveDir);
             return Err(e).with_context(|| format!("renaming into place {}", self.display(path)));
         }
-        fsync(dir).with_context(|| format!("syncing the directory of {}", self.display(path)))
+        self.defer_dir_sync(dir, path).map(drop)
+    }
+
+    /// Remembers `dir` for `sync_dirs`; returns its key.
+    fn defer_dir_sync(&self, dir: &OwnedFd, path: &str) -> Result<(u64, u64)> {
+        let st = nix::sys::stat::fstat(dir)
+            .with_context(|| format!("inspecting the directory of {}", self.display(path)))?;
+        let key = (st.st_dev, st.st_ino);
+        let mut dirs = self.unsynced_dirs.lock().expect("not poisoned");
+        if !dirs.contains_key(&key) {
+            dirs.insert(key, dir.try_clone()?);
+        }
+        Ok(key)
+    }
+
+    /// Makes every rename and unlink so far durable: one fsync per directory touched.
+    pub fn sync_dirs(&self) -> Result<()> {
+        let dirs = std::mem::take(&mut *self.unsynced_dirs.lock().expect("not poisoned"));
+        for fd in dirs.values() {
+            fsync(fd).with_context(|| {
+                format!("syncing a directory under {}", self.root_path.display())
+            })?;
+        }
+        Ok(())
     }
 
     /// Sets owner and mode of an existing regular file in place (no content change).
@@ -247,8 +379,7 @@ impl HostFs {
             return Ok(());
         };
         match unlinkat(&dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => fsync(&dir)
-                .with_context(|| format!("syncing the directory of {}", self.display(path))),
+            Ok(()) | Err(Errno::ENOENT) => self.defer_dir_sync(&dir, path).map(drop),
             Err(e) => Err(e).with_context(|| format!("removing {}", self.display(path))),
         }
     }
@@ -289,6 +420,11 @@ impl HostFs {
         if let Ok(id) = name.parse::<u32>() {
             return Ok(id);
         }
+        // Every file asks for its owner and group (usually root:root): look each name up once.
+        let key = (db.to_string(), name.to_string());
+        if let Some(id) = self.ids.lock().expect("not poisoned").get(&key) {
+            return Ok(*id);
+        }
         let found = if self.root_path == Path::new("/") {
             nss(name)?
         } else {
@@ -298,7 +434,29 @@ impl HostFs {
                 _ => None,
             }
         };
-        found.ok_or_else(|| anyhow!("does not exist on the host: create it (a package or a sysusers.d file) or change owner/group in host.toml"))
+        let id = found.ok_or_else(|| anyhow!("does not exist on the host: create it (a package or a sysusers.d file) or change owner/group in host.toml"))?;
+        self.ids.lock().expect("not poisoned").insert(key, id);
+        Ok(id)
+    }
+}
+
+impl Drop for HostFs {
+    /// A caller that did not call `sync_dirs` (or an early return) still gets durable renames;
+    /// a batch never committed is discarded.
+    fn drop(&mut self) {
+        if let Some(staged) = self.batch.lock().expect("not poisoned").take() {
+            discard(&self.unsynced_dirs.lock().expect("not poisoned"), &staged);
+        }
+        if let Err(e) = self.sync_dirs() {
+            tracing::warn!(error = %format!("{e:#}"), "syncing directories");
+        }
+    }
+}
+
+/// Removes staged temp files.
+fn discard(dirs: &BTreeMap<(u64, u64), OwnedFd>, staged: &[Staged]) {
+    for s in staged {
+        let _ = unlinkat(&dirs[&s.dir], s.tmp.as_str(), UnlinkatFlags::NoRemoveDir);
     }
 }
 
@@ -382,6 +540,54 @@ mod tests {
         fs.remove("/etc/app/l").unwrap();
         assert!(fs.remove_empty_dir("/etc/app").unwrap());
         assert_eq!(std::fs::read_dir(t.path().join("etc")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn batch_puts_files_in_place_on_commit_only() {
+        let t = tempfile::tempdir().unwrap();
+        let fs = HostFs::open(t.path()).unwrap();
+        fs.write_file("/etc/a/old", b"before", me()).unwrap();
+        fs.begin_batch();
+        for i in 0..40 {
+            fs.write_file(&format!("/etc/{}/f{i}", i % 3), b"new", me())
+                .unwrap();
+        }
+        fs.write_file("/etc/a/old", b"after", me()).unwrap();
+        // Staged: not visible yet, the old content still is.
+        assert_eq!(fs.observe("/etc/1/f1").unwrap(), Observed::Missing);
+        assert!(
+            matches!(fs.observe("/etc/a/old").unwrap(), Observed::File { data, .. } if data == b"before")
+        );
+        fs.commit_batch().unwrap();
+        for i in 0..40 {
+            assert!(
+                matches!(fs.observe(&format!("/etc/{}/f{i}", i % 3)).unwrap(), Observed::File { data, meta } if data == b"new" && meta == me())
+            );
+        }
+        assert!(
+            matches!(fs.observe("/etc/a/old").unwrap(), Observed::File { data, .. } if data == b"after")
+        );
+        let leftovers = ["0", "1", "2", "a"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(t.path().join("etc").join(d)).unwrap())
+            .filter(|e| is_tmp_name(&e.as_ref().unwrap().file_name()))
+            .count();
+        assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn batch_not_committed_is_discarded() {
+        let t = tempfile::tempdir().unwrap();
+        {
+            let fs = HostFs::open(t.path()).unwrap();
+            fs.begin_batch();
+            fs.write_file("/etc/x", b"new", me()).unwrap();
+        }
+        let names: Vec<_> = std::fs::read_dir(t.path().join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
     }
 
     #[test]
