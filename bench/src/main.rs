@@ -107,9 +107,16 @@ fn run(args: &Args) -> Result<()> {
     fixture::create_fleet(&served, args.files, ansible_files, args.branches)?;
     let daemon = fixture::GitDaemon::start(&served)?;
     let proxy = proxy::Proxy::start(daemon.addr)?;
+    // Hosts push their status to a separate repository with 10 other hosts' branches.
+    fixture::status_repo(&served, "status.git", 10)?;
+    let status_url = proxy.url("status.git");
+    let status = plumb::StatusTo {
+        url: &status_url,
+        heartbeat: "1h",
+    };
 
     eprintln!("plumb: first apply x{}", args.runs);
-    let (first, host) = plumb::first_apply(&plumb, &proxy, &dir, args.files, args.runs)?;
+    let (first, host) = plumb::first_apply(&plumb, &proxy, &dir, args.files, args.runs, &status)?;
     eprintln!("plumb: no-op pass x{}", args.runs);
     r.noop = Some(plumb::noop_pass(&plumb, &proxy, &host, args.runs)?);
     r.first = Some(first);
@@ -121,6 +128,7 @@ fn run(args: &Args) -> Result<()> {
         args.files,
         args.passes,
         args.interval,
+        &status,
     )?);
     eprintln!("git: no-op fetch over protocol v0 and v2 x{}", args.runs);
     r.git_polls = Some(poll::git_fetches(&proxy, &dir, args.runs)?);
@@ -128,7 +136,14 @@ fn run(args: &Args) -> Result<()> {
         "status push with {:?} status branches",
         args.status_branches
     );
-    r.pushes = push::status_pushes(&proxy, &served, &dir, &args.status_branches, args.runs)?;
+    r.pushes = push::status_pushes(
+        &plumb,
+        &proxy,
+        &served,
+        &dir,
+        &args.status_branches,
+        args.runs,
+    )?;
 
     if !args.skip_peers {
         if args.puppet.exists() {

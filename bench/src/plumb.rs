@@ -3,7 +3,7 @@
 
 use crate::fixture::{self, HOST};
 use crate::measure::{self, proc_status_kib, Run, Stats};
-use crate::proxy::{Proxy, Traffic};
+use crate::proxy::{Conn, Proxy, Traffic};
 use anyhow::{bail, Context, Result};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -16,18 +16,29 @@ pub struct Host {
     pub dir: PathBuf,
 }
 
+/// Where hosts push their status (a separate repository, as DESIGN recommends).
+pub struct StatusTo<'a> {
+    pub url: &'a str,
+    pub heartbeat: &'a str,
+}
+
 impl Host {
-    pub fn new(dir: &Path, repo_url: &str, interval: &str) -> Result<Host> {
+    pub fn new(dir: &Path, repo_url: &str, interval: &str, status: &StatusTo) -> Result<Host> {
         std::fs::create_dir_all(dir.join("root"))?;
+        // Its own status branch: the host name is the directory's name; the files are bench's.
+        let name = dir.file_name().context("a host dir has a name")?.to_string_lossy();
         let h = Host {
             dir: dir.to_path_buf(),
         };
         std::fs::write(
             h.config(),
             format!(
-                "repo = \"{repo_url}\"\nhost = \"{HOST}\"\nroot = \"{}\"\nstate_dir = \"{}\"\ninterval = \"{interval}\"\n",
+                "repo = \"{repo_url}\"\nhost = \"{name}\"\npath = \"hosts/{HOST}\"\nroot = \"{}\"\nstate_dir = \"{}\"\n\
+                 interval = \"{interval}\"\n[status]\nrepo = \"{}\"\nheartbeat = \"{}\"\n",
                 h.root().display(),
-                h.dir.join("state").display()
+                h.dir.join("state").display(),
+                status.url,
+                status.heartbeat
             ),
         )?;
         Ok(h)
@@ -51,10 +62,10 @@ impl Host {
         c
     }
 
-    /// `plumb apply`, measured; fails unless it converged (exit 0).
+    /// `plumb apply` (info log on stderr), measured; fails unless it converged (exit 0).
     pub fn apply(&self, plumb: &Path) -> Result<Run> {
         let mut c = self.command(plumb, "apply");
-        c.env("PLUMB_LOG", "warn");
+        c.env("PLUMB_LOG", "info");
         measure::run(&mut c)?.expect_code("plumb apply", &[0])
     }
 }
@@ -76,8 +87,10 @@ pub struct ApplyFigures {
     pub wall_ms: Stats,
     pub cpu_ms: Stats,
     pub max_rss_mib: Stats,
-    /// Traffic of each measured run.
+    /// Fetch traffic of each measured run.
     pub traffic: Vec<Traffic>,
+    /// Status push traffic of each measured run.
+    pub pushes: Vec<Traffic>,
 }
 
 impl ApplyFigures {
@@ -87,14 +100,16 @@ impl ApplyFigures {
             cpu_ms: Stats::default(),
             max_rss_mib: Stats::default(),
             traffic: vec![],
+            pushes: vec![],
         }
     }
 
-    fn add(&mut self, r: &Run, t: Traffic) {
+    fn add(&mut self, r: &Run, conns: &[Conn]) {
+        self.traffic.push(Traffic::of(conns, "git-upload-pack"));
+        self.pushes.push(Traffic::of(conns, "git-receive-pack"));
         self.wall_ms.push(r.wall.as_secs_f64() * 1e3);
         self.cpu_ms.push(r.cpu.as_secs_f64() * 1e3);
         self.max_rss_mib.push(r.max_rss_kib as f64 / 1024.0);
-        self.traffic.push(t);
     }
 }
 
@@ -106,6 +121,7 @@ pub fn first_apply(
     work: &Path,
     files: usize,
     runs: usize,
+    status: &StatusTo,
 ) -> Result<(ApplyFigures, Host)> {
     let mut f = ApplyFigures::new();
     let mut last = None;
@@ -114,10 +130,11 @@ pub fn first_apply(
             &work.join(format!("plumb-first-{i}")),
             &proxy.url("fleet.git"),
             "1h",
+            status,
         )?;
         proxy.take()?;
         let r = h.apply(plumb)?;
-        f.add(&r, proxy.take()?);
+        f.add(&r, &proxy.take()?);
         check_files(&h.root(), files)?;
         last = Some(h);
     }
@@ -126,7 +143,8 @@ pub fn first_apply(
 
 /// `runs` no-op passes (`plumb apply` with nothing new in Git and no drift) on a converged host.
 pub fn noop_pass(plumb: &Path, proxy: &Proxy, host: &Host, runs: usize) -> Result<ApplyFigures> {
-    host.apply(plumb)?; // warm the page cache; not counted
+    // Warms the page cache, and pushes the converged report: not counted.
+    host.apply(plumb)?;
     let mut f = ApplyFigures::new();
     for _ in 0..runs {
         proxy.take()?;
@@ -134,7 +152,7 @@ pub fn noop_pass(plumb: &Path, proxy: &Proxy, host: &Host, runs: usize) -> Resul
         if !r.stderr.contains("converged") {
             bail!("a no-op pass did not say converged: {}", r.stderr);
         }
-        f.add(&r, proxy.take()?);
+        f.add(&r, &proxy.take()?);
     }
     Ok(f)
 }
@@ -144,8 +162,10 @@ pub struct IdleFigures {
     pub idle_after_pass_mib: Vec<f64>,
     /// VmHWM at the end: the peak RSS, reached during a pass.
     pub peak_mib: f64,
-    /// Traffic of the no-op polls (every pass after the first).
+    /// Fetch traffic of the no-op polls (every pass after the first).
     pub noop_polls: Vec<Traffic>,
+    /// Status pushes made over all passes (the first report, then converged).
+    pub pushes: u32,
 }
 
 impl IdleFigures {
@@ -166,11 +186,13 @@ pub fn idle_rss(
     files: usize,
     passes: usize,
     interval_s: u64,
+    status: &StatusTo,
 ) -> Result<IdleFigures> {
     let h = Host::new(
         &work.join("plumb-run"),
         &proxy.url("fleet.git"),
         &format!("{interval_s}s"),
+        status,
     )?;
     proxy.take()?;
     let mut child = h
@@ -203,13 +225,15 @@ pub fn idle_rss(
         let window = interval.mul_f64(0.8);
         let mut idle = Vec::new();
         let mut polls = Vec::new();
+        let mut pushes = 0;
         for pass in 0..passes {
             let done = rx
                 .recv_timeout(Duration::from_secs(120) + interval)
                 .with_context(|| format!("waiting for pass {} of plumb run", pass + 1))?;
-            let t = proxy.take()?;
+            let conns = proxy.take()?;
+            pushes += Traffic::of(&conns, "git-receive-pack").connections;
             if pass > 0 {
-                polls.push(t);
+                polls.push(Traffic::of(&conns, "git-upload-pack"));
             }
             let mut samples = Stats::default();
             let start = done + Duration::from_millis(100);
@@ -225,6 +249,7 @@ pub fn idle_rss(
             idle_after_pass_mib: idle,
             peak_mib: proc_status_kib(pid, "VmHWM")? as f64 / 1024.0,
             noop_polls: polls,
+            pushes,
         })
     })();
     // SAFETY: plain kill(2) of our own child, by its pid.

@@ -36,7 +36,7 @@ pub fn git_fetches(proxy: &Proxy, work: &Path, runs: usize) -> Result<GitPolls> 
                     spec,
                 ],
             )?;
-            out.push(proxy.take()?);
+            out.push(proxy.traffic("git-upload-pack")?);
         }
     }
     Ok(polls)

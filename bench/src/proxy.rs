@@ -6,11 +6,15 @@ use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What one connection carried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conn {
+    /// The git service asked for: "git-upload-pack" (fetch) or "git-receive-pack" (push).
+    pub service: String,
+    /// From accept to close.
+    pub duration: Duration,
     /// Bytes server -> client (what the client received).
     pub received: u64,
     /// Bytes client -> server.
@@ -18,13 +22,31 @@ pub struct Conn {
     pub round_trips: u32,
 }
 
-/// The connections since the last `take`, added up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Connections added up.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Traffic {
     pub connections: u32,
     pub received: u64,
     pub sent: u64,
     pub round_trips: u32,
+    pub duration: Duration,
+}
+
+impl Traffic {
+    /// The connections for `service` ("git-upload-pack", "git-receive-pack"; "" for all).
+    pub fn of(conns: &[Conn], service: &str) -> Traffic {
+        conns
+            .iter()
+            .filter(|c| c.service.starts_with(service))
+            .fold(Traffic::default(), |mut t, c| {
+                t.connections += 1;
+                t.received += c.received;
+                t.sent += c.sent;
+                t.round_trips += c.round_trips;
+                t.duration += c.duration;
+                t
+            })
+    }
 }
 
 #[derive(Default)]
@@ -48,6 +70,8 @@ enum Dir {
 struct Live {
     conn: Conn,
     last: Dir,
+    /// The first bytes from the client, which name the service.
+    head: Vec<u8>,
 }
 
 impl Proxy {
@@ -78,28 +102,28 @@ impl Proxy {
     }
 
     /// Waits until every open connection has closed, then returns and forgets what they carried.
-    pub fn take(&self) -> Result<Traffic> {
+    pub fn take(&self) -> Result<Vec<Conn>> {
         crate::measure::wait_until(
             "proxied connections to close",
             Duration::from_secs(30),
             || self.shared.lock().unwrap().active == 0,
         )?;
-        let done = std::mem::take(&mut self.shared.lock().unwrap().done);
-        Ok(done.iter().fold(Traffic::default(), |mut t, c| {
-            t.connections += 1;
-            t.received += c.received;
-            t.sent += c.sent;
-            t.round_trips += c.round_trips;
-            t
-        }))
+        Ok(std::mem::take(&mut self.shared.lock().unwrap().done))
+    }
+
+    /// `take`, added up over the connections for `service`.
+    pub fn traffic(&self, service: &str) -> Result<Traffic> {
+        Ok(Traffic::of(&self.take()?, service))
     }
 }
 
 fn serve(client: TcpStream, upstream: SocketAddr) -> Result<Conn> {
+    let start = Instant::now();
     let server = TcpStream::connect(upstream).context("connecting to the git server")?;
     let live = Arc::new(Mutex::new(Live {
         conn: Conn::default(),
         last: Dir::None,
+        head: Vec::new(),
     }));
     let up = {
         let (from, to, live) = (client.try_clone()?, server.try_clone()?, live.clone());
@@ -107,7 +131,8 @@ fn serve(client: TcpStream, upstream: SocketAddr) -> Result<Conn> {
     };
     pump(server, client, &live, Dir::ToClient);
     let _ = up.join();
-    let c = live.lock().unwrap().conn;
+    let mut c = live.lock().unwrap().conn.clone();
+    c.duration = start.elapsed();
     Ok(c)
 }
 
@@ -124,7 +149,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, live: &Mutex<Live>, dir: Dir) {
         {
             let mut l = live.lock().unwrap();
             match dir {
-                Dir::ToServer => l.conn.sent += n as u64,
+                Dir::ToServer => {
+                    // The request may come in pieces (gix writes the pkt-line length apart).
+                    if l.head.len() < 64 {
+                        l.head.extend_from_slice(&buf[..n.min(64)]);
+                        l.conn.service = service_of(&l.head);
+                    }
+                    l.conn.sent += n as u64
+                }
                 Dir::ToClient => {
                     l.conn.received += n as u64;
                     // The server answering after the client spoke (or first) closes a round trip.
@@ -155,6 +187,17 @@ fn pump(mut from: TcpStream, mut to: TcpStream, live: &Mutex<Live>, dir: Dir) {
     let _ = from.shutdown(Shutdown::Read);
 }
 
+/// "git-upload-pack" from a git:// request ("003fgit-upload-pack /fleet.git\0host=...").
+fn service_of(first: &[u8]) -> String {
+    let text = String::from_utf8_lossy(first);
+    let start = text.find("git-").unwrap_or(text.len());
+    text[start..]
+        .split([' ', '\0'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,15 +225,15 @@ mod tests {
             c.read_exact(&mut answer).unwrap();
         }
         drop(c);
-        let t = proxy.take().unwrap();
+        let t = proxy.traffic("").unwrap();
         assert_eq!(
-            t,
-            Traffic {
-                connections: 1,
-                received: 9,
-                sent: 18,
-                round_trips: 3
-            }
+            (t.connections, t.received, t.sent, t.round_trips),
+            (1, 9, 18, 3)
         );
+        assert_eq!(
+            service_of(b"003fgit-upload-pack /fleet.git\0host=x\0"),
+            "git-upload-pack"
+        );
+        assert_eq!(service_of(b"003f"), "");
     }
 }

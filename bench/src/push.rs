@@ -1,22 +1,28 @@
-//! Status push at fleet scale: one host pushes a new status commit (one changed file) to a status
-//! repository that already holds N other hosts' status branches. This is the `git push` that
-//! plumb's status publishing runs (gix has no push); measured with git itself.
+//! Status push at fleet scale: plumb's own status publishing (a gix commit of status.toml, then
+//! `git push --force-with-lease`) into a status repository that already holds N other hosts'
+//! status branches. A heartbeat of 1s makes every `plumb apply` push.
 
-use crate::fixture::{self, git};
-use crate::measure::{self, Stats};
+use crate::fixture;
+use crate::measure::Stats;
+use crate::plumb::{Host, StatusTo};
 use crate::proxy::{Proxy, Traffic};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 pub struct PushFigures {
     pub branches: usize,
-    pub wall_ms: Stats,
+    /// The whole `plumb apply` (a no-op pass plus the push).
+    pub apply_ms: Stats,
+    /// The push connection, from connect to close, as the proxy saw it.
+    pub push_ms: Stats,
     pub traffic: Vec<Traffic>,
 }
 
-/// For each N in `sizes`: `runs` pushes of a one-file commit to `status/bench` in a repository with
-/// N status branches (served from `base`, reached through `proxy`).
+/// For each N in `sizes`: `runs` no-op passes that each push a heartbeat to `status/bench` in a
+/// status repository with N status branches (served from `base`, reached through `proxy`).
 pub fn status_pushes(
+    plumb: &Path,
     proxy: &Proxy,
     base: &Path,
     work: &Path,
@@ -27,46 +33,48 @@ pub fn status_pushes(
     for &n in sizes {
         let name = format!("status-{n}.git");
         fixture::status_repo(base, &name, n)?;
-        let pusher = work.join(format!("pusher-{n}"));
-        git(
-            work,
-            &[
-                "init",
-                "-q",
-                "-b",
-                "status/bench",
-                &pusher.display().to_string(),
-            ],
-        )?;
         let url = proxy.url(&name);
+        let status = StatusTo {
+            url: &url,
+            heartbeat: "1s",
+        };
+        let host = Host::new(
+            &work.join(format!("push-{n}")),
+            &proxy.url("fleet.git"),
+            "1h",
+            &status,
+        )?;
+        // First apply (pushes the first report), then converged (pushes again): not counted.
+        host.apply(plumb)?;
+        host.apply(plumb)?;
         let mut f = PushFigures {
             branches: n,
-            wall_ms: Stats::default(),
+            apply_ms: Stats::default(),
+            push_ms: Stats::default(),
             traffic: vec![],
         };
-        // The first push creates the branch; the measured ones update it, as every later push does.
-        for i in 0..=runs {
-            std::fs::write(
-                pusher.join("status.toml"),
-                format!("host = \"bench\"\noutcome = \"converged\"\nchecked_at = \"2026-11-26T09:{:02}:00Z\"\n", i % 60),
-            )?;
-            git(&pusher, &["add", "status.toml"])?;
-            git(&pusher, &["commit", "-q", "-m", "status"])?;
+        for _ in 0..runs {
+            wait_heartbeat_due();
             proxy.take()?;
-            let r = measure::run(fixture::git_cmd(&pusher).args([
-                "push",
-                "-q",
-                &url,
-                "HEAD:refs/heads/status/bench",
-            ]))?
-            .expect_code("git push of the status commit", &[0])?;
-            let t = proxy.take()?;
-            if i > 0 {
-                f.wall_ms.push(r.wall.as_secs_f64() * 1e3);
-                f.traffic.push(t);
+            let r = host.apply(plumb)?;
+            let push = Traffic::of(&proxy.take()?, "git-receive-pack");
+            if push.connections == 0 || !r.stderr.contains("status pushed") {
+                bail!("plumb apply did not push its heartbeat:\n{}", r.stderr);
             }
+            f.apply_ms.push(r.wall.as_secs_f64() * 1e3);
+            f.push_ms.push(push.duration.as_secs_f64() * 1e3);
+            f.traffic.push(push);
         }
         all.push(f);
     }
     Ok(all)
+}
+
+/// The heartbeat (1s) counts whole seconds since the last push: wait for the next second + 1.
+fn wait_heartbeat_due() {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let next = Duration::from_secs(now.as_secs() + 1) + Duration::from_millis(20);
+    std::thread::sleep(next.saturating_sub(now));
 }

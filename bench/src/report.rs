@@ -129,6 +129,12 @@ impl Report {
                 "| no-op poll of `plumb run`: received | {} bytes | | |",
                 polls.received.show(0)
             )?;
+            writeln!(
+                s,
+                "| status pushes by `plumb run` over {} passes | {} | | |",
+                i.idle_after_pass_mib.len(),
+                i.pushes
+            )?;
         }
         if let Some(f) = &self.noop {
             let t = traffic_stats(&f.traffic);
@@ -208,6 +214,13 @@ impl Report {
                 "| first apply: received (shallow fetch) | {} bytes | | |",
                 traffic_stats(&f.traffic).received.show(0)
             )?;
+            let push = traffic_stats(&f.pushes);
+            writeln!(
+                s,
+                "| first apply: its status push (first report), connection | {} ms, {} bytes received | | |",
+                push.duration_ms.show(1),
+                push.received.show(0)
+            )?;
         }
 
         if self.puppet.is_some() || self.ansible.is_some() {
@@ -215,20 +228,27 @@ impl Report {
         }
         if !self.pushes.is_empty() {
             writeln!(s, "\n### Status push at fleet scale\n")?;
-            writeln!(s, "One `git push` of a one-file status commit to `status/bench`, into a status repository that")?;
-            writeln!(s, "already holds N status branches (`git push` is what plumb's status publishing runs).\n")?;
+            writeln!(s, "plumb's own status push (a heartbeat: status.toml committed with gix, then `git push")?;
+            writeln!(s, "--force-with-lease`) into a status repository that already holds N other hosts' status")?;
+            writeln!(s, "branches. \"push\" is the push connection from connect to close; \"pass\" the whole")?;
             writeln!(
                 s,
-                "| status branches | wall ms | received bytes | sent bytes | round trips |"
+                "`plumb apply` (a no-op pass over {} files, then the push).\n",
+                self.files
             )?;
-            writeln!(s, "|---|---|---|---|---|")?;
+            writeln!(
+                s,
+                "| status branches | push ms | pass ms | received bytes | sent bytes | round trips |"
+            )?;
+            writeln!(s, "|---|---|---|---|---|---|")?;
             for p in &self.pushes {
                 let t = traffic_stats(&p.traffic);
                 writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} |",
                     p.branches,
-                    p.wall_ms.show(1),
+                    p.push_ms.show(1),
+                    p.apply_ms.show(1),
                     t.received.show(0),
                     t.sent.show(0),
                     t.round_trips.show(0)
@@ -315,6 +335,7 @@ pub struct TrafficStats {
     pub sent: Stats,
     pub round_trips: Stats,
     pub connections: Stats,
+    pub duration_ms: Stats,
 }
 
 pub fn traffic_stats(t: &[Traffic]) -> TrafficStats {
@@ -326,6 +347,7 @@ pub fn traffic_stats(t: &[Traffic]) -> TrafficStats {
         sent: pick(|t| t.sent as f64),
         round_trips: pick(|t| t.round_trips as f64),
         connections: pick(|t| t.connections as f64),
+        duration_ms: pick(|t| t.duration.as_secs_f64() * 1e3),
     }
 }
 
