@@ -26,7 +26,10 @@ impl Host {
     pub fn new(dir: &Path, repo_url: &str, interval: &str, status: &StatusTo) -> Result<Host> {
         std::fs::create_dir_all(dir.join("root"))?;
         // Its own status branch: the host name is the directory's name; the files are bench's.
-        let name = dir.file_name().context("a host dir has a name")?.to_string_lossy();
+        let name = dir
+            .file_name()
+            .context("a host dir has a name")?
+            .to_string_lossy();
         let h = Host {
             dir: dir.to_path_buf(),
         };

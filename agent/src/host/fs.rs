@@ -334,8 +334,8 @@ impl HostFs {
             .with_context(|| format!("inspecting the directory of {}", self.display(path)))?;
         let key = (st.st_dev, st.st_ino);
         let mut dirs = self.unsynced_dirs.lock().expect("not poisoned");
-        if !dirs.contains_key(&key) {
-            dirs.insert(key, dir.try_clone()?);
+        if let std::collections::btree_map::Entry::Vacant(e) = dirs.entry(key) {
+            e.insert(dir.try_clone()?);
         }
         Ok(key)
     }
