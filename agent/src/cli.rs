@@ -63,6 +63,15 @@ pub enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Exit 0 when the agent config names a repo, 1 when it does not (plumb.service's ExecCondition).
+    #[command(hide = true)]
+    IsConfigured,
+    /// Write the man pages and shell completions into DIR (used to build the packages).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory: DIR/man and DIR/completions are created.
+        dir: PathBuf,
+    },
 }
 
 /// Runs the command; returns the process exit code.
@@ -137,6 +146,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             json,
         } => fleet(&cli.config, repo, fleet_repo, branch, heartbeat, json),
         Command::Validate { dir, host } => validate(dir, host),
+        Command::IsConfigured => {
+            if crate::config::names_a_repo(&cli.config)? {
+                Ok(0)
+            } else {
+                eprintln!(
+                    "{}: missing or no `repo` set: plumb.service stays idle until it names the fleet repository",
+                    cli.config.display()
+                );
+                Ok(1)
+            }
+        }
+        Command::GenerateDocs { dir } => crate::docs::generate(&dir).map(|()| 0),
     }
 }
 

@@ -228,6 +228,25 @@ impl Settings {
     }
 }
 
+/// Whether the config file exists and sets `repo`: a freshly installed package ships one that does
+/// not, and the service is skipped until it does. A file that does not parse counts as configured,
+/// so that `plumb run` starts and reports the error.
+pub fn names_a_repo(path: &Path) -> Result<bool> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading agent config {}", path.display()))
+        }
+    };
+    Ok(match toml::from_str::<toml::Table>(&text) {
+        Ok(t) => t
+            .get("repo")
+            .is_some_and(|r| r.as_str().is_none_or(|s| !s.trim().is_empty())),
+        Err(_) => true,
+    })
+}
+
 /// "60s", "5m", "1h 30m" and the like.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     humantime::parse_duration(s.trim()).map_err(|e| {
@@ -320,6 +339,28 @@ token_file = "/etc/plumb/token"
         assert_eq!(s.status.branch, "reports/db-2");
         assert_eq!(s.status.history, 5);
         assert!(s.allowed_signers.is_some() && s.ssh_key.is_some() && s.token_file.is_some());
+    }
+
+    #[test]
+    fn configured_means_a_repo_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        assert!(!names_a_repo(&p).unwrap(), "missing file");
+        let example = include_str!("../../config/agent.toml");
+        for (text, want) in [
+            (example, false),
+            ("# repo = \"x\"\n", false),
+            ("repo = \"  \"\n", false),
+            ("repo = \"git://10.0.0.1/fleet.git\"\n", true),
+            ("repo = [oops\n", true),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            assert_eq!(names_a_repo(&p).unwrap(), want, "{text}");
+        }
+        let configured = example.replacen("#repo = ", "repo = ", 1);
+        std::fs::write(&p, &configured).unwrap();
+        assert!(names_a_repo(&p).unwrap());
+        Settings::parse(&configured, &p).expect("the example parses once repo is set");
     }
 
     #[test]

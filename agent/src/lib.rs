@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod docs;
 pub mod engine;
 pub mod host;
 pub mod logging;
