@@ -3,5 +3,6 @@
 pub mod command;
 pub mod fs;
 pub mod packagekit;
+pub mod packages;
 pub mod pkgcmd;
 pub mod systemd;

@@ -2,12 +2,12 @@
 //! `[packages]`, apply in one transaction per direction through PackageKit, or apt-get/dnf when
 //! PackageKit is not there.
 
-use crate::host::packagekit::{self, PkPackage};
-use crate::host::pkgcmd::{self, Native};
+use crate::host::packages::Backend;
+use crate::host::pkgcmd;
 use crate::spec::Packages;
 use crate::state::{ManagedPackage, State, StateDir};
 use crate::status::report::ResourceState;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -195,96 +195,6 @@ fn desired_ok(desired: &Packages) -> BTreeMap<String, PackageResult> {
         .collect()
 }
 
-/// Where package changes go. Chosen per pass, only when there is something to change.
-enum Backend {
-    PackageKit(zbus::Connection),
-    Native(Native),
-}
-
-impl Backend {
-    async fn choose() -> Result<Backend> {
-        let why = match zbus::Connection::system().await {
-            Ok(conn) => match packagekit::probe(&conn).await {
-                Ok(()) => return Ok(Backend::PackageKit(conn)),
-                Err(e) => format!("{e:#}"),
-            },
-            Err(e) => format!("no system bus: {e}"),
-        };
-        let native = Native::detect().ok_or_else(|| {
-            anyhow!("no package manager: PackageKit is not available ({why}), and neither apt-get nor dnf is installed")
-        })?;
-        tracing::info!(backend = native.name(), reason = %why, "PackageKit not available, using the package tool directly");
-        Ok(Backend::Native(native))
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Backend::PackageKit(_) => "PackageKit",
-            Backend::Native(n) => n.name(),
-        }
-    }
-
-    /// Name -> the id to install, for the names the repositories offer.
-    async fn available(&self, names: &[String]) -> Result<BTreeMap<String, String>> {
-        match self {
-            Backend::PackageKit(conn) => {
-                let found = packagekit::resolve(conn, packagekit::FILTER_ARCH, names).await?;
-                Ok(pick(names, &found, packagekit::INFO_AVAILABLE))
-            }
-            Backend::Native(n) => Ok(n
-                .available(names)?
-                .into_iter()
-                .map(|x| (x.clone(), x))
-                .collect()),
-        }
-    }
-
-    /// Name -> the installed package's id.
-    async fn installed_ids(&self, names: &[String]) -> Result<BTreeMap<String, String>> {
-        match self {
-            Backend::PackageKit(conn) => {
-                let found = packagekit::resolve(conn, packagekit::FILTER_INSTALLED, names).await?;
-                Ok(pick(names, &found, packagekit::INFO_INSTALLED))
-            }
-            Backend::Native(_) => Ok(names.iter().map(|n| (n.clone(), n.clone())).collect()),
-        }
-    }
-
-    async fn refresh(&self) -> Result<()> {
-        match self {
-            Backend::PackageKit(conn) => packagekit::refresh_cache(conn).await,
-            Backend::Native(n) => n.refresh(),
-        }
-    }
-
-    async fn install(&self, ids: &[String]) -> Result<()> {
-        match self {
-            Backend::PackageKit(conn) => packagekit::install(conn, ids).await,
-            Backend::Native(n) => n.install(ids),
-        }
-    }
-
-    async fn remove(&self, ids: &[String]) -> Result<()> {
-        match self {
-            Backend::PackageKit(conn) => packagekit::remove(conn, ids).await,
-            Backend::Native(n) => n.remove(ids),
-        }
-    }
-}
-
-/// For each requested name, the first reported package with that `info`.
-fn pick(names: &[String], found: &[PkPackage], info: u32) -> BTreeMap<String, String> {
-    names
-        .iter()
-        .filter_map(|n| {
-            found
-                .iter()
-                .find(|p| p.info == info && p.is(n))
-                .map(|p| (n.clone(), p.id.clone()))
-        })
-        .collect()
-}
-
 /// Applies the changes: all installs in one transaction, then all removals in one. Each package
 /// gets its own result; the inventory in `state` follows what landed and is saved by the caller
 /// (intent is saved here before installing, so a killed pass still knows what plumb installed).
@@ -314,6 +224,19 @@ pub fn apply(
     let mut to_install = Vec::new();
     let mut to_remove = Vec::new();
     for c in changes {
+        // The name reaches a command line or D-Bus next: checked again, whatever the loader did.
+        if c.touches_host() {
+            if let Err(e) = pkgcmd::check_name(&c.name) {
+                set(
+                    &mut out,
+                    &c.name,
+                    ResourceState::Failed,
+                    format!("{e:#}"),
+                    false,
+                );
+                continue;
+            }
+        }
         match &c.action {
             PackageAction::Fail(e) => {
                 set(&mut out, &c.name, ResourceState::Failed, e.clone(), false)
@@ -364,36 +287,12 @@ pub fn apply(
         return out.into_values().collect();
     }
 
-    let done = block_on(async {
-        let backend = match Backend::choose().await {
-            Ok(b) => b,
-            Err(e) => {
-                let e = format!("{e:#}");
-                return to_install
-                    .iter()
-                    .chain(&to_remove)
-                    .map(|c| (c.name.clone(), Err(e.clone())))
-                    .collect::<Vec<_>>();
-            }
-        };
-        tracing::info!(
-            backend = backend.name(),
-            install = to_install.len(),
-            remove = to_remove.len(),
-            "applying packages"
-        );
-        let mut done = Vec::new();
-        let names: Vec<String> = to_install.iter().map(|c| c.name.clone()).collect();
-        if !names.is_empty() {
-            done.extend(install_all(&backend, &names, state_dir).await);
-        }
-        let names: Vec<String> = to_remove.iter().map(|c| c.name.clone()).collect();
-        if !names.is_empty() {
-            done.extend(remove_all(&backend, &names).await);
-        }
-        done.into_iter()
-            .map(|(n, r)| (n, r.map(|verb| format!("{verb} via {}", backend.name()))))
-            .collect()
+    let install: Vec<String> = to_install.iter().map(|c| c.name.clone()).collect();
+    let remove: Vec<String> = to_remove.iter().map(|c| c.name.clone()).collect();
+    let done = block_on(run_backend(&install, &remove, state_dir)).unwrap_or_else(|e| {
+        let mut done = all_failed(&install, &e);
+        done.extend(all_failed(&remove, &e));
+        done
     });
 
     for (name, result) in done {
@@ -435,7 +334,34 @@ pub fn apply(
     out.into_values().collect()
 }
 
-type Done = Vec<(String, std::result::Result<&'static str, String>)>;
+/// One result per name: what was done ("installed via PackageKit"), or why not.
+type Done = Vec<(String, std::result::Result<String, String>)>;
+
+/// Chooses the backend, then installs all of `install` and removes all of `remove`.
+async fn run_backend(install: &[String], remove: &[String], state_dir: &StateDir) -> Done {
+    let backend = match Backend::choose().await {
+        Ok(b) => b,
+        Err(e) => {
+            let mut done = all_failed(install, &e);
+            done.extend(all_failed(remove, &e));
+            return done;
+        }
+    };
+    tracing::info!(
+        backend = backend.name(),
+        install = install.len(),
+        remove = remove.len(),
+        "applying packages"
+    );
+    let mut done = Vec::new();
+    if !install.is_empty() {
+        done.extend(install_all(&backend, install, state_dir).await);
+    }
+    if !remove.is_empty() {
+        done.extend(remove_all(&backend, remove).await);
+    }
+    done
+}
 
 /// Resolves, refreshing the package lists when they are old or a name is unknown to them, then
 /// installs everything found in one transaction.
@@ -471,9 +397,11 @@ async fn install_all(backend: &Backend, names: &[String], state_dir: &StateDir) 
         .collect();
     let batch: Vec<(String, String)> = ids.into_iter().collect();
     done.extend(
-        in_one_transaction(&batch, "installed", |ids| async move {
-            backend.install(&ids).await
-        })
+        in_one_transaction(
+            &batch,
+            &format!("installed via {}", backend.name()),
+            |ids| async move { backend.install(&ids).await },
+        )
         .await,
     );
     done
@@ -488,13 +416,15 @@ async fn remove_all(backend: &Backend, names: &[String]) -> Done {
     let mut done: Done = names
         .iter()
         .filter(|n| !ids.contains_key(*n))
-        .map(|n| (n.clone(), Ok("removed")))
+        .map(|n| (n.clone(), Ok(format!("removed via {}", backend.name()))))
         .collect();
     let batch: Vec<(String, String)> = ids.into_iter().collect();
     done.extend(
-        in_one_transaction(&batch, "removed", |ids| async move {
-            backend.remove(&ids).await
-        })
+        in_one_transaction(
+            &batch,
+            &format!("removed via {}", backend.name()),
+            |ids| async move { backend.remove(&ids).await },
+        )
         .await,
     );
     done
@@ -503,7 +433,7 @@ async fn remove_all(backend: &Backend, names: &[String]) -> Done {
 /// Runs `op` once for the whole batch of (name, id). When that fails and the batch holds more
 /// than one package, each is tried alone, so one bad package carries its own error and does not
 /// hold back the others.
-async fn in_one_transaction<F, Fut>(batch: &[(String, String)], verb: &'static str, op: F) -> Done
+async fn in_one_transaction<F, Fut>(batch: &[(String, String)], what: &str, op: F) -> Done
 where
     F: Fn(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -513,13 +443,16 @@ where
     }
     let ids = batch.iter().map(|(_, id)| id.clone()).collect();
     match op(ids).await {
-        Ok(()) => batch.iter().map(|(n, _)| (n.clone(), Ok(verb))).collect(),
+        Ok(()) => batch
+            .iter()
+            .map(|(n, _)| (n.clone(), Ok(what.to_string())))
+            .collect(),
         Err(e) if batch.len() == 1 => vec![(batch[0].0.clone(), Err(format!("{e:#}")))],
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "package transaction failed; trying each package alone");
             let mut done = Vec::new();
             for (name, id) in batch {
-                let r = op(vec![id.clone()]).await.map(|()| verb);
+                let r = op(vec![id.clone()]).await.map(|()| what.to_string());
                 done.push((name.clone(), r.map_err(|e| format!("{e:#}"))));
             }
             done
@@ -558,16 +491,16 @@ fn cache_age(state_dir: &StateDir) -> Option<Duration> {
 }
 
 /// Runs D-Bus work from the synchronous pass: on the daemon's runtime when the pass runs in its
-/// blocking pool (its main thread drives the I/O), else on a runtime made for this call (`plumb apply`).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// blocking pool (its main thread drives the I/O), else on a runtime made for this call
+/// (`plumb apply`).
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.block_on(f),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
+        Ok(handle) => Ok(handle.block_on(f)),
+        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .context("starting a runtime for D-Bus")
-            .map(|rt| rt.block_on(f))
-            .unwrap_or_else(|e| panic!("{e:#}")),
+            .context("starting a runtime for D-Bus")?
+            .block_on(f)),
     }
 }
 
@@ -760,27 +693,75 @@ mod tests {
         );
     }
 
+    /// Only the inventory changes (and a bad name is refused): no backend is even chosen.
     #[test]
-    fn pick_matches_name_info_and_arch() {
-        let found = vec![
-            PkPackage {
-                info: packagekit::INFO_INSTALLED,
-                id: "a;1;amd64;installed".into(),
+    fn inventory_only_changes_and_bad_names_touch_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(t.path()).unwrap();
+        let mut state = State {
+            packages: inv(&[("old", false), ("gone", true)]),
+            ..Default::default()
+        };
+        let desired = pkgs(&["pre", "x; rm -rf /"], &[]);
+        let changes = vec![
+            PackageChange {
+                name: "pre".into(),
+                action: PackageAction::Adopt,
+                drift: false,
             },
-            PkPackage {
-                info: packagekit::INFO_AVAILABLE,
-                id: "a;2;amd64;repo".into(),
+            PackageChange {
+                name: "old".into(),
+                action: PackageAction::Forget { kept: true },
+                drift: false,
             },
-            PkPackage {
-                info: packagekit::INFO_AVAILABLE,
-                id: "ab;1;amd64;repo".into(),
+            PackageChange {
+                name: "gone".into(),
+                action: PackageAction::Forget { kept: false },
+                drift: false,
+            },
+            PackageChange {
+                name: "x; rm -rf /".into(),
+                action: PackageAction::Install,
+                drift: false,
             },
         ];
-        let names = vec!["a".to_string(), "b".to_string()];
-        let got = pick(&names, &found, packagekit::INFO_AVAILABLE);
+        let r = apply(&desired, &changes, &mut state, &sd);
+        assert_eq!(state.packages, inv(&[("pre", false)]));
+        let got: Vec<(&str, ResourceState)> =
+            r.iter().map(|r| (r.name.as_str(), r.state)).collect();
         assert_eq!(
-            got.into_iter().collect::<Vec<_>>(),
-            [("a".into(), "a;2;amd64;repo".into())]
+            got,
+            [
+                ("old", ResourceState::Ok),
+                ("pre", ResourceState::Ok),
+                ("x; rm -rf /", ResourceState::Failed)
+            ]
         );
+        assert!(
+            r[2].detail.contains("not a valid package name"),
+            "{:?}",
+            r[2]
+        );
+        assert!(cache_age(&sd).is_none(), "nothing was refreshed");
+    }
+
+    #[test]
+    fn refresh_time_is_remembered() {
+        let t = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(t.path()).unwrap();
+        assert!(cache_age(&sd).is_none());
+        let an_hour_ago = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 3600;
+        sd.write_doc(REFRESHED_DOC, &format!("{an_hour_ago}\n"))
+            .unwrap();
+        let age = cache_age(&sd).unwrap();
+        assert!(
+            age >= Duration::from_secs(3600) && age < Duration::from_secs(3700),
+            "{age:?}"
+        );
+        assert!(age > CACHE_MIN_AGE && age < CACHE_MAX_AGE);
     }
 }
