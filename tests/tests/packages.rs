@@ -37,13 +37,12 @@ fn packages_via_packagekit() -> Result<()> {
     // The daemon runs passes in its runtime's blocking pool: D-Bus works from there too.
     world.commit(&[PKG_A, PKG_C], &[PKG_B], "daemon")?;
     let head = world.repo.head()?;
-    node.exec_ok(&[
-        "systemd-run",
-        "--unit=plumb-test",
-        "--property=Type=notify",
-        "/usr/local/bin/plumb",
-        "run",
-    ])?;
+    let mut argv = vec!["systemd-run", "--unit=plumb-test", "--property=Type=notify"];
+    for p in &world.sandbox {
+        argv.extend(["-p", p]);
+    }
+    argv.extend(["/usr/local/bin/plumb", "run"]);
+    node.exec_ok(&argv)?;
     let done = node.wait_until("the daemon's pass", Duration::from_secs(120), || {
         let r = world.report()?;
         Ok((r.desired_commit == head).then_some(r))
@@ -253,6 +252,8 @@ fn scenarios(w: &World, backend: &str) -> Result<()> {
 /// A node with the test repository, the fleet repo and plumb.
 struct World {
     repo: FleetRepo,
+    /// plumb.service's sandbox settings, as `systemd-run -p` properties.
+    sandbox: Vec<String>,
     node: Node,
     _git: GitServer,
     _net: Network,
@@ -297,6 +298,7 @@ impl World {
         repo.write("hosts/n1/files/etc/plumb-test.conf", "made by plumb\n")?;
         Ok(World {
             repo,
+            sandbox: sandbox_properties()?,
             node,
             _git: git,
             _net: net,
@@ -322,9 +324,15 @@ impl World {
         Ok(())
     }
 
-    /// `plumb apply` in the node; its stderr (the log). `ok`: whether exit 0 is expected.
+    /// `plumb apply` in the node, in the sandbox of the shipped plumb.service, as the agent runs;
+    /// its output (the log). `ok`: whether exit 0 is expected.
     fn apply(&self, ok: bool) -> Result<String> {
-        let out = self.node.exec(&["plumb", "apply"])?;
+        let mut argv = vec!["systemd-run", "--quiet", "--wait", "--pipe", "--collect"];
+        for p in &self.sandbox {
+            argv.extend(["-p", p]);
+        }
+        argv.extend(["/usr/local/bin/plumb", "apply"]);
+        let out = self.node.exec(&argv)?;
         let text = format!("{}{}", out.stdout, out.stderr);
         eprintln!("--- plumb apply ({})\n{text}", out.status);
         if out.success() != ok {
@@ -472,4 +480,39 @@ fn build_repo(dir: &Path) -> Result<String> {
         ));
     }
     Ok(index)
+}
+
+/// The sandbox of the shipped plumb.service ([Service] settings but how it starts and restarts).
+fn sandbox_properties() -> Result<Vec<String>> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/plumb.service");
+    let text =
+        std::fs::read_to_string(&unit).with_context(|| format!("reading {}", unit.display()))?;
+    let mut in_service = false;
+    let mut props = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        if !in_service || line.starts_with('#') {
+            continue;
+        }
+        if matches!(
+            key,
+            "Type"
+                | "ExecCondition"
+                | "ExecStart"
+                | "WatchdogSec"
+                | "Restart"
+                | "RestartSec"
+                | "TimeoutStopSec"
+        ) {
+            continue;
+        }
+        props.push(line.to_string());
+    }
+    Ok(props)
 }

@@ -48,7 +48,7 @@ impl Native {
             Native::Apt => {
                 let mut c = Command::new("apt-cache");
                 c.arg("policy").arg("--").args(names).env("LC_ALL", "C");
-                let out = run_checked(&mut c, QUERY_TIMEOUT)?;
+                let out = run_checked(&mut c, QUERY_TIMEOUT, "apt-cache policy")?;
                 Ok(parse_apt_policy(&out))
             }
             Native::Dnf => {
@@ -56,7 +56,7 @@ impl Native {
                 c.args(["-q", "repoquery", "--qf", "%{name}\\n", "--"])
                     .args(names)
                     .env("LC_ALL", "C");
-                let out = run_checked(&mut c, QUERY_TIMEOUT)?;
+                let out = run_checked(&mut c, QUERY_TIMEOUT, "dnf repoquery")?;
                 let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
                 Ok(out
                     .lines()
@@ -70,31 +70,37 @@ impl Native {
 
     /// Re-reads the repositories' package lists.
     pub fn refresh(self) -> Result<()> {
+        let what = match self {
+            Native::Apt => "apt-get update",
+            Native::Dnf => "dnf makecache",
+        };
         let mut c = match self {
             Native::Apt => self.apt_get(["update"]),
             Native::Dnf => {
-                let mut c = Command::new("dnf");
+                let mut c = system_tool("dnf", &[]);
                 c.args(["-y", "makecache", "--refresh"]);
                 c
             }
         };
-        run_checked(&mut c, CHANGE_TIMEOUT).map(drop)
+        run_checked(&mut c, CHANGE_TIMEOUT, what).map(drop)
     }
 
     /// Installs all `names` in one run of the tool; trusted packages only (neither tool is told
     /// to allow unauthenticated ones), and never removing anything to make room.
     pub fn install(self, names: &[String]) -> Result<()> {
         check_names(names)?;
+        let what = format!("{} install", self.name());
+        let what = what.as_str();
         let mut c = match self {
             Native::Apt => self.apt_get(["install", "--no-remove"]),
             Native::Dnf => {
-                let mut c = Command::new("dnf");
+                let mut c = system_tool("dnf", &[]);
                 c.args(["-y", "install"]);
                 c
             }
         };
         c.arg("--").args(names);
-        run_checked(&mut c, CHANGE_TIMEOUT).map(drop)
+        run_checked(&mut c, CHANGE_TIMEOUT, what).map(drop)
     }
 
     /// Removes all `names` in one run, refusing when that would also remove packages that depend
@@ -105,7 +111,7 @@ impl Native {
             Native::Apt => {
                 let mut sim = self.apt_get(["-s", "remove"]);
                 sim.arg("--").args(names);
-                let plan = run_checked(&mut sim, QUERY_TIMEOUT)?;
+                let plan = run_checked(&mut sim, QUERY_TIMEOUT, "apt-get -s remove")?;
                 let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
                 let extra: Vec<String> = parse_apt_removals(&plan)
                     .into_iter()
@@ -120,10 +126,10 @@ impl Native {
                 }
                 let mut c = self.apt_get(["remove"]);
                 c.arg("--").args(names);
-                run_checked(&mut c, CHANGE_TIMEOUT).map(drop)
+                run_checked(&mut c, CHANGE_TIMEOUT, "apt-get remove").map(drop)
             }
             Native::Dnf => {
-                let mut c = Command::new("dnf");
+                let mut c = system_tool("dnf", &[]);
                 c.args([
                     "-y",
                     "--setopt=clean_requirements_on_remove=False",
@@ -131,16 +137,17 @@ impl Native {
                     "--",
                 ])
                 .args(names);
-                run_checked(&mut c, CHANGE_TIMEOUT).map(drop)
+                run_checked(&mut c, CHANGE_TIMEOUT, "dnf remove").map(drop)
             }
         }
     }
 
     fn apt_get<const N: usize>(self, args: [&str; N]) -> Command {
-        let mut c = Command::new("apt-get");
-        c.env("DEBIAN_FRONTEND", "noninteractive")
-            .env("LC_ALL", "C")
-            .args(["-y", "-q"])
+        let mut c = system_tool(
+            "apt-get",
+            &[("DEBIAN_FRONTEND", "noninteractive"), ("LC_ALL", "C")],
+        );
+        c.args(["-y", "-q"])
             // Keep the admin's edited conffiles, never ask.
             .args([
                 "-o",
@@ -153,6 +160,39 @@ impl Native {
     }
 }
 
+/// A package tool that changes the system. When plumb runs as a systemd service, its sandbox
+/// (plumb.service keeps only the file capabilities) would break apt's privilege drop and the
+/// packages' maintainer scripts: the tool then runs as a transient unit of systemd, outside that
+/// sandbox, waited for, its output piped back. Run by hand, it runs directly.
+fn system_tool(program: &str, env: &[(&str, &str)]) -> Command {
+    let as_service = std::env::var_os("INVOCATION_ID").is_some()
+        && Path::new("/run/systemd/system").is_dir()
+        && find_program("systemd-run").is_some();
+    if !as_service {
+        let mut c = Command::new(program);
+        c.envs(env.iter().copied());
+        return c;
+    }
+    let mut c = Command::new("systemd-run");
+    c.args([
+        "--quiet",
+        "--wait",
+        "--pipe",
+        "--collect",
+        "--service-type=exec",
+    ])
+    .arg(format!("--description=plumb: {program}"))
+    .arg(format!(
+        "--property=RuntimeMaxSec={}",
+        CHANGE_TIMEOUT.as_secs()
+    ));
+    for (k, v) in env {
+        c.arg(format!("--setenv={k}={v}"));
+    }
+    c.args(["--", program]);
+    c
+}
+
 /// The names of the installed packages, in one query of the package database. Debian
 /// multi-arch names appear both bare (`libc6`) and qualified (`libc6:amd64`).
 pub fn installed() -> Result<BTreeSet<String>> {
@@ -163,11 +203,15 @@ pub fn installed() -> Result<BTreeSet<String>> {
             "-f",
             "${Package}\t${binary:Package}\t${db:Status-Abbrev}\n",
         ]);
-        Ok(parse_dpkg_status(&run_checked(&mut c, QUERY_TIMEOUT)?))
+        Ok(parse_dpkg_status(&run_checked(
+            &mut c,
+            QUERY_TIMEOUT,
+            "dpkg-query",
+        )?))
     } else if find_program("rpm").is_some() {
         let mut c = Command::new("rpm");
         c.args(["-qa", "--qf", "%{NAME}\\n"]);
-        Ok(run_checked(&mut c, QUERY_TIMEOUT)?
+        Ok(run_checked(&mut c, QUERY_TIMEOUT, "rpm -qa")?
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
@@ -196,11 +240,17 @@ fn check_names(names: &[String]) -> Result<()> {
     names.iter().try_for_each(|n| check_name(n))
 }
 
-fn run_checked(c: &mut Command, timeout: Duration) -> Result<String> {
+/// Runs `c` (its whole argv is logged); a failure says `what` failed, with the tool's own words.
+fn run_checked(c: &mut Command, timeout: Duration, what: &str) -> Result<String> {
     let out = command::run(c, timeout)?;
-    command::check(c, &out)?;
-    String::from_utf8(out.stdout)
-        .with_context(|| format!("{}: output is not UTF-8", command::describe(c)))
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}){}",
+            out.status,
+            command::tail(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("{what}: output is not UTF-8"))
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {
