@@ -2,8 +2,9 @@
 
 use crate::config::{Mode, Settings};
 use crate::host::fs::HostFs;
+use crate::resource::activate;
 use crate::resource::file::{self, FileAction, FileChange};
-use crate::resource::package;
+use crate::resource::{container, package, unit};
 use crate::source::git::{redact_url, LocalRepo, Remote};
 use crate::spec::{self, Desired};
 use crate::state::{State, StateDir};
@@ -209,6 +210,7 @@ impl Agent {
         let mut reported = std::collections::BTreeSet::new();
         // File writes are synced together after the loop (see `HostFs::begin_batch`).
         fs.begin_batch();
+        let mut changed_paths = std::collections::BTreeSet::new();
         for c in &planned {
             if self.stopping() {
                 notes.push("stopped (SIGTERM) before all changes were applied".into());
@@ -249,6 +251,9 @@ impl Agent {
                     }
                 }
             };
+            if c.touches_host() && state_after != ResourceState::Failed {
+                changed_paths.insert(c.path.clone());
+            }
             match state_after {
                 ResourceState::Failed => failed += 1,
                 ResourceState::DriftCorrected => drifted += 1,
@@ -274,13 +279,37 @@ impl Agent {
                 detail: String::new(),
             });
         }
+        if !detect {
+            // The files are in place, durably, before units restart on them and before the state
+            // says the commit is applied.
+            fs.commit_batch()?;
+        }
+        let mut masked = 0;
+        for activate::Outcome {
+            report: r,
+            drift,
+            masked: left_masked,
+            line,
+        } in self.systemd_step(&fs, &desired, &mut state, &changed_paths, detect)?
+        {
+            match r.state {
+                ResourceState::Failed => failed += 1,
+                ResourceState::Drifted if left_masked => masked += 1,
+                ResourceState::DriftCorrected => drifted += 1,
+                ResourceState::Drifted if drift => drifted += 1,
+                ResourceState::Changed | ResourceState::Pruned | ResourceState::Drifted => {
+                    changed += 1
+                }
+                ResourceState::Ok => {}
+            }
+            lines.extend(line);
+            report.resources.push(r);
+        }
         report
             .resources
             .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
 
         if !detect {
-            // The files are in place, durably, before the state says the commit is applied.
-            fs.commit_batch()?;
             state.applied_commit = Some(target.to_string());
             if failed == 0 {
                 state.last_good_commit = Some(target.to_string());
@@ -292,7 +321,7 @@ impl Agent {
         if report.outcome != Outcome::Rejected {
             report.outcome = if failed > 0 {
                 Outcome::Failed
-            } else if drifted > 0 {
+            } else if drifted + masked > 0 {
                 Outcome::Drifted
             } else if changed > 0 {
                 Outcome::Changed
@@ -316,6 +345,11 @@ impl Agent {
             } else {
                 format!("drift corrected on {drifted} resource(s)")
             });
+        }
+        if masked > 0 {
+            notes.push(format!(
+                "{masked} unit(s) masked on the host: reported, not unmasked"
+            ));
         }
         if detect && changed > 0 {
             notes.push(format!("{changed} change(s) pending"));
@@ -375,9 +409,35 @@ impl Agent {
     }
 
     /// Reads the host's desired state at `commit`; the error says why the commit is unusable.
+    /// Unit and Quadlet files it would change are validated here, before anything is installed.
     fn load(&self, commit: ObjectId) -> std::result::Result<Desired, String> {
         let tree = self.repo.tree(commit).map_err(|e| format!("{e:#}"))?;
-        spec::load(&tree, &self.settings.path, &self.settings.limits).map_err(|e| e.0)
+        let desired =
+            spec::load(&tree, &self.settings.path, &self.settings.limits).map_err(|e| e.0)?;
+        if !desired.units.is_empty() || !desired.containers.is_empty() {
+            let fs = HostFs::open(&self.settings.root).map_err(|e| format!("{e:#}"))?;
+            let staging = self.state_dir.path().join("staging");
+            unit::validate(&fs, &desired.units, &staging)?;
+            container::validate(&fs, &desired.containers, &staging)?;
+        }
+        Ok(desired)
+    }
+
+    /// Units and Quadlet containers (see `resource::activate::reconcile`).
+    fn systemd_step(
+        &self,
+        fs: &HostFs,
+        desired: &Desired,
+        state: &mut State,
+        changed_files: &std::collections::BTreeSet<String>,
+        detect: bool,
+    ) -> Result<Vec<activate::Outcome>> {
+        if self.stopping() {
+            return Ok(vec![]);
+        }
+        activate::reconcile(fs, desired, state, changed_files, detect, &mut |s| {
+            self.state_dir.save(s)
+        })
     }
 
     fn blank_report(&self, state: &State) -> Report {

@@ -73,7 +73,7 @@ pub struct UnitFileChange {
 }
 
 /// A unit as systemd sees it now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitState {
     /// loaded | not-found | bad-setting | error | masked
     pub load_state: String,
@@ -220,6 +220,45 @@ impl Systemd {
             state.exec_start = Some(exec);
         }
         Ok(state)
+    }
+
+    /// The load, active, sub and unit-file states of many units in two calls, whatever their
+    /// number (the service-only fields are left empty: `unit_state` has them for one unit).
+    pub async fn unit_states(&self, names: &[&str]) -> Result<Vec<UnitState>> {
+        let ctx = || format!("reading the state of {} units", names.len());
+        let (units, files) = tokio::try_join!(
+            self.manager.list_units_by_names(owned(names)),
+            self.manager.list_unit_files_by_patterns(vec![], owned(names)),
+        )
+        .with_context(ctx)?;
+        // File paths -> name; the first listed wins, as systemd lists by priority.
+        let mut file_state = std::collections::HashMap::new();
+        for (path, state) in files {
+            let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+            file_state.entry(name).or_insert(state);
+        }
+        let mut by_name: std::collections::HashMap<String, UnitState> = units
+            .into_iter()
+            .map(|u| {
+                let state = UnitState {
+                    unit_file_state: file_state.get(&u.0).cloned().unwrap_or_default(),
+                    load_state: u.2,
+                    active_state: u.3,
+                    sub_state: u.4,
+                    ..Default::default()
+                };
+                (u.0, state)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(match by_name.remove(*n) {
+                Some(s) => s,
+                // Asked by an alias: systemd answered with the unit's own name.
+                None => self.unit_state(n).await?,
+            });
+        }
+        Ok(out)
     }
 
     /// Whether the unit is masked (in /etc or /run).

@@ -333,7 +333,11 @@ impl Builder {
                 .map(|(k, (_, d))| (k, d))
                 .collect();
             let (at, raw) = self.unit_settings.remove(&name).unwrap_or_default();
-            let state = parse_state(raw.state.as_deref())
+            let state = raw
+                .state
+                .as_deref()
+                .map(|s| parse_state(Some(s)))
+                .transpose()
                 .map_err(|e| SpecError(format!("{at}: [units.{name:?}] state: {e}")))?;
             for p in &raw.restart_on {
                 if !self.files.contains_key(p) {
@@ -595,7 +599,7 @@ mod tests {
         );
         assert!(d.packages.remove.contains("telnet"));
         let app = &d.units["app.service"];
-        assert_eq!(app.state, RunState::Stopped);
+        assert_eq!(app.state, Some(RunState::Stopped));
         assert_eq!(app.dropins.keys().collect::<Vec<_>>(), ["limits.conf"]);
         assert_eq!(app.restart_on, ["/etc/motd"]);
         assert!(d.units["nginx.service"].file.is_none());

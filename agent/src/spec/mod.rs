@@ -80,7 +80,9 @@ pub struct UnitSpec {
     pub dropins: BTreeMap<String, Vec<u8>>,
     /// `None`: enable when the unit file has an [Install] section.
     pub enabled: Option<bool>,
-    pub state: RunState,
+    /// `None`: started, unless another managed unit triggers it (a timer's, socket's or path's
+    /// service is left to its trigger).
+    pub state: Option<RunState>,
     /// Managed file paths whose change restarts this unit.
     pub restart_on: Vec<String>,
 }

@@ -1,0 +1,672 @@
+//! Applies the planned changes of units and containers together, in the order systemd needs:
+//! stop what is pruned, write unit and Quadlet files, one daemon-reload, enable/disable, then
+//! stop/start/restart, every job awaited.
+
+use crate::host::fs::{HostFs, Meta};
+use crate::host::systemd::{journal_tail, JobResult, Systemd};
+use crate::resource::{container, unit};
+use crate::spec::Desired;
+use crate::state::{ManagedUnit, State};
+use crate::status::report::{Kind, ResourceReport, ResourceState};
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::Path;
+
+/// What systemd says about one unit.
+pub use crate::host::systemd::UnitState as Live;
+
+/// Lines of a failed unit's journal put into its report.
+const JOURNAL_LINES: u32 = 10;
+
+impl Live {
+    /// Running or on its way there: nothing to start.
+    pub fn running(&self) -> bool {
+        matches!(
+            self.active_state.as_str(),
+            "active" | "activating" | "reloading" | "refreshing"
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOp {
+    Write { path: String, data: Vec<u8> },
+    Remove { path: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAction {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// Everything one unit (or Quadlet file) needs, applied phase by phase with all the others.
+#[derive(Debug, Clone)]
+pub struct SystemdChange {
+    pub kind: Kind,
+    /// The resource: "app.service", or the Quadlet file "web.container".
+    pub name: String,
+    /// The systemd unit acted on ("web.service" for "web.container").
+    pub unit: String,
+    pub files: Vec<FileOp>,
+    /// Some(true): EnableUnitFiles; Some(false): DisableUnitFiles.
+    pub enable: Option<bool>,
+    pub run: Option<RunAction>,
+    /// It left Git: stopped and disabled first, then its files removed.
+    pub prune: bool,
+    /// Git did not change it; the host did.
+    pub drift: bool,
+    /// Masked on the host: reported, left alone.
+    pub masked: bool,
+    /// Why nothing can be done for it (reported as failed, or drifted when masked).
+    pub blocked: Option<String>,
+    /// What differs, for people.
+    pub why: Vec<String>,
+    /// The inventory entry once its files are written; None when pruned.
+    pub record: Option<ManagedUnit>,
+}
+
+impl SystemdChange {
+    pub fn new(kind: Kind, name: &str, unit: &str) -> SystemdChange {
+        SystemdChange {
+            kind,
+            name: name.into(),
+            unit: unit.into(),
+            files: vec![],
+            enable: None,
+            run: None,
+            prune: false,
+            drift: false,
+            masked: false,
+            blocked: None,
+            why: vec![],
+            record: None,
+        }
+    }
+
+    pub fn touches_host(&self) -> bool {
+        self.blocked.is_none()
+            && (!self.files.is_empty() || self.enable.is_some() || self.run.is_some() || self.prune)
+    }
+
+    /// "restart unit app.service (unit file or drop-in changed, drift)" for plan and logs.
+    pub fn describe(&self) -> String {
+        let kind = match self.kind {
+            Kind::Container => "container",
+            _ => "unit",
+        };
+        let verb = if self.prune {
+            "prune"
+        } else {
+            match (self.run, self.enable, self.files.is_empty()) {
+                (Some(RunAction::Restart), ..) => "restart",
+                (Some(RunAction::Start), ..) => "start",
+                (Some(RunAction::Stop), ..) => "stop",
+                (None, Some(true), _) => "enable",
+                (None, Some(false), _) => "disable",
+                (None, None, false) => "update",
+                (None, None, true) => "keep",
+            }
+        };
+        let mut why = self.why.join(", ");
+        if self.drift {
+            why.push_str(if why.is_empty() { "drift" } else { ", drift" });
+        }
+        let unit = if self.unit != self.name {
+            format!(" -> {}", self.unit)
+        } else {
+            String::new()
+        };
+        format!("{verb} {kind} {}{unit} ({why})", self.name)
+    }
+}
+
+/// The pass's one connection to systemd, with the runtime that drives it: the daemon's (the pass
+/// runs on one of its blocking threads) or, for `plumb apply`, a small one owned here.
+pub struct Bus {
+    runtime: Runtime,
+    pub systemd: Systemd,
+}
+
+enum Runtime {
+    Shared(tokio::runtime::Handle),
+    Owned(tokio::runtime::Runtime),
+}
+
+impl Bus {
+    /// Opens the system bus (`DBUS_SYSTEM_BUS_ADDRESS` overrides where it is).
+    pub fn open() -> Result<Bus> {
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(h) => Runtime::Shared(h),
+            Err(_) => Runtime::Owned(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting a runtime for D-Bus")?,
+            ),
+        };
+        let systemd = block(&runtime, async {
+            let conn = zbus::Connection::system()
+                .await
+                .context("connecting to the system D-Bus")?;
+            Systemd::new(&conn).await
+        })?;
+        Ok(Bus { runtime, systemd })
+    }
+
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        block(&self.runtime, f)
+    }
+
+    pub fn live(&self, unit: &str) -> Result<Live, String> {
+        self.block_on(self.systemd.unit_state(unit))
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+fn block<F: Future>(rt: &Runtime, f: F) -> F::Output {
+    match rt {
+        Runtime::Shared(h) => h.block_on(f),
+        Runtime::Owned(r) => r.block_on(f),
+    }
+}
+
+/// Whether podman has a container of this name; None when podman cannot say.
+pub fn container_exists(name: &str) -> Option<bool> {
+    let mut cmd = std::process::Command::new("podman");
+    cmd.args(["container", "exists", name]);
+    match crate::host::command::run(&mut cmd, std::time::Duration::from_secs(30)) {
+        Ok(out) => match out.status.code() {
+            Some(0) => Some(true),
+            Some(1) => Some(false),
+            _ => None,
+        },
+        Err(_) => None,
+    }
+}
+
+/// One unit's or container's line in the report, whether it had drifted, and the line for plan
+/// and logs when something was (or would be) done.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub report: ResourceReport,
+    pub drift: bool,
+    /// Masked on the host and left alone.
+    pub masked: bool,
+    pub line: Option<String>,
+}
+
+/// The units-and-containers step of a pass: observe, plan, and apply unless `detect`. Talks to
+/// systemd (one connection for the pass) only when Git or the inventory names a unit or
+/// container, so file-only hosts never need D-Bus. `save` persists the inventory's intent
+/// before the host is touched.
+pub fn reconcile(
+    fs: &HostFs,
+    desired: &Desired,
+    state: &mut State,
+    changed_files: &BTreeSet<String>,
+    detect: bool,
+    save: &mut dyn FnMut(&State) -> Result<()>,
+) -> Result<Vec<Outcome>> {
+    let names = || {
+        let units = desired.units.keys().chain(state.units.keys());
+        let ctrs = desired.containers.keys().chain(state.containers.keys());
+        let mut v: Vec<(Kind, String)> = units
+            .map(|n| (Kind::Unit, n.clone()))
+            .chain(ctrs.map(|n| (Kind::Container, n.clone())))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if names().is_empty() {
+        return Ok(vec![]);
+    }
+    let bus = match Bus::open() {
+        Ok(b) => b,
+        Err(e) => {
+            let e = format!("could not talk to systemd over D-Bus: {e:#}");
+            tracing::error!(error = %e);
+            return Ok(names()
+                .into_iter()
+                .map(|(kind, name)| Outcome {
+                    report: ResourceReport {
+                        kind,
+                        name,
+                        state: ResourceState::Failed,
+                        detail: e.clone(),
+                    },
+                    drift: false,
+                    masked: false,
+                    line: None,
+                })
+                .collect());
+        }
+    };
+    // Every unit's state in two calls, not a few per unit.
+    let wanted: Vec<String> = names()
+        .into_iter()
+        .map(|(kind, name)| match kind {
+            Kind::Container => container::service_of(&name),
+            _ => name,
+        })
+        .collect();
+    let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let mut known: BTreeMap<String, Live> = match bus.block_on(bus.systemd.unit_states(&refs)) {
+        Ok(states) => wanted.iter().cloned().zip(states).collect(),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "batch state query failed, asking unit by unit");
+            BTreeMap::new()
+        }
+    };
+    let mut live = |u: &str| match known.remove(u) {
+        Some(s) => Ok(s),
+        None => bus.live(u),
+    };
+    let uobs = unit::observe(fs, &desired.units, &state.units, &mut live);
+    let cobs = container::observe(
+        fs,
+        &desired.containers,
+        &state.containers,
+        &mut live,
+        &mut container_exists,
+    );
+    let mut changes = unit::plan(&desired.units, &uobs, &state.units, changed_files);
+    changes.extend(container::plan(
+        &desired.containers,
+        &cobs,
+        &state.containers,
+    ));
+    tracing::debug!(?changes, "unit and container plan");
+
+    let applied: Vec<Applied> = if detect {
+        changes.iter().map(detected).collect()
+    } else {
+        if changes.iter().any(|c| c.touches_host()) {
+            record_intent(&changes, &mut state.units, &mut state.containers);
+            save(state)?;
+        }
+        apply(&bus, fs, &changes, &mut state.units, &mut state.containers)
+    };
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (c, a) in changes.iter().zip(applied) {
+        let line = c.touches_host().then(|| c.describe());
+        if let (Some(l), false) = (&line, detect) {
+            tracing::info!(kind = ?c.kind, name = %c.name, state = ?a.state, detail = %a.detail, "applied: {l}");
+        }
+        seen.insert((c.kind, c.name.clone()));
+        out.push(Outcome {
+            report: ResourceReport {
+                kind: c.kind,
+                name: c.name.clone(),
+                state: a.state,
+                detail: a.detail,
+            },
+            drift: c.drift,
+            masked: c.masked,
+            line,
+        });
+    }
+    let in_git = desired
+        .units
+        .keys()
+        .map(|n| (Kind::Unit, n))
+        .chain(desired.containers.keys().map(|n| (Kind::Container, n)));
+    for (kind, name) in in_git {
+        if !seen.contains(&(kind, name.clone())) {
+            out.push(Outcome {
+                report: ResourceReport {
+                    kind,
+                    name: name.clone(),
+                    state: ResourceState::Ok,
+                    detail: String::new(),
+                },
+                drift: false,
+                masked: false,
+                line: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What `detect` mode (and `plan`) reports for a change it does not make.
+fn detected(c: &SystemdChange) -> Applied {
+    Applied {
+        state: match &c.blocked {
+            Some(_) if c.masked => ResourceState::Drifted,
+            Some(_) => ResourceState::Failed,
+            None if c.touches_host() => ResourceState::Drifted,
+            None => ResourceState::Ok,
+        },
+        detail: c.blocked.clone().unwrap_or_else(|| c.why.join(", ")),
+    }
+}
+
+/// How one change ended.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub state: ResourceState,
+    pub detail: String,
+}
+
+/// Notes in the inventory, before anything is written, every unit and Quadlet file this pass may
+/// create: a pass killed half-way still prunes them later.
+pub fn record_intent(
+    changes: &[SystemdChange],
+    units: &mut BTreeMap<String, ManagedUnit>,
+    containers: &mut BTreeMap<String, ManagedUnit>,
+) {
+    for c in changes.iter().filter(|c| c.touches_host() && !c.prune) {
+        let inv = inventory_of(c.kind, units, containers);
+        let rec = c.record.clone().unwrap_or_default();
+        let e = inv.entry(c.name.clone()).or_default();
+        e.has_file |= rec.has_file;
+        for d in rec.dropins {
+            if !e.dropins.contains(&d) {
+                e.dropins.push(d);
+            }
+        }
+    }
+}
+
+fn inventory_of<'a>(
+    kind: Kind,
+    units: &'a mut BTreeMap<String, ManagedUnit>,
+    containers: &'a mut BTreeMap<String, ManagedUnit>,
+) -> &'a mut BTreeMap<String, ManagedUnit> {
+    if kind == Kind::Container {
+        containers
+    } else {
+        units
+    }
+}
+
+/// Applies `changes` (those that touch the host) and updates the inventories. Returns one
+/// outcome per change, in order.
+pub fn apply(
+    bus: &Bus,
+    fs: &HostFs,
+    changes: &[SystemdChange],
+    units: &mut BTreeMap<String, ManagedUnit>,
+    containers: &mut BTreeMap<String, ManagedUnit>,
+) -> Vec<Applied> {
+    let sd = &bus.systemd;
+    let mut errors: Vec<Option<String>> = changes.iter().map(|c| c.blocked.clone()).collect();
+    let mut done: Vec<Vec<String>> = vec![vec![]; changes.len()];
+    let active = |c: &SystemdChange| c.touches_host();
+
+    // 1. What leaves Git stops and is disabled while its files still say what it is.
+    let pruned: Vec<usize> = (0..changes.len())
+        .filter(|&i| changes[i].prune && active(&changes[i]))
+        .collect();
+    let stops: Vec<usize> = pruned
+        .iter()
+        .copied()
+        .filter(|&i| changes[i].run == Some(RunAction::Stop))
+        .collect();
+    let jobs: Vec<(&str, RunAction)> = stops
+        .iter()
+        .map(|&i| (changes[i].unit.as_str(), RunAction::Stop))
+        .collect();
+    for (&i, r) in stops.iter().zip(run_jobs(bus, &jobs)) {
+        if let Err(e) = r {
+            errors[i] = Some(e);
+        }
+    }
+    for &i in &pruned {
+        let c = &changes[i];
+        if c.enable == Some(false) {
+            if let Err(e) = bus.block_on(sd.disable(&[&c.unit])) {
+                errors[i] = Some(format!("{e:#}"));
+            }
+        }
+    }
+
+    // 2. Unit files, drop-ins and Quadlet files.
+    let mut reload = false;
+    for (i, c) in changes.iter().enumerate().filter(|(_, c)| active(c)) {
+        if c.files.is_empty() {
+            continue;
+        }
+        match write_files(fs, c) {
+            Ok(()) => {
+                reload = true;
+                let inv = inventory_of(c.kind, units, containers);
+                match &c.record {
+                    Some(r) if !c.prune => {
+                        inv.insert(c.name.clone(), r.clone());
+                    }
+                    _ => {
+                        inv.remove(&c.name);
+                    }
+                }
+            }
+            Err(e) => {
+                reload = true; // some may have landed
+                errors[i] = Some(format!("{e:#}"));
+            }
+        }
+    }
+    // Changes with nothing to write still teach the inventory: the digest they match, or that
+    // a unit plumb only set the state of is no longer managed.
+    for c in changes
+        .iter()
+        .filter(|c| c.files.is_empty() && c.blocked.is_none())
+    {
+        let inv = inventory_of(c.kind, units, containers);
+        match &c.record {
+            Some(r) if !c.prune => {
+                inv.insert(c.name.clone(), r.clone());
+            }
+            _ => {
+                inv.remove(&c.name);
+            }
+        }
+    }
+
+    // 3. One daemon-reload, only when a file changed.
+    if reload {
+        if let Err(e) = bus.block_on(sd.reload()) {
+            let e = format!("systemd daemon-reload failed: {e:#}");
+            tracing::error!(error = %e);
+            for (i, c) in changes.iter().enumerate() {
+                if active(c) && errors[i].is_none() {
+                    errors[i] = Some(e.clone());
+                }
+            }
+        }
+    }
+
+    // 4. Enablement (Quadlet units have none: the generator applies their [Install]).
+    for want in [true, false] {
+        let idx: Vec<usize> = (0..changes.len())
+            .filter(|&i| {
+                let c = &changes[i];
+                active(c) && !c.prune && errors[i].is_none() && c.enable == Some(want)
+            })
+            .collect();
+        let names: Vec<&str> = idx.iter().map(|&i| changes[i].unit.as_str()).collect();
+        if names.is_empty() {
+            continue;
+        }
+        let call = |names: &[&str]| {
+            if want {
+                bus.block_on(sd.enable(names)).map(|_| ())
+            } else {
+                bus.block_on(sd.disable(names)).map(|_| ())
+            }
+        };
+        // One call for all; if it fails, one per unit, to say which.
+        let all_ok = call(&names).is_ok();
+        for &i in &idx {
+            let r = if all_ok { Ok(()) } else { call(&[&changes[i].unit]) };
+            match r {
+                Ok(()) => done[i].push(if want { "enabled" } else { "disabled" }.into()),
+                Err(e) => errors[i] = Some(format!("{e:#}")),
+            }
+        }
+    }
+
+    // 5. Stops first, then starts and restarts; the jobs of each group run together, each
+    //    awaited.
+    for stops in [true, false] {
+        let idx: Vec<usize> = (0..changes.len())
+            .filter(|&i| {
+                let c = &changes[i];
+                active(c)
+                    && !c.prune
+                    && errors[i].is_none()
+                    && c.run.is_some_and(|a| (a == RunAction::Stop) == stops)
+            })
+            .collect();
+        let jobs: Vec<(&str, RunAction)> = idx
+            .iter()
+            .map(|&i| (changes[i].unit.as_str(), changes[i].run.expect("filtered")))
+            .collect();
+        for (&i, r) in idx.iter().zip(run_jobs(bus, &jobs)) {
+            match r {
+                Ok(()) => done[i].push(
+                    match changes[i].run {
+                        Some(RunAction::Start) => "started",
+                        Some(RunAction::Stop) => "stopped",
+                        _ => "restarted",
+                    }
+                    .into(),
+                ),
+                Err(e) => errors[i] = Some(e),
+            }
+        }
+    }
+
+    changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut detail = c.why.join(", ");
+            if !done[i].is_empty() {
+                detail = format!("{detail}: {}", done[i].join(", "));
+            }
+            let state = match &errors[i] {
+                Some(_) if c.masked => ResourceState::Drifted,
+                Some(e) => {
+                    detail = if detail.is_empty() {
+                        e.clone()
+                    } else {
+                        format!("{detail}: {e}")
+                    };
+                    ResourceState::Failed
+                }
+                None if c.prune => ResourceState::Pruned,
+                None if !c.touches_host() => ResourceState::Ok,
+                None if c.drift => ResourceState::DriftCorrected,
+                None => ResourceState::Changed,
+            };
+            if c.masked {
+                detail = c.blocked.clone().unwrap_or_default();
+            }
+            Applied { state, detail }
+        })
+        .collect()
+}
+
+fn write_files(fs: &HostFs, c: &SystemdChange) -> Result<()> {
+    let meta = Meta {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    for op in &c.files {
+        match op {
+            FileOp::Write { path, data } => {
+                fs.write_file(path, data, meta)?;
+            }
+            FileOp::Remove { path } => {
+                fs.remove(path)?;
+                // An emptied drop-in directory goes too.
+                if let Some((dir, _)) = path.rsplit_once('/') {
+                    if dir.ends_with(".d") {
+                        fs.remove_empty_dir(dir)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs jobs together and waits for each. A start that does not end `done`, or leaves its unit
+/// failed, is an error quoting the unit's Result and the end of its journal.
+fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
+    if jobs.is_empty() {
+        return vec![];
+    }
+    let sd = &bus.systemd;
+    let results = bus.block_on(futures_util::future::join_all(jobs.iter().map(
+        |&(unit, action)| async move {
+            match action {
+                RunAction::Start => sd.start(unit).await,
+                RunAction::Stop => sd.stop(unit).await,
+                RunAction::Restart => sd.restart(unit).await,
+            }
+        },
+    )));
+    // A start job ends `done` as soon as a simple service forked: look once more at the units.
+    let units: Vec<&str> = jobs.iter().map(|j| j.0).collect();
+    let after = bus.block_on(sd.unit_states(&units)).ok();
+    jobs.iter()
+        .zip(results)
+        .enumerate()
+        .map(|(k, (&(unit, action), result))| {
+            let verb = match action {
+                RunAction::Start => "start",
+                RunAction::Stop => "stop",
+                RunAction::Restart => "restart",
+            };
+            let result = result.map_err(|e| format!("{e:#}"))?;
+            let failed_after = action != RunAction::Stop
+                && after
+                    .as_ref()
+                    .is_some_and(|a| a[k].active_state == "failed");
+            if result == JobResult::Done && !failed_after {
+                tracing::info!(unit, action = verb, "job done");
+                return Ok(());
+            }
+            let why = bus
+                .live(unit)
+                .ok()
+                .and_then(|s| s.result)
+                .map(|r| format!(", Result={r}"))
+                .unwrap_or_default();
+            let log = journal_tail(unit, JOURNAL_LINES)
+                .map(|t| t.trim().replace('\n', " | "))
+                .unwrap_or_else(|e| format!("(no journal: {e:#})"));
+            let msg = format!("{verb} failed (job {result}{why}); last log lines: {log}");
+            tracing::error!(unit, action = verb, error = %msg, "job failed");
+            Err(msg)
+        })
+        .collect()
+}
+
+/// Empties (or creates) a scratch directory plumb owns.
+pub fn reset_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Looks a program up in PATH.
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}

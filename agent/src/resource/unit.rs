@@ -1,0 +1,865 @@
+//! systemd units: unit files and drop-ins under /etc/systemd/system, enablement and run state.
+//!
+//! `observe` reads the files under root and asks systemd (through a callback, so planning stays
+//! pure and testable); `plan` turns desired x observed x inventory into one `SystemdChange` per
+//! unit; `apply` (in `activate`) runs the changes of units and containers together in phases.
+
+use crate::host::fs::{HostFs, Observed};
+use crate::resource::activate::{FileOp, Live, RunAction, SystemdChange};
+use crate::spec::{RunState, UnitSpec};
+use crate::state::ManagedUnit;
+use crate::status::report::Kind;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+pub const UNIT_DIR: &str = "/etc/systemd/system";
+
+pub fn unit_path(name: &str) -> String {
+    format!("{UNIT_DIR}/{name}")
+}
+
+pub fn dropin_path(name: &str, conf: &str) -> String {
+    format!("{UNIT_DIR}/{name}.d/{conf}")
+}
+
+/// What the host has for one unit.
+#[derive(Debug, Clone)]
+pub struct UnitObs {
+    /// The unit file under /etc/systemd/system.
+    pub file: Result<Observed, String>,
+    /// Drop-ins Git names or plumb wrote before, by file name.
+    pub dropins: BTreeMap<String, Result<Observed, String>>,
+    /// What systemd says about the unit.
+    pub live: Result<Live, String>,
+}
+
+/// Reads the files of every desired and inventoried unit, and asks `live` for systemd's view.
+pub fn observe(
+    fs: &HostFs,
+    desired: &BTreeMap<String, UnitSpec>,
+    inventory: &BTreeMap<String, ManagedUnit>,
+    live: &mut dyn FnMut(&str) -> Result<Live, String>,
+) -> BTreeMap<String, UnitObs> {
+    let names: BTreeSet<&String> = desired.keys().chain(inventory.keys()).collect();
+    let mut out = BTreeMap::new();
+    for name in names {
+        let mut confs: BTreeSet<&String> = BTreeSet::new();
+        if let Some(s) = desired.get(name) {
+            confs.extend(s.dropins.keys());
+        }
+        if let Some(m) = inventory.get(name) {
+            confs.extend(m.dropins.iter());
+        }
+        let dropins = confs
+            .into_iter()
+            .map(|c| (c.clone(), observe_path(fs, &dropin_path(name, c))))
+            .collect();
+        out.insert(
+            name.clone(),
+            UnitObs {
+                file: observe_path(fs, &unit_path(name)),
+                dropins,
+                live: live(name),
+            },
+        );
+    }
+    out
+}
+
+pub fn observe_path(fs: &HostFs, path: &str) -> Result<Observed, String> {
+    fs.observe(path).map_err(|e| format!("{e:#}"))
+}
+
+/// Identifies what Git asks of a unit; equal to the inventory's means Git did not change it.
+pub fn digest(spec: &UnitSpec) -> String {
+    let mut h = Sha256::new();
+    h.update(spec.name.as_bytes());
+    if let Some(f) = &spec.file {
+        h.update(b"\0file\0");
+        h.update(f);
+    }
+    for (conf, data) in &spec.dropins {
+        h.update(format!("\0dropin {conf}\0").as_bytes());
+        h.update(data);
+    }
+    h.update(format!("\0{:?}\0{:?}", spec.enabled, spec.state).as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Whether the unit file or a drop-in has an [Install] section (what `enabled` defaults to).
+pub fn has_install(spec: &UnitSpec) -> bool {
+    let has = |d: &[u8]| {
+        String::from_utf8_lossy(d)
+            .lines()
+            .any(|l| l.trim() == "[Install]")
+    };
+    spec.file.as_deref().is_some_and(has) || spec.dropins.values().any(|d| has(d))
+}
+
+/// The units that timers, sockets and paths in Git trigger: left to their trigger by default.
+pub fn triggered(desired: &BTreeMap<String, UnitSpec>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for spec in desired.values() {
+        let Some((stem, kind)) = spec.name.rsplit_once('.') else {
+            continue;
+        };
+        let key = match kind {
+            "timer" | "path" => "Unit",
+            "socket" => "Service",
+            _ => continue,
+        };
+        let mut target = format!("{stem}.service");
+        for d in spec.file.iter().chain(spec.dropins.values()) {
+            for line in String::from_utf8_lossy(d).lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    if k.trim() == key && !v.trim().is_empty() {
+                        target = v.trim().to_string();
+                    }
+                }
+            }
+        }
+        out.insert(target);
+    }
+    out
+}
+
+/// Unit types a restart makes sense for; the others are only started.
+fn restartable(name: &str) -> bool {
+    !matches!(
+        name.rsplit_once('.').map(|(_, k)| k),
+        Some("target" | "slice" | "device")
+    )
+}
+
+fn is_template(name: &str) -> bool {
+    name.contains("@.")
+}
+
+/// Desired x observed x inventory -> one change per unit that needs anything, in name order.
+/// `changed_files` are the managed files this pass writes (for `restart_on`). Pure.
+pub fn plan(
+    desired: &BTreeMap<String, UnitSpec>,
+    obs: &BTreeMap<String, UnitObs>,
+    inventory: &BTreeMap<String, ManagedUnit>,
+    changed_files: &BTreeSet<String>,
+) -> Vec<SystemdChange> {
+    let triggered = triggered(desired);
+    let mut out = Vec::new();
+    for (name, spec) in desired {
+        let o = &obs[name];
+        let managed = inventory.get(name);
+        let digest = digest(spec);
+        let git_unchanged = managed.and_then(|m| m.digest.as_deref()) == Some(digest.as_str());
+        let mut c = SystemdChange::new(Kind::Unit, name, name);
+        c.record = Some(ManagedUnit {
+            digest: Some(digest.clone()),
+            has_file: spec.file.is_some(),
+            dropins: spec.dropins.keys().cloned().collect(),
+        });
+
+        // Files: the unit file, its drop-ins, and drop-ins plumb wrote that left Git.
+        let mut file_errors = Vec::new();
+        let mut wants = Vec::new();
+        match &spec.file {
+            Some(data) => wants.push((unit_path(name), Some(data), &o.file)),
+            None if managed.is_some_and(|m| m.has_file) => {
+                wants.push((unit_path(name), None, &o.file))
+            }
+            None => {}
+        }
+        for (conf, obs) in &o.dropins {
+            wants.push((dropin_path(name, conf), spec.dropins.get(conf), obs));
+        }
+        for (path, want, have) in wants {
+            match file_op(&path, want.map(|d| d.as_slice()), have) {
+                Ok(Some(op)) => c.files.push(op),
+                Ok(None) => {}
+                Err(e) => file_errors.push(e),
+            }
+        }
+        if !file_errors.is_empty() {
+            c.blocked = Some(file_errors.join("; "));
+            out.push(c);
+            continue;
+        }
+        let files_changed = !c.files.is_empty();
+        let writes_unit_file = c
+            .files
+            .iter()
+            .any(|op| matches!(op, FileOp::Write { path, .. } if *path == unit_path(name)));
+        if files_changed {
+            c.why.push(if managed.is_none() && spec.file.is_some() {
+                "unit file installed".to_string()
+            } else {
+                "unit file or drop-in changed".to_string()
+            });
+        }
+
+        let live = match &o.live {
+            Ok(l) => l,
+            Err(e) => {
+                c.blocked = Some(format!("could not read its state from systemd: {e}"));
+                out.push(c);
+                continue;
+            }
+        };
+        if live.is_masked() && !writes_unit_file {
+            c.files.clear();
+            c.masked = true;
+            c.blocked = Some(format!(
+                "masked on the host ({}): plumb does not unmask it; run `systemctl unmask {name}` or let Git ship the unit file",
+                if live.unit_file_state.is_empty() { &live.load_state } else { &live.unit_file_state }
+            ));
+            out.push(c);
+            continue;
+        }
+
+        // Enablement.
+        let enabled = spec
+            .enabled
+            .or_else(|| (spec.file.is_some() && !is_template(name)).then(|| has_install(spec)));
+        let ufs = live.unit_file_state.as_str();
+        match enabled {
+            Some(true) if ufs != "enabled" || (writes_unit_file && has_install(spec)) => {
+                if ufs != "enabled" && !files_changed {
+                    c.why.push(format!("was {}", or_unknown(ufs)));
+                }
+                c.enable = Some(true);
+            }
+            Some(false) if ufs == "enabled" => {
+                c.why.push("disable".into());
+                c.enable = Some(false);
+            }
+            _ => {}
+        }
+
+        // Run state.
+        let want = spec
+            .state
+            .or(if triggered.contains(name) || is_template(name) {
+                None
+            } else {
+                Some(RunState::Started)
+            });
+        let running = live.running();
+        let restart_for = spec.restart_on.iter().find(|p| changed_files.contains(*p));
+        match want {
+            Some(RunState::Started) => {
+                if (files_changed || restart_for.is_some()) && restartable(name) && running {
+                    c.run = Some(RunAction::Restart);
+                    if let Some(p) = restart_for {
+                        c.why.push(format!("{p} changed"));
+                    }
+                } else if !running {
+                    c.run = Some(RunAction::Start);
+                    if !files_changed {
+                        c.why
+                            .push(format!("was {}", or_unknown(&live.active_state)));
+                    }
+                }
+            }
+            Some(RunState::Stopped) if running => {
+                c.run = Some(RunAction::Stop);
+                c.why.push(format!("was {}", live.active_state));
+            }
+            Some(RunState::Stopped) => {}
+            // Left to its trigger: a running one picks up its new file through a restart.
+            None => {
+                if (files_changed || restart_for.is_some()) && running && restartable(name) {
+                    c.run = Some(RunAction::Restart);
+                }
+            }
+        }
+        // Git did not change, yet the host needs work: somebody changed the host.
+        c.drift = git_unchanged && (files_changed || c.enable.is_some() || c.run.is_some());
+        if c.run == Some(RunAction::Restart) && !files_changed && restart_for.is_some() {
+            c.drift = false;
+        }
+        if c.touches_host() || !git_unchanged {
+            out.push(c);
+        }
+    }
+    for (name, m) in inventory.iter().filter(|(n, _)| !desired.contains_key(*n)) {
+        let o = &obs[name];
+        let mut c = SystemdChange::new(Kind::Unit, name, name);
+        c.prune = true;
+        if m.has_file {
+            if let Ok(live) = &o.live {
+                if live.running() {
+                    c.run = Some(RunAction::Stop);
+                }
+                if live.unit_file_state == "enabled" {
+                    c.enable = Some(false);
+                }
+            }
+            c.files.push(FileOp::Remove {
+                path: unit_path(name),
+            });
+            c.why
+                .push("left Git: stopped, disabled, unit file removed".into());
+        } else if m.dropins.is_empty() {
+            c.why
+                .push("left Git: no longer managed, left as it is".into());
+        } else {
+            c.why
+                .push("left Git: drop-ins removed, unit left as it is".into());
+        }
+        for conf in &m.dropins {
+            c.files.push(FileOp::Remove {
+                path: dropin_path(name, conf),
+            });
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "not loaded"
+    } else {
+        s
+    }
+}
+
+/// The write or removal that makes `path` hold `want` (None: absent), or why it cannot.
+pub fn file_op(
+    path: &str,
+    want: Option<&[u8]>,
+    have: &Result<Observed, String>,
+) -> Result<Option<FileOp>, String> {
+    let have = have.as_ref().map_err(|e| e.clone())?;
+    match (want, have) {
+        (_, Observed::Dir) => Err(format!(
+            "{path} is a directory on the host: plumb does not replace directories"
+        )),
+        (_, Observed::Other) => Err(format!("{path}: a device, socket or fifo is in the way")),
+        (None, Observed::Missing) => Ok(None),
+        (None, _) => Ok(Some(FileOp::Remove { path: path.into() })),
+        (Some(d), Observed::File { data, meta }) if data == d && meta.mode == 0o644 => Ok(None),
+        (Some(d), _) => Ok(Some(FileOp::Write {
+            path: path.into(),
+            data: d.to_vec(),
+        })),
+    }
+}
+
+/// Checks the unit files and drop-ins this commit would change with `systemd-analyze verify`,
+/// staged in `staging` (emptied first). The error names the file and quotes systemd. Missing
+/// programs and dependencies are not errors: a package in the same commit may bring them.
+pub fn validate(
+    fs: &HostFs,
+    desired: &BTreeMap<String, UnitSpec>,
+    staging: &Path,
+) -> Result<(), String> {
+    let mut staged = Vec::new();
+    for (name, spec) in desired {
+        let mut differs = false;
+        if let Some(f) = &spec.file {
+            differs |= matches!(
+                file_op(
+                    &unit_path(name),
+                    Some(f),
+                    &observe_path(fs, &unit_path(name))
+                ),
+                Ok(Some(_))
+            );
+        }
+        for (conf, d) in &spec.dropins {
+            let p = dropin_path(name, conf);
+            differs |= matches!(file_op(&p, Some(d), &observe_path(fs, &p)), Ok(Some(_)));
+        }
+        if differs {
+            staged.push(spec);
+        }
+    }
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let program = "systemd-analyze";
+    if crate::resource::activate::find_program(program).is_none() {
+        tracing::warn!("systemd-analyze not found: unit files are installed unchecked");
+        return Ok(());
+    }
+    crate::resource::activate::reset_dir(staging).map_err(|e| format!("{e:#}"))?;
+    let result = (|| {
+        let mut args = Vec::new();
+        for spec in &staged {
+            if let Some(f) = &spec.file {
+                write_staged(&staging.join(&spec.name), f)?;
+            }
+            for (conf, d) in &spec.dropins {
+                write_staged(&staging.join(format!("{}.d", spec.name)).join(conf), d)?;
+            }
+            if spec.file.is_some() {
+                args.push(staging.join(&spec.name).display().to_string());
+            } else {
+                args.push(spec.name.clone());
+            }
+        }
+        let mut cmd = std::process::Command::new(program);
+        cmd.arg("verify")
+            .arg("--man=no")
+            .args(&args)
+            // Staging first, then the usual search path (the trailing colon), so drop-ins for
+            // units someone else installed are found beside them.
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", staging.display()))
+            .env("SYSTEMD_LOG_COLOR", "0");
+        let out = crate::host::command::run(&mut cmd, std::time::Duration::from_secs(60))
+            .map_err(|e| format!("{e:#}"))?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        let problems = verify_problems(&text, staging);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("invalid unit file: {}", problems.join(" | ")))
+        }
+    })();
+    let _ = std::fs::remove_dir_all(staging);
+    result
+}
+
+fn write_staged(path: &Path, data: &[u8]) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, data).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The lines of `systemd-analyze verify` that make a staged unit invalid: every complaint about a
+/// line of a staged file (unknown keys and sections, bad values) and every unit systemd refuses to
+/// load. Missing programs and missing dependencies are not among them. Staged paths are shown as
+/// the unit's own path ("app.service.d/x.conf:2: ...").
+pub fn verify_problems(output: &str, staging: &Path) -> Vec<String> {
+    let prefix = format!("{}/", staging.display());
+    output
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with(&prefix)
+                || l.contains("bad unit file setting")
+                || l.contains("has a bad unit file")
+                || l.contains("Failed to load configuration")
+        })
+        .map(|l| l.replace(&prefix, ""))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fs::Meta;
+
+    fn unit(name: &str, file: Option<&str>) -> UnitSpec {
+        UnitSpec {
+            name: name.into(),
+            file: file.map(|f| f.as_bytes().to_vec()),
+            dropins: BTreeMap::new(),
+            enabled: None,
+            state: None,
+            restart_on: vec![],
+        }
+    }
+
+    fn on_disk(data: &str) -> Result<Observed, String> {
+        Ok(Observed::File {
+            data: data.as_bytes().to_vec(),
+            meta: Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        })
+    }
+
+    fn live(active: &str, ufs: &str) -> Result<Live, String> {
+        Ok(Live {
+            load_state: if ufs.is_empty() {
+                "not-found"
+            } else {
+                "loaded"
+            }
+            .into(),
+            active_state: active.into(),
+            unit_file_state: ufs.into(),
+            ..Default::default()
+        })
+    }
+
+    fn obs(file: Result<Observed, String>, live: Result<Live, String>) -> UnitObs {
+        UnitObs {
+            file,
+            dropins: BTreeMap::new(),
+            live,
+        }
+    }
+
+    const SVC: &str =
+        "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n";
+    const SVC2: &str =
+        "[Service]\nExecStart=/bin/sleep 1000\n[Install]\nWantedBy=multi-user.target\n";
+    const NOINSTALL: &str = "[Service]\nExecStart=/bin/true\n";
+
+    fn managed(s: &UnitSpec) -> ManagedUnit {
+        ManagedUnit {
+            digest: Some(digest(s)),
+            has_file: s.file.is_some(),
+            dropins: s.dropins.keys().cloned().collect(),
+        }
+    }
+
+    /// What a plan does with one unit, in short: (writes, enable, run, drift, blocked, prune).
+    type Short = (usize, Option<bool>, Option<RunAction>, bool, bool, bool);
+
+    fn short(c: &SystemdChange) -> Short {
+        (
+            c.files.len(),
+            c.enable,
+            c.run,
+            c.drift,
+            c.blocked.is_some(),
+            c.prune,
+        )
+    }
+
+    #[test]
+    fn plan_table() {
+        use RunAction::*;
+        let app = unit("app.service", Some(SVC));
+        let app_old = unit("app.service", Some(SVC2));
+        let stopped = UnitSpec {
+            state: Some(RunState::Stopped),
+            ..app.clone()
+        };
+        let disabled = UnitSpec {
+            enabled: Some(false),
+            ..app.clone()
+        };
+        let static_unit = unit("app.service", Some(NOINSTALL));
+        type Case = (UnitSpec, UnitObs, Option<ManagedUnit>, Option<Short>);
+        let cases: Vec<(&str, Case)> = vec![
+            (
+                "new unit",
+                (
+                    app.clone(),
+                    obs(Ok(Observed::Missing), live("inactive", "")),
+                    None,
+                    Some((1, Some(true), Some(Start), false, false, false)),
+                ),
+            ),
+            (
+                "in sync",
+                (
+                    app.clone(),
+                    obs(on_disk(SVC), live("active", "enabled")),
+                    Some(managed(&app)),
+                    None,
+                ),
+            ),
+            (
+                "adopt running identical",
+                (
+                    app.clone(),
+                    obs(on_disk(SVC), live("active", "enabled")),
+                    None,
+                    None,
+                ),
+            ),
+            (
+                "new commit edits it",
+                (
+                    app.clone(),
+                    obs(on_disk(SVC2), live("active", "enabled")),
+                    Some(managed(&app_old)),
+                    Some((1, Some(true), Some(Restart), false, false, false)),
+                ),
+            ),
+            (
+                "edited by hand",
+                (
+                    app.clone(),
+                    obs(on_disk(SVC2), live("active", "enabled")),
+                    Some(managed(&app)),
+                    Some((1, Some(true), Some(Restart), true, false, false)),
+                ),
+            ),
+            (
+                "stopped by hand",
+                (
+                    app.clone(),
+                    obs(on_disk(SVC), live("inactive", "enabled")),
+                    Some(managed(&app)),
+                    Some((0, None, Some(Start), true, false, false)),
+                ),
+            ),
+            (
+                "failed unit restarted",
+                (
+                    app.clone(),
+                    obs(on_disk(SVC), live("failed", "enabled")),
+                    Some(managed(&app)),
+                    Some((0, None, Some(Start), true, false, false)),
+                ),
+            ),
+            (
+                "disabled by hand",
+                (
+                    app.clone(),
+                    obs(on_disk(SVC), live("active", "disabled")),
+                    Some(managed(&app)),
+                    Some((0, Some(true), None, true, false, false)),
+                ),
+            ),
+            (
+                "masked: reported only",
+                (
+                    app.clone(),
+                    obs(on_disk(SVC), live("inactive", "masked-runtime")),
+                    Some(managed(&app)),
+                    Some((0, None, None, false, true, false)),
+                ),
+            ),
+            (
+                "mask symlink replaced: Git names the path",
+                (
+                    app.clone(),
+                    obs(
+                        Ok(Observed::Symlink {
+                            target: "/dev/null".into(),
+                            meta: Meta {
+                                mode: 0o777,
+                                uid: 0,
+                                gid: 0,
+                            },
+                        }),
+                        live("inactive", "masked"),
+                    ),
+                    Some(managed(&app)),
+                    Some((1, Some(true), Some(Start), true, false, false)),
+                ),
+            ),
+            (
+                "state stopped",
+                (
+                    stopped.clone(),
+                    obs(on_disk(SVC), live("active", "enabled")),
+                    Some(managed(&app)),
+                    Some((0, None, Some(Stop), false, false, false)),
+                ),
+            ),
+            (
+                "stopped stays stopped",
+                (
+                    stopped.clone(),
+                    obs(on_disk(SVC), live("inactive", "enabled")),
+                    Some(managed(&stopped)),
+                    None,
+                ),
+            ),
+            (
+                "enabled = false",
+                (
+                    disabled.clone(),
+                    obs(on_disk(SVC), live("active", "enabled")),
+                    Some(managed(&app)),
+                    Some((0, Some(false), None, false, false, false)),
+                ),
+            ),
+            (
+                "no [Install]: not enabled",
+                (
+                    static_unit.clone(),
+                    obs(Ok(Observed::Missing), live("inactive", "")),
+                    None,
+                    Some((1, None, Some(Start), false, false, false)),
+                ),
+            ),
+            (
+                "directory in the way",
+                (
+                    app.clone(),
+                    obs(Ok(Observed::Dir), live("inactive", "")),
+                    None,
+                    Some((0, None, None, false, true, false)),
+                ),
+            ),
+            (
+                "systemd unreachable",
+                (
+                    app.clone(),
+                    obs(on_disk(SVC), Err("no bus".into())),
+                    Some(managed(&app)),
+                    Some((0, None, None, false, true, false)),
+                ),
+            ),
+        ];
+        for (name, (spec, o, inv, want)) in cases {
+            let n = spec.name.clone();
+            let desired: BTreeMap<_, _> = [(n.clone(), spec)].into();
+            let inventory: BTreeMap<_, _> = inv.into_iter().map(|m| (n.clone(), m)).collect();
+            let obs: BTreeMap<_, _> = [(n.clone(), o)].into();
+            let got = plan(&desired, &obs, &inventory, &BTreeSet::new());
+            let got = got
+                .first()
+                .filter(|c| c.touches_host() || c.blocked.is_some())
+                .map(short);
+            assert_eq!(got, want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn timers_restart_themselves_not_their_service() {
+        let timer = unit(
+            "job.timer",
+            Some("[Timer]\nOnCalendar=daily\n[Install]\nWantedBy=timers.target\n"),
+        );
+        let svc = unit(
+            "job.service",
+            Some("[Service]\nType=oneshot\nExecStart=/bin/true\n"),
+        );
+        let desired: BTreeMap<_, _> = [
+            ("job.timer".to_string(), timer.clone()),
+            ("job.service".to_string(), svc.clone()),
+        ]
+        .into();
+        let obs: BTreeMap<_, _> = [
+            (
+                "job.timer".to_string(),
+                obs(on_disk("old"), live("active", "enabled")),
+            ),
+            (
+                "job.service".to_string(),
+                obs(on_disk("old"), live("inactive", "static")),
+            ),
+        ]
+        .into();
+        let inv: BTreeMap<_, _> = [
+            (
+                "job.timer".to_string(),
+                ManagedUnit {
+                    digest: Some("old".into()),
+                    has_file: true,
+                    dropins: vec![],
+                },
+            ),
+            (
+                "job.service".to_string(),
+                ManagedUnit {
+                    digest: Some("old".into()),
+                    has_file: true,
+                    dropins: vec![],
+                },
+            ),
+        ]
+        .into();
+        let p = plan(&desired, &obs, &inv, &BTreeSet::new());
+        let by: BTreeMap<_, _> = p.iter().map(|c| (c.name.as_str(), c)).collect();
+        assert_eq!(by["job.timer"].run, Some(RunAction::Restart));
+        assert_eq!(
+            by["job.service"].run, None,
+            "the timer's service is not started"
+        );
+        assert_eq!(by["job.service"].files.len(), 1);
+        // A socket naming its service explicitly.
+        let sock = unit(
+            "x.socket",
+            Some("[Socket]\nListenStream=1\nService=other.service\n"),
+        );
+        let t = triggered(&[("x.socket".to_string(), sock)].into());
+        assert!(t.contains("other.service") && !t.contains("x.service"));
+    }
+
+    #[test]
+    fn restart_on_and_dropins_and_prune() {
+        let mut app = unit("app.service", Some(SVC));
+        app.restart_on = vec!["/etc/app.conf".into()];
+        app.dropins
+            .insert("x.conf".into(), b"[Service]\nNice=5\n".to_vec());
+        let m = managed(&app);
+        let mut o = obs(on_disk(SVC), live("active", "enabled"));
+        o.dropins
+            .insert("x.conf".into(), on_disk("[Service]\nNice=5\n"));
+        let desired: BTreeMap<_, _> = [("app.service".to_string(), app.clone())].into();
+        let obsm: BTreeMap<_, _> = [("app.service".to_string(), o.clone())].into();
+        let inv: BTreeMap<_, _> = [("app.service".to_string(), m.clone())].into();
+        assert!(plan(&desired, &obsm, &inv, &BTreeSet::new()).is_empty());
+        let changed: BTreeSet<String> = ["/etc/app.conf".to_string()].into();
+        let p = plan(&desired, &obsm, &inv, &changed);
+        assert_eq!(
+            short(&p[0]),
+            (0, None, Some(RunAction::Restart), false, false, false)
+        );
+
+        // A drop-in edited by hand is rewritten and the unit restarted.
+        let mut o2 = o.clone();
+        o2.dropins
+            .insert("x.conf".into(), on_disk("[Service]\nNice=9\n"));
+        let p = plan(
+            &desired,
+            &[("app.service".to_string(), o2)].into(),
+            &inv,
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            short(&p[0]),
+            (1, None, Some(RunAction::Restart), true, false, false)
+        );
+
+        // Left Git: stop, disable, remove file and drop-in.
+        let p = plan(&BTreeMap::new(), &obsm, &inv, &BTreeSet::new());
+        assert_eq!(
+            short(&p[0]),
+            (2, Some(false), Some(RunAction::Stop), false, false, true)
+        );
+    }
+
+    /// The real `systemd-analyze` of this machine, when it has one.
+    #[test]
+    fn validate_with_systemd_analyze() {
+        if crate::resource::activate::find_program("systemd-analyze").is_none() {
+            eprintln!("skipped: no systemd-analyze here (the node system tests cover it)");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let fs = HostFs::open(root.path()).unwrap();
+        let staging = state.path().join("staging");
+        let one = |name: &str, text: &str| -> BTreeMap<String, UnitSpec> {
+            [(name.to_string(), unit(name, Some(text)))].into()
+        };
+        // A missing program or dependency is not the commit's fault: a package may bring it.
+        let ok = one("ok.service", "[Unit]\nRequires=nothere.service\n[Service]\nExecStart=/usr/bin/not-installed\n");
+        validate(&fs, &ok, &staging).unwrap();
+        let typo = one("typo.service", "[Service]\nExecStart=/bin/true\nRestrat=always\n");
+        let e = validate(&fs, &typo, &staging).unwrap_err();
+        assert!(e.contains("typo.service:3") && e.contains("Restrat"), "{e}");
+        let bad = one("bad.service", "[Service]\nType=bogus\n");
+        let e = validate(&fs, &bad, &staging).unwrap_err();
+        assert!(e.contains("bad.service"), "{e}");
+        let mut dropin = unit("d.service", Some("[Service]\nExecStart=/bin/true\n"));
+        dropin.dropins.insert("x.conf".into(), b"[Service]\nNicee=3\n".to_vec());
+        let e = validate(&fs, &[("d.service".to_string(), dropin)].into(), &staging).unwrap_err();
+        assert!(e.contains("d.service.d/x.conf:2"), "{e}");
+        assert!(!staging.exists(), "staging left behind");
+        // What is already on the host as Git has it is not checked again.
+        let text = "[Service]\nType=bogus\n";
+        fs.write_file(&unit_path("bad.service"), text.as_bytes(), Meta { mode: 0o644, uid: 0, gid: 0 }).unwrap();
+        validate(&fs, &bad, &staging).unwrap();
+    }
+
+    #[test]
+    fn verify_output_classified() {
+        let staging = Path::new("/var/lib/plumb/staging");
+        let out = "good.service: Failed to create good.service/start: Unit missing.service not found.\n\
+            good.service: Command /usr/bin/nonexistent-bin is not executable: No such file or directory\n\
+            /var/lib/plumb/staging/typo.service:3: Unknown key 'FooBar' in section [Service], ignoring.\n\
+            bad.service: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing.\n\
+            Unit bad.service has a bad unit file setting.\n";
+        let p = verify_problems(out, staging);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("typo.service:3: Unknown key"), "{p:?}");
+        assert!(p[1].contains("bad.service"), "{p:?}");
+    }
+}

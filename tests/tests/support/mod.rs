@@ -1,0 +1,152 @@
+//! What the unit and container system tests share: one node running plumb as a unit, fed by a
+//! fleet repo on the host's git server.
+#![allow(dead_code)] // each test binary uses a different part
+
+use anyhow::{bail, Context, Result};
+use plumb_systest::{FleetRepo, GitServer, Network, Node, NodeImage};
+use std::time::Duration;
+
+pub struct World {
+    pub repo: FleetRepo,
+    pub node: Node,
+    _git: GitServer,
+    _net: Network,
+}
+
+impl World {
+    /// A booted node named `host` with plumb installed and pointed at an empty fleet repo.
+    pub fn new(host: &str) -> Result<World> {
+        let image = NodeImage::ensure()?;
+        let net = Network::new()?;
+        let git = GitServer::start(&net)?;
+        let repo = git.create_repo("fleet.git")?;
+        let node = Node::boot(&image, &net, host)?;
+        node.install_plumb()?;
+        node.write_file(
+            "/etc/plumb/agent.toml",
+            format!(
+                "repo = \"{}\"\nhost = \"{host}\"\ninterval = \"1h\"\n",
+                git.url("fleet.git")
+            ),
+        )?;
+        // The host's directory stays in Git when a test removes all its units.
+        repo.write(
+            &format!("hosts/{host}/files/etc/plumb-test.conf"),
+            "managed by plumb\n",
+        )?;
+        Ok(World {
+            repo,
+            node,
+            _git: git,
+            _net: net,
+        })
+    }
+
+    /// Writes `hosts/<host>/<rel>` in the fleet repo's work tree (commit with `commit`).
+    pub fn put(&self, rel: &str, contents: &str) -> Result<()> {
+        self.repo
+            .write(&format!("hosts/{}/{rel}", self.node.name()), contents)?;
+        Ok(())
+    }
+
+    pub fn del(&self, rel: &str) -> Result<()> {
+        self.repo
+            .remove(&format!("hosts/{}/{rel}", self.node.name()))?;
+        Ok(())
+    }
+
+    pub fn commit(&self, msg: &str) -> Result<String> {
+        self.repo.commit(msg)
+    }
+
+    /// `plumb apply` inside the node, run as a transient unit like the agent's own service;
+    /// its output. `ok`: whether exit 0 is expected.
+    pub fn apply(&self, ok: bool) -> Result<String> {
+        let out = self.node.exec(&[
+            "systemd-run",
+            "--wait",
+            "--pipe",
+            "--quiet",
+            "--collect",
+            "/usr/local/bin/plumb",
+            "apply",
+        ])?;
+        let text = format!("{}{}", out.stdout, out.stderr);
+        eprintln!("--- plumb apply ({})\n{text}", out.status);
+        if out.success() != ok {
+            bail!(
+                "plumb apply: {} (expected success: {ok})\n{text}",
+                out.status
+            );
+        }
+        Ok(text)
+    }
+
+    /// `plumb status` (the last report, TOML).
+    pub fn status(&self) -> Result<String> {
+        self.node.exec_ok(&["/usr/local/bin/plumb", "status"])
+    }
+
+    /// The report's `state` and `detail` for one resource.
+    pub fn resource(&self, kind: &str, name: &str) -> Result<(String, String)> {
+        let text = self.status()?;
+        let v: toml::Value = toml::from_str(&text).context("parsing plumb status")?;
+        let empty = vec![];
+        let found = v
+            .get("resources")
+            .and_then(|r| r.as_array())
+            .unwrap_or(&empty)
+            .iter()
+            .find(|r| {
+                r.get("kind").and_then(|k| k.as_str()) == Some(kind)
+                    && r.get("name").and_then(|n| n.as_str()) == Some(name)
+            });
+        let Some(r) = found else {
+            bail!("no {kind} {name} in the report:\n{text}");
+        };
+        let field = |f: &str| {
+            r.get(f)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok((field("state"), field("detail")))
+    }
+
+    /// The report's top-level string field (`outcome`, `message`, ...).
+    pub fn report_field(&self, field: &str) -> Result<String> {
+        let v: toml::Value = toml::from_str(&self.status()?)?;
+        Ok(v.get(field)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// `systemctl <verb> <unit>`'s answer (is-active, is-enabled), whatever the exit code.
+    pub fn systemctl(&self, verb: &str, unit: &str) -> Result<String> {
+        Ok(self
+            .node
+            .exec(&["systemctl", verb, unit])?
+            .stdout
+            .trim()
+            .to_string())
+    }
+
+    /// One property of a unit (`systemctl show -p P --value`).
+    pub fn prop(&self, unit: &str, prop: &str) -> Result<String> {
+        Ok(self
+            .node
+            .exec_ok(&["systemctl", "show", "-p", prop, "--value", unit])?
+            .trim()
+            .to_string())
+    }
+
+    /// Waits until `systemctl is-active unit` says `want`.
+    pub fn wait_active(&self, unit: &str, want: &str) -> Result<()> {
+        self.node.wait_until(
+            &format!("{unit} to be {want}"),
+            Duration::from_secs(30),
+            || Ok((self.systemctl("is-active", unit)? == want).then_some(())),
+        )
+    }
+}
