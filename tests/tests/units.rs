@@ -278,5 +278,28 @@ fn invalid_unit_rejected_and_failing_unit_reported() -> Result<()> {
         .status
         .success());
     ensure!(w.prop("keep.service", "MainPID")? == pid);
+
+    // systemd's start limit guards against crash loops, not against plumb putting a unit back.
+    w.del("units/boom.service")?;
+    w.put(
+        "units/limited.service",
+        "[Unit]\nStartLimitBurst=1\nStartLimitIntervalSec=1h\n[Service]\nExecStart=/bin/sleep 100003\n",
+    )?;
+    w.commit("limited")?;
+    w.apply(true)?;
+    ensure!(w.systemctl("is-active", "limited.service")? == "active");
+    w.put(
+        "units/limited.service",
+        "[Unit]\nStartLimitBurst=1\nStartLimitIntervalSec=1h\n[Service]\nExecStart=/bin/sleep 100004\n",
+    )?;
+    w.commit("limited, edited")?;
+    let out = w.apply(true)?;
+    ensure!(
+        out.contains("start limit hit"),
+        "the start limit was not hit:\n{out}"
+    );
+    ensure!(w.systemctl("is-active", "limited.service")? == "active");
+    ensure!(w.prop("limited.service", "ExecStart")?.contains("100004"));
+    ensure!(w.resource("unit", "limited.service")?.0 == "changed");
     Ok(())
 }

@@ -228,7 +228,8 @@ impl Systemd {
         let ctx = || format!("reading the state of {} units", names.len());
         let (units, files) = tokio::try_join!(
             self.manager.list_units_by_names(owned(names)),
-            self.manager.list_unit_files_by_patterns(vec![], owned(names)),
+            self.manager
+                .list_unit_files_by_patterns(vec![], owned(names)),
         )
         .with_context(ctx)?;
         // File paths -> name; the first listed wins, as systemd lists by priority.

@@ -503,7 +503,11 @@ pub fn apply(
         // One call for all; if it fails, one per unit, to say which.
         let all_ok = call(&names).is_ok();
         for &i in &idx {
-            let r = if all_ok { Ok(()) } else { call(&[&changes[i].unit]) };
+            let r = if all_ok {
+                Ok(())
+            } else {
+                call(&[&changes[i].unit])
+            };
             match r {
                 Ok(()) => done[i].push(if want { "enabled" } else { "disabled" }.into()),
                 Err(e) => errors[i] = Some(format!("{e:#}")),
@@ -635,10 +639,30 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
                 tracing::info!(unit, action = verb, "job done");
                 return Ok(());
             }
-            let why = bus
-                .live(unit)
-                .ok()
-                .and_then(|s| s.result)
+            let mut result = result;
+            let mut unit_result = bus.live(unit).ok().and_then(|s| s.result);
+            if unit_result.as_deref() == Some("start-limit-hit") {
+                // systemd's limit is for crash loops; plumb's own starts are deliberate and a
+                // pass apart. Clear it and try once more.
+                tracing::info!(unit, "start limit hit: reset-failed and one more try");
+                let retry = async {
+                    sd.reset_failed(unit).await?;
+                    match action {
+                        RunAction::Restart => sd.restart(unit).await,
+                        _ => sd.start(unit).await,
+                    }
+                };
+                result = bus.block_on(retry).map_err(|e| format!("{e:#}"))?;
+                let now = bus.live(unit).ok();
+                if result == JobResult::Done
+                    && now.as_ref().is_some_and(|s| s.active_state != "failed")
+                {
+                    tracing::info!(unit, action = verb, "job done");
+                    return Ok(());
+                }
+                unit_result = now.and_then(|s| s.result);
+            }
+            let why = unit_result
                 .map(|r| format!(", Result={r}"))
                 .unwrap_or_default();
             let log = journal_tail(unit, JOURNAL_LINES)

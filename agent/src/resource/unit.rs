@@ -830,22 +830,39 @@ mod tests {
             [(name.to_string(), unit(name, Some(text)))].into()
         };
         // A missing program or dependency is not the commit's fault: a package may bring it.
-        let ok = one("ok.service", "[Unit]\nRequires=nothere.service\n[Service]\nExecStart=/usr/bin/not-installed\n");
+        let ok = one(
+            "ok.service",
+            "[Unit]\nRequires=nothere.service\n[Service]\nExecStart=/usr/bin/not-installed\n",
+        );
         validate(&fs, &ok, &staging).unwrap();
-        let typo = one("typo.service", "[Service]\nExecStart=/bin/true\nRestrat=always\n");
+        let typo = one(
+            "typo.service",
+            "[Service]\nExecStart=/bin/true\nRestrat=always\n",
+        );
         let e = validate(&fs, &typo, &staging).unwrap_err();
         assert!(e.contains("typo.service:3") && e.contains("Restrat"), "{e}");
         let bad = one("bad.service", "[Service]\nType=bogus\n");
         let e = validate(&fs, &bad, &staging).unwrap_err();
         assert!(e.contains("bad.service"), "{e}");
         let mut dropin = unit("d.service", Some("[Service]\nExecStart=/bin/true\n"));
-        dropin.dropins.insert("x.conf".into(), b"[Service]\nNicee=3\n".to_vec());
+        dropin
+            .dropins
+            .insert("x.conf".into(), b"[Service]\nNicee=3\n".to_vec());
         let e = validate(&fs, &[("d.service".to_string(), dropin)].into(), &staging).unwrap_err();
         assert!(e.contains("d.service.d/x.conf:2"), "{e}");
         assert!(!staging.exists(), "staging left behind");
         // What is already on the host as Git has it is not checked again.
         let text = "[Service]\nType=bogus\n";
-        fs.write_file(&unit_path("bad.service"), text.as_bytes(), Meta { mode: 0o644, uid: 0, gid: 0 }).unwrap();
+        fs.write_file(
+            &unit_path("bad.service"),
+            text.as_bytes(),
+            Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        )
+        .unwrap();
         validate(&fs, &bad, &staging).unwrap();
     }
 
