@@ -332,9 +332,14 @@ impl World {
             argv.extend(["-p", p]);
         }
         argv.extend(["/usr/local/bin/plumb", "apply"]);
+        let started = std::time::Instant::now();
         let out = self.node.exec(&argv)?;
         let text = format!("{}{}", out.stdout, out.stderr);
-        eprintln!("--- plumb apply ({})\n{text}", out.status);
+        eprintln!(
+            "--- plumb apply ({}, {:.2?})\n{text}",
+            out.status,
+            started.elapsed()
+        );
         if out.success() != ok {
             bail!(
                 "plumb apply: {} (expected success: {ok})\n{text}",
