@@ -657,3 +657,55 @@ fn a_hanging_server_is_given_up_after_the_push_timeout() {
     );
     assert!(err.contains("did not finish within 2s"), "{err}");
 }
+
+/// Kills the daemon we started (by its pid) when the test ends, also on failure.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_daemon_pushes_after_its_passes() {
+    let w = World::new();
+    w.fleet.write("hosts/web-01/files/etc/motd", "one\n");
+    let c1 = w.fleet.commit("one");
+    let cfg = w.config("web-01", &HostOpts::default());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("interval = \"1s\"\n{text}")).unwrap();
+    let _daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_plumb"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let reported = |commit: &str, outcome: Outcome| {
+        w.head("fleet.git", "web-01").is_some() && {
+            let r = w.report("fleet.git", "web-01");
+            r.applied_commit == commit && r.outcome == outcome
+        }
+    };
+    common::wait_until("the first report", Duration::from_secs(30), || {
+        reported(&c1, Outcome::Converged)
+    });
+    w.fleet.write("hosts/web-01/files/etc/motd", "two\n");
+    let c2 = w.fleet.commit("two");
+    common::wait_until(
+        "the report of the new commit",
+        Duration::from_secs(30),
+        || reported(&c2, Outcome::Converged),
+    );
+    // changed, converged, changed, converged: the unchanged passes in between pushed nothing.
+    let subjects = w.git_in(
+        "fleet.git",
+        &["log", "--format=%s", "refs/heads/status/web-01"],
+    );
+    assert_eq!(subjects.lines().count(), 4, "{subjects}");
+}
