@@ -62,6 +62,12 @@ fn quadlet_container_lifecycle() -> Result<()> {
     // Removed by hand: recreated.
     w.node
         .exec_ok(&["podman", "rm", "-f", "-t", "0", "systemd-web"])?;
+    // plumb learns it from the service, which ends with its container.
+    w.node.wait_until(
+        "systemd to see the container gone",
+        Duration::from_secs(30),
+        || Ok((w.systemctl("is-active", "web.service")? != "active").then_some(())),
+    )?;
     w.apply(true)?;
     let (id3, _) =
         w.node

@@ -173,20 +173,6 @@ fn block<F: Future>(rt: &Runtime, f: F) -> F::Output {
     }
 }
 
-/// Whether podman has a container of this name; None when podman cannot say.
-pub fn container_exists(name: &str) -> Option<bool> {
-    let mut cmd = std::process::Command::new("podman");
-    cmd.args(["container", "exists", name]);
-    match crate::host::command::run(&mut cmd, std::time::Duration::from_secs(30)) {
-        Ok(out) => match out.status.code() {
-            Some(0) => Some(true),
-            Some(1) => Some(false),
-            _ => None,
-        },
-        Err(_) => None,
-    }
-}
-
 /// One unit's or container's line in the report, whether it had drifted, and the line for plan
 /// and logs when something was (or would be) done.
 #[derive(Debug, Clone)]
@@ -266,13 +252,7 @@ pub fn reconcile(
         None => bus.live(u),
     };
     let uobs = unit::observe(fs, &desired.units, &state.units, &mut live);
-    let cobs = container::observe(
-        fs,
-        &desired.containers,
-        &state.containers,
-        &mut live,
-        &mut container_exists,
-    );
+    let cobs = container::observe(fs, &desired.containers, &state.containers, &mut live);
     let mut changes = unit::plan(&desired.units, &uobs, &state.units, changed_files);
     changes.extend(container::plan(
         &desired.containers,

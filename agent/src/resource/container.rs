@@ -28,61 +28,34 @@ pub fn service_of(file_name: &str) -> String {
     .service_name()
 }
 
-/// The podman container a `.container` file runs: `ContainerName=`, else Quadlet's default.
-pub fn container_name(spec: &ContainerSpec) -> Option<String> {
-    let stem = spec.file_name.strip_suffix(".container")?;
-    let mut name = format!("systemd-{stem}");
-    let mut section = String::new();
-    for line in String::from_utf8_lossy(&spec.content).lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            section = line.to_string();
-        } else if let Some((k, v)) = line.split_once('=') {
-            if section == "[Container]" && k.trim() == "ContainerName" {
-                name = v.trim().to_string();
-            }
-        }
-    }
-    Some(name)
-}
-
 #[derive(Debug, Clone)]
 pub struct ContainerObs {
     pub file: Result<Observed, String>,
-    /// The generated service, as systemd sees it.
+    /// The generated service, as systemd sees it. A container removed by hand (`podman rm -f`)
+    /// ends its service's main process, so the service says it is gone; podman itself is not
+    /// asked (it does not work inside plumb.service's sandbox).
     pub live: Result<Live, String>,
-    /// Whether podman has the container (asked only of running `.container` services).
-    pub exists: Option<bool>,
 }
 
-/// Reads the Quadlet files of desired and inventoried containers and asks systemd (and, for a
-/// running container service, podman through `exists`) about them.
+/// Reads the Quadlet files of desired and inventoried containers and asks systemd about their
+/// services.
 pub fn observe(
     fs: &HostFs,
     desired: &BTreeMap<String, ContainerSpec>,
     inventory: &BTreeMap<String, ManagedUnit>,
     live: &mut dyn FnMut(&str) -> Result<Live, String>,
-    exists: &mut dyn FnMut(&str) -> Option<bool>,
 ) -> BTreeMap<String, ContainerObs> {
     let names: BTreeSet<&String> = desired.keys().chain(inventory.keys()).collect();
-    let mut out = BTreeMap::new();
-    for name in names {
-        let l = live(&service_of(name));
-        let running = l.as_ref().is_ok_and(|l| l.running());
-        let ex = match desired.get(name).and_then(container_name) {
-            Some(c) if running && desired[name].state == RunState::Started => exists(&c),
-            _ => None,
-        };
-        out.insert(
-            name.clone(),
-            ContainerObs {
+    names
+        .into_iter()
+        .map(|name| {
+            let obs = ContainerObs {
                 file: observe_path(fs, &quadlet_path(name)),
-                live: l,
-                exists: ex,
-            },
-        );
-    }
-    out
+                live: live(&service_of(name)),
+            };
+            (name.clone(), obs)
+        })
+        .collect()
 }
 
 pub fn digest(spec: &ContainerSpec) -> String {
@@ -145,10 +118,6 @@ pub fn plan(
                 if !changed {
                     c.why.push(format!("was {}", live.active_state));
                 }
-            }
-            RunState::Started if o.exists == Some(false) => {
-                c.run = Some(RunAction::Restart);
-                c.why.push("the container is gone".into());
             }
             RunState::Stopped if running => {
                 c.run = Some(RunAction::Stop);
@@ -243,7 +212,7 @@ mod tests {
         }
     }
 
-    fn obs(file: Option<&str>, active: &str, exists: Option<bool>) -> ContainerObs {
+    fn obs(file: Option<&str>, active: &str) -> ContainerObs {
         ContainerObs {
             file: Ok(match file {
                 Some(d) => Observed::File {
@@ -262,7 +231,6 @@ mod tests {
                 unit_file_state: "generated".into(),
                 ..Default::default()
             }),
-            exists,
         }
     }
 
@@ -292,7 +260,7 @@ mod tests {
                 "new",
                 (
                     web.clone(),
-                    obs(None, "", None),
+                    obs(None, ""),
                     None,
                     Some((1, Some(Start), false)),
                 ),
@@ -301,7 +269,7 @@ mod tests {
                 "in sync",
                 (
                     web.clone(),
-                    obs(Some(WEB), "active", Some(true)),
+                    obs(Some(WEB), "active"),
                     Some(managed(&web)),
                     None,
                 ),
@@ -310,7 +278,7 @@ mod tests {
                 "spec changed",
                 (
                     web.clone(),
-                    obs(Some("old"), "active", Some(true)),
+                    obs(Some("old"), "active"),
                     Some(managed(&old)),
                     Some((1, Some(Restart), false)),
                 ),
@@ -319,7 +287,7 @@ mod tests {
                 "edited by hand",
                 (
                     web.clone(),
-                    obs(Some("x"), "active", Some(true)),
+                    obs(Some("x"), "active"),
                     Some(managed(&web)),
                     Some((1, Some(Restart), true)),
                 ),
@@ -328,25 +296,16 @@ mod tests {
                 "removed by hand, service down",
                 (
                     web.clone(),
-                    obs(Some(WEB), "failed", None),
+                    obs(Some(WEB), "failed"),
                     Some(managed(&web)),
                     Some((0, Some(Start), true)),
-                ),
-            ),
-            (
-                "removed by hand, service still up",
-                (
-                    web.clone(),
-                    obs(Some(WEB), "active", Some(false)),
-                    Some(managed(&web)),
-                    Some((0, Some(Restart), true)),
                 ),
             ),
             (
                 "stopped in Git",
                 (
                     stopped.clone(),
-                    obs(Some(WEB), "active", None),
+                    obs(Some(WEB), "active"),
                     Some(managed(&web)),
                     Some((0, Some(Stop), false)),
                 ),
@@ -365,8 +324,7 @@ mod tests {
             assert_eq!(got, want, "case {name}");
         }
         // Left Git.
-        let obsm: BTreeMap<_, _> =
-            [("web.container".to_string(), obs(Some(WEB), "active", None))].into();
+        let obsm: BTreeMap<_, _> = [("web.container".to_string(), obs(Some(WEB), "active"))].into();
         let inv: BTreeMap<_, _> = [("web.container".to_string(), managed(&web))].into();
         let p = plan(&BTreeMap::new(), &obsm, &inv);
         assert!(p[0].prune && p[0].run == Some(Stop) && p[0].files.len() == 1);
@@ -375,15 +333,7 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            container_name(&spec(WEB, RunState::Started)).as_deref(),
-            Some("systemd-web")
-        );
-        let named = spec(
-            "[Container]\nContainerName=front\nImage=x\n",
-            RunState::Started,
-        );
-        assert_eq!(container_name(&named).as_deref(), Some("front"));
+        assert_eq!(service_of("web.container"), "web.service");
         assert_eq!(service_of("data.volume"), "data-volume.service");
     }
 }

@@ -59,18 +59,16 @@ impl World {
         self.repo.commit(msg)
     }
 
-    /// `plumb apply` inside the node, run as a transient unit like the agent's own service;
-    /// its output. `ok`: whether exit 0 is expected.
+    /// `plumb apply` inside the node, run as a transient unit in the sandbox of the shipped
+    /// plumb.service, as the agent runs; its output. `ok`: whether exit 0 is expected.
     pub fn apply(&self, ok: bool) -> Result<String> {
-        let out = self.node.exec(&[
-            "systemd-run",
-            "--wait",
-            "--pipe",
-            "--quiet",
-            "--collect",
-            "/usr/local/bin/plumb",
-            "apply",
-        ])?;
+        let mut argv = vec!["systemd-run", "--wait", "--pipe", "--quiet", "--collect"];
+        let sandbox = sandbox_properties()?;
+        for p in &sandbox {
+            argv.extend(["-p", p.as_str()]);
+        }
+        argv.extend(["/usr/local/bin/plumb", "apply"]);
+        let out = self.node.exec(&argv)?;
         let text = format!("{}{}", out.stdout, out.stderr);
         eprintln!("--- plumb apply ({})\n{text}", out.status);
         if out.success() != ok {
@@ -149,4 +147,37 @@ impl World {
             || Ok((self.systemctl("is-active", unit)? == want).then_some(())),
         )
     }
+}
+
+/// The sandbox of the shipped plumb.service: its [Service] settings but how it starts and
+/// restarts, as `systemd-run -p` properties.
+fn sandbox_properties() -> Result<Vec<String>> {
+    let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/plumb.service");
+    let text =
+        std::fs::read_to_string(&unit).with_context(|| format!("reading {}", unit.display()))?;
+    let mut in_service = false;
+    let mut props = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        let how_it_runs = matches!(
+            key,
+            "Type"
+                | "ExecCondition"
+                | "ExecStart"
+                | "WatchdogSec"
+                | "Restart"
+                | "RestartSec"
+                | "TimeoutStopSec"
+        );
+        if in_service && !line.starts_with('#') && !how_it_runs {
+            props.push(line.to_string());
+        }
+    }
+    Ok(props)
 }
