@@ -5,6 +5,7 @@
 mod support;
 
 use anyhow::{ensure, Result};
+use std::time::Duration;
 use support::World;
 
 const HELLO: &str = "[Unit]\nDescription=plumb test\n[Service]\nExecStart=/bin/sleep 100001\n[Install]\nWantedBy=multi-user.target\n";
@@ -301,5 +302,19 @@ fn invalid_unit_rejected_and_failing_unit_reported() -> Result<()> {
     ensure!(w.systemctl("is-active", "limited.service")? == "active");
     ensure!(w.prop("limited.service", "ExecStart")?.contains("100004"));
     ensure!(w.resource("unit", "limited.service")?.0 == "changed");
+
+    // The daemon runs its passes on its runtime's blocking pool: D-Bus jobs work from there too.
+    w.put("units/daemon.service", HELLO)?;
+    w.commit("for the daemon")?;
+    w.start_daemon()?;
+    let active = w.node.wait_until(
+        "the daemon to start daemon.service",
+        Duration::from_secs(120),
+        || Ok((w.systemctl("is-active", "daemon.service")? == "active").then_some(())),
+    );
+    let journal = w.node.journal(Some("plumb-test.service"), 50);
+    w.node.exec(&["systemctl", "stop", "plumb-test.service"])?;
+    active.map_err(|e| e.context(format!("plumb run's journal:\n{journal}")))?;
+    ensure!(w.systemctl("is-enabled", "daemon.service")? == "enabled");
     Ok(())
 }

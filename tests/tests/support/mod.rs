@@ -80,6 +80,18 @@ impl World {
         Ok(text)
     }
 
+    /// `plumb run` as the transient service plumb-test.service, in plumb.service's sandbox.
+    pub fn start_daemon(&self) -> Result<()> {
+        let sandbox = sandbox_properties()?;
+        let mut argv = vec!["systemd-run", "--unit=plumb-test", "-p", "Type=notify"];
+        for p in &sandbox {
+            argv.extend(["-p", p.as_str()]);
+        }
+        argv.extend(["/usr/local/bin/plumb", "run"]);
+        self.node.exec_ok(&argv)?;
+        Ok(())
+    }
+
     /// `plumb status` (the last report, TOML).
     pub fn status(&self) -> Result<String> {
         self.node.exec_ok(&["/usr/local/bin/plumb", "status"])
