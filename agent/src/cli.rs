@@ -123,7 +123,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 );
             };
             let sd = crate::state::StateDir::open(&settings.state_dir)?;
-            let push = crate::status::publish::PushMemo::load(&sd)?.status();
+            // The status push: what was pushed last, and the last error (none before the first).
+            let memo = crate::status::publish::PushMemo::load(&sd)?;
+            let push = (!memo.repo.is_empty()).then(|| memo.status());
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["push"] = serde_json::to_value(&push)?;
@@ -134,7 +136,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 struct Push<'a> {
                     push: &'a crate::status::publish::PushStatus,
                 }
-                print!("\n{}", toml::to_string(&Push { push: &push })?);
+                if let Some(push) = &push {
+                    print!("\n{}", toml::to_string(&Push { push })?);
+                }
             }
             Ok(0)
         }

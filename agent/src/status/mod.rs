@@ -2,6 +2,7 @@
 
 mod chain;
 pub mod fleet;
+mod git_cli;
 pub mod publish;
 pub mod remote;
 pub mod report;

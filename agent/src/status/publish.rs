@@ -8,6 +8,7 @@
 //! state_dir), the branch is fetched and the report rebuilt on top of it.
 
 use super::chain;
+use super::git_cli::{git_command, moved};
 use super::remote::{self, Endpoint};
 use crate::config::Settings;
 use crate::host::command;
@@ -16,8 +17,6 @@ use crate::status::report::{now_rfc3339, Outcome, Report, ResourceState};
 use anyhow::{bail, Context, Result};
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the last push is remembered, in state_dir.
@@ -351,86 +350,6 @@ impl Publisher {
     }
 }
 
-/// The reason from `git push --porcelain` when our lease did not hold (the branch is not what we
-/// thought), as opposed to a refusal by the server.
-fn moved(porcelain: &str) -> Option<String> {
-    porcelain
-        .lines()
-        .filter(|l| l.starts_with('!'))
-        .map(|l| l.split('\t').next_back().unwrap_or(l))
-        .find(|s| {
-            s.starts_with("[rejected]")
-                && [
-                    "stale info",
-                    "fetch first",
-                    "non-fast-forward",
-                    "already exists",
-                ]
-                .iter()
-                .any(|r| s.contains(r))
-        })
-        .map(str::to_string)
-}
-
-/// `git -C <dir>` with the host's git config and environment kept out, and the agent's
-/// credentials passed in the environment (never on the command line, which is logged).
-pub fn git_command(dir: &Path, ep: &Endpoint) -> Result<Command> {
-    let mut cmd = Command::new("git");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("GIT_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.arg("-C")
-        .arg(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "/bin/false")
-        .env("LC_ALL", "C");
-    // The fetch (rustls) trusts SSL_CERT_FILE; git's libcurl may be built on GnuTLS, which does not.
-    if let Some(ca) = std::env::var_os("SSL_CERT_FILE") {
-        cmd.env("GIT_SSL_CAINFO", ca);
-    }
-    cmd.env("GIT_SSH_COMMAND", ep.ssh_command());
-    if let Some(token_file) = &ep.token_file {
-        let token = crate::source::git::read_token(token_file)?;
-        let user = gix::url::parse(gix::bstr::BStr::new(ep.url.as_str()))
-            .ok()
-            .and_then(|u| u.user().map(str::to_string))
-            .unwrap_or_else(|| "plumb".into());
-        let basic = base64(format!("{user}:{token}").as_bytes());
-        cmd.env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env(
-                "GIT_CONFIG_VALUE_0",
-                format!("Authorization: Basic {basic}"),
-            );
-    }
-    Ok(cmd)
-}
-
-fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -547,28 +466,5 @@ mod tests {
             ),
             Some("status repository or branch changed")
         );
-    }
-
-    #[test]
-    fn lease_failures_are_told_from_refusals() {
-        let stale =
-            "To git://h/s.git\n!\t0123:refs/heads/status/a\t[rejected] (stale info)\nDone\n";
-        assert!(moved(stale).unwrap().contains("stale info"));
-        let hook = "To git://h/s.git\n!\t0123:refs/heads/status/a\t[remote rejected] (pre-receive hook declined)\nDone\n";
-        assert_eq!(moved(hook), None);
-        assert_eq!(moved(""), None);
-    }
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
     }
 }
