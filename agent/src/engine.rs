@@ -77,6 +77,7 @@ impl Agent {
         if !opts.dry_run {
             self.record(&result.report)?;
         }
+        release_freed_memory();
         Ok(result)
     }
 
@@ -473,6 +474,16 @@ impl Agent {
             )),
             None => Ok(None),
         }
+    }
+}
+
+/// Hands the memory a pass freed back to the OS. glibc keeps it in the arena of the thread that
+/// ran the pass (~2 MiB after 1,000 files), which `plumb run` would carry while idle.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is involved.
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }
 
