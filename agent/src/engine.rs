@@ -84,7 +84,8 @@ impl Agent {
     /// Keeps the report for `plumb status` and publishes it to the status branch. A failed push
     /// is logged and shown by `plumb status`, never an error of the pass.
     fn record(&self, report: &Report) -> Result<()> {
-        self.state_dir.write_doc("report.toml", &report.to_toml())?;
+        self.state_dir
+            .write_doc_unsynced("report.toml", &report.to_toml())?;
         crate::status::publish::publish(&self.settings, &self.state_dir, report);
         Ok(())
     }

@@ -134,6 +134,17 @@ impl StateDir {
         write_atomic(&self.dir.join(name), text.as_bytes())
     }
 
+    /// Like `write_doc` (atomic: temp file and rename) but not fsynced, for a document rewritten
+    /// on every pass that nothing depends on (report.toml): a crash costs the last copy at most,
+    /// and a no-op pass saves two fsyncs (tens of ms on a busy or flash disk).
+    pub fn write_doc_unsynced(&self, name: &str, text: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("renaming {} into place", path.display()))
+    }
+
     /// Keeps what was at a path before plumb took it over. The blob is named by the path's hash.
     pub fn store_backup(&self, path: &str, data: &[u8]) -> Result<String> {
         use sha2::Digest;
