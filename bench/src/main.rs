@@ -4,6 +4,7 @@
 
 mod fixture;
 mod measure;
+mod node;
 mod peers;
 mod plumb;
 mod poll;
@@ -57,6 +58,10 @@ pub struct Args {
     /// Status branches already in the status repository, one measurement per size.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
     pub status_branches: Vec<usize>,
+    /// Also run plumb in a Debian node (systemd-nspawn, real systemd) with --files files and
+    /// this many units: first apply, no-op pass, idle RSS. 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    pub units: usize,
     /// Skip ansible-pull and puppet.
     #[arg(long)]
     pub skip_peers: bool,
@@ -145,6 +150,16 @@ fn run(args: &Args) -> Result<()> {
         args.runs,
     )?;
 
+    if args.units > 0 {
+        eprintln!("node: {} files and {} units", args.files, args.units);
+        r.node = Some(node::run(
+            &plumb,
+            args.files,
+            args.units,
+            args.runs,
+            args.interval,
+        )?);
+    }
     if !args.skip_peers {
         if args.puppet.exists() {
             eprintln!("puppet apply ({} files)", args.files);

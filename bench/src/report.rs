@@ -26,6 +26,7 @@ pub struct Report {
     pub pushes: Vec<PushFigures>,
     pub puppet: Option<PeerFigures>,
     pub ansible: Option<PeerFigures>,
+    pub node: Option<crate::node::NodeFigures>,
     pub notes: Vec<String>,
     load_before: String,
 }
@@ -68,6 +69,7 @@ impl Report {
             pushes: vec![],
             puppet: None,
             ansible: None,
+            node: None,
             notes: vec![],
             load_before: loadavg(),
         })
@@ -89,7 +91,7 @@ impl Report {
         writeln!(s, "- command: `{}`", self.command)?;
         writeln!(
             s,
-            "- work: host `bench` with {n} files of ~70 bytes in {} directories; files only (no units). \
+            "- work: host `bench` with {n} files of ~70 bytes in {} directories; files only on the host (units: see the node section, when run). \
              The fleet repository has {} other branches. Served by `git daemon` on 127.0.0.1 behind a counting proxy.",
             crate::fixture::dirs(n).len(),
             self.branches
@@ -223,6 +225,41 @@ impl Report {
             )?;
         }
 
+        if let Some(n) = &self.node {
+            writeln!(s, "\n### With units, in a Debian node\n")?;
+            writeln!(s, "plumb in a systemd-nspawn node (Debian trixie, real systemd over D-Bus) managing {} files", n.files)?;
+            writeln!(s, "and {} enabled, running services, fetched over the test bridge. `plumb apply` is timed from", n.units)?;
+            writeln!(s, "the host around `nsenter`; the idle RSS is sampled from the host's /proc while `plumb run`")?;
+            writeln!(s, "runs as a transient service.\n")?;
+            writeln!(s, "| figure | plumb | target | met |")?;
+            writeln!(s, "|---|---|---|---|")?;
+            writeln!(
+                s,
+                "| first apply, {} files + {} units: wall | {} ms | | |",
+                n.files,
+                n.units,
+                n.first_wall_ms.show(1)
+            )?;
+            row(
+                &mut s,
+                "no-op pass: wall",
+                &format!("{} ms", n.noop_wall_ms.show(1)),
+                "<= 100 ms",
+                n.noop_wall_ms.median() <= 100.0,
+            )?;
+            writeln!(
+                s,
+                "| no-op pass: CPU (user+sys) | {} ms | | |",
+                n.noop_cpu_ms.show(1)
+            )?;
+            row(
+                &mut s,
+                "idle RSS of `plumb run`",
+                &format!("{} MiB", n.idle_rss_mib.show(2)),
+                "<= 10 MiB",
+                n.idle_rss_mib.median() <= 10.0,
+            )?;
+        }
         if self.puppet.is_some() || self.ansible.is_some() {
             self.render_peers(&mut s)?;
         }
