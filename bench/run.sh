@@ -2,7 +2,7 @@
 # The benchmark command (docs/benchmarks.md): installs the peer tools it compares against
 # (ansible-core from PyPI into a venv, Debian's puppet), builds plumb's release binary, and runs
 # plumb-bench, which prints a Markdown results table. Needs root and a Debian-like host.
-# Arguments go to plumb-bench (`bench/run.sh --help`); e.g. `bench/run.sh --runs 3 --ansible-files 100`.
+# Arguments go to plumb-bench (`bench/run.sh --help`); e.g. `bench/run.sh --units 50 --ansible-files 100`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,9 @@ cache=${PLUMB_BENCH_CACHE:-/var/cache/plumb-bench}
 mkdir -p "$cache"
 
 need=()
-for cmd in git:git git-daemon:git-daemon-sysvinit puppet:puppet python3:python3; do
+# systemd-nspawn and debootstrap: for --units (plumb in a Debian node, the system-test harness).
+for cmd in git:git git-daemon:git-daemon-sysvinit puppet:puppet python3:python3 \
+           systemd-nspawn:systemd-container debootstrap:debootstrap nsenter:util-linux; do
   bin=${cmd%%:*}; pkg=${cmd#*:}
   if ! command -v "$bin" >/dev/null 2>&1 && ! [ -x "/usr/lib/git-core/$bin" ]; then
     need+=("$pkg")
