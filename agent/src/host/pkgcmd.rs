@@ -193,10 +193,19 @@ fn system_tool(program: &str, env: &[(&str, &str)]) -> Command {
     c
 }
 
-/// The names of the installed packages, in one query of the package database. Debian
+/// dpkg's database, read directly: every pass of a host with packages in Git reads it, and
+/// `dpkg-query -W` alone takes ~50 ms for 740 packages here (the read: 17 ms in a debug build).
+const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+const DPKG_UPDATES: &str = "/var/lib/dpkg/updates";
+
+/// The names of the installed packages, in one read of the package database. Debian
 /// multi-arch names appear both bare (`libc6`) and qualified (`libc6:amd64`).
 pub fn installed() -> Result<BTreeSet<String>> {
-    if find_program("dpkg-query").is_some() {
+    if Path::new(DPKG_STATUS).is_file() && !dpkg_journal_pending() {
+        let text = std::fs::read_to_string(DPKG_STATUS)
+            .with_context(|| format!("reading {DPKG_STATUS}"))?;
+        Ok(parse_dpkg_status_file(&text))
+    } else if find_program("dpkg-query").is_some() {
         let mut c = Command::new("dpkg-query");
         c.args([
             "-W",
@@ -267,6 +276,59 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// An interrupted dpkg run leaves entries in updates/ that only dpkg merges: then ask dpkg-query.
+fn dpkg_journal_pending() -> bool {
+    std::fs::read_dir(DPKG_UPDATES)
+        .map(|d| {
+            d.filter_map(|e| e.ok()).any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// dpkg's status file (stanzas of `Field: value`) -> installed names, bare and `name:arch`.
+/// Installed: the third word of `Status:` is installed, or triggers-awaited/-pending. One pass
+/// over the lines: the file is ~1 MB on a big host.
+fn parse_dpkg_status_file(text: &str) -> BTreeSet<String> {
+    fn finish(
+        set: &mut BTreeSet<String>,
+        name: &mut Option<&str>,
+        ok: &mut bool,
+        arch: &mut Option<&str>,
+    ) {
+        if let (Some(n), true) = (name.take(), *ok) {
+            set.insert(n.to_string());
+            if let Some(a) = arch {
+                set.insert(format!("{n}:{a}"));
+            }
+        }
+        *ok = false;
+        *arch = None;
+    }
+    let mut set = BTreeSet::new();
+    let (mut name, mut ok, mut arch) = (None, false, None);
+    for line in text.lines() {
+        if line.is_empty() {
+            finish(&mut set, &mut name, &mut ok, &mut arch);
+        } else if let Some(v) = line.strip_prefix("Package:") {
+            name = Some(v.trim());
+        } else if let Some(v) = line.strip_prefix("Status:") {
+            ok = matches!(
+                v.split_whitespace().nth(2),
+                Some("installed" | "triggers-awaited" | "triggers-pending")
+            );
+        } else if let Some(v) = line.strip_prefix("Architecture:") {
+            arch = Some(v.trim());
+        }
+    }
+    finish(&mut set, &mut name, &mut ok, &mut arch);
+    set
+}
+
 /// `name \t name:arch \t Status-Abbrev` lines -> installed names. The second letter of the status
 /// is the package's state: i(nstalled), or W/t (installed, triggers pending).
 fn parse_dpkg_status(text: &str) -> BTreeSet<String> {
@@ -319,6 +381,57 @@ mod tests {
         let s = parse_dpkg_status(text);
         let got: Vec<&str> = s.iter().map(String::as_str).collect();
         assert_eq!(got, ["curl", "libc6", "libc6:amd64", "trig"]);
+    }
+
+    #[test]
+    fn dpkg_status_file() {
+        let text = "\
+Package: curl
+Status: install ok installed
+Architecture: amd64
+Description: a tool
+ with a long description
+ Package: not-a-field
+
+Package: telnet
+Status: deinstall ok config-files
+Architecture: amd64
+
+Package: half
+Status: install reinstreq half-installed
+Architecture: amd64
+
+Package: trig
+Status: install ok triggers-pending
+Architecture: all
+";
+        let s = parse_dpkg_status_file(text);
+        let got: Vec<&str> = s.iter().map(String::as_str).collect();
+        assert_eq!(got, ["curl", "curl:amd64", "trig", "trig:all"]);
+    }
+
+    /// The direct read agrees with dpkg-query on this machine (when it is a dpkg system).
+    #[test]
+    fn dpkg_status_file_matches_dpkg_query() {
+        if !Path::new(DPKG_STATUS).is_file() || find_program("dpkg-query").is_none() {
+            return;
+        }
+        let direct = installed().unwrap();
+        let mut c = Command::new("dpkg-query");
+        c.args([
+            "-W",
+            "-f",
+            "${Package}\t${binary:Package}\t${db:Status-Abbrev}\n",
+        ]);
+        let queried = parse_dpkg_status(&run_checked(&mut c, QUERY_TIMEOUT, "dpkg-query").unwrap());
+        let missing: Vec<&String> = queried.difference(&direct).collect();
+        assert!(missing.is_empty(), "dpkg-query knows more: {missing:?}");
+        let bare = |s: &BTreeSet<String>| -> BTreeSet<String> {
+            s.iter()
+                .map(|n| n.split(':').next().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(bare(&direct), bare(&queried));
     }
 
     #[test]
