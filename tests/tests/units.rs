@@ -157,6 +157,30 @@ fn units_installed_restarted_corrected_and_pruned() -> Result<()> {
         "the timer's service was started"
     );
 
+    // A socket whose service runs: changed in Git, the socket restarts (its service stops
+    // first, as systemd refuses to start a socket while its service runs).
+    let sock = |mode: &str| {
+        format!("[Socket]\nListenStream=/run/plumb-echo.sock\nSocketMode={mode}\n[Install]\nWantedBy=sockets.target\n")
+    };
+    w.put("units/echo.socket", &sock("0600"))?;
+    w.put(
+        "units/echo.service",
+        "[Service]\nExecStart=/bin/sleep 100005\n",
+    )?;
+    w.commit("socket")?;
+    w.apply(true)?;
+    ensure!(w.systemctl("is-active", "echo.socket")? == "active");
+    ensure!(
+        w.systemctl("is-active", "echo.service")? == "inactive",
+        "the socket's service was started"
+    );
+    w.node.exec_ok(&["systemctl", "start", "echo.service"])?;
+    w.put("units/echo.socket", &sock("0660"))?;
+    w.commit("socket mode")?;
+    w.apply(true)?;
+    ensure!(w.systemctl("is-active", "echo.socket")? == "active");
+    ensure!(w.prop("echo.socket", "SocketMode")? == "0660");
+
     // A unit someone else installed (as a package would), managed by host.toml only, masked by
     // hand: reported, not unmasked.
     w.node

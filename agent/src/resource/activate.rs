@@ -54,6 +54,8 @@ pub struct SystemdChange {
     /// Some(true): EnableUnitFiles; Some(false): DisableUnitFiles.
     pub enable: Option<bool>,
     pub run: Option<RunAction>,
+    /// A unit stopped before `run` (a socket's service, before the socket restarts).
+    pub stop_first: Option<String>,
     /// It left Git: stopped and disabled first, then its files removed.
     pub prune: bool,
     /// Git did not change it; the host did.
@@ -77,6 +79,7 @@ impl SystemdChange {
             files: vec![],
             enable: None,
             run: None,
+            stop_first: None,
             prune: false,
             drift: false,
             masked: false,
@@ -507,11 +510,30 @@ pub fn apply(
                     && c.run.is_some_and(|a| (a == RunAction::Stop) == stops)
             })
             .collect();
-        let jobs: Vec<(&str, RunAction)> = idx
+        let mut idx = idx;
+        let mut jobs: Vec<(&str, RunAction)> = idx
             .iter()
             .map(|&i| (changes[i].unit.as_str(), changes[i].run.expect("filtered")))
             .collect();
-        for (&i, r) in idx.iter().zip(run_jobs(bus, &jobs)) {
+        if stops {
+            let first: Vec<usize> = (0..changes.len())
+                .filter(|&i| active(&changes[i]) && errors[i].is_none())
+                .filter(|&i| changes[i].stop_first.is_some())
+                .collect();
+            for &i in &first {
+                let unit = changes[i].stop_first.as_deref().expect("filtered");
+                jobs.push((unit, RunAction::Stop));
+            }
+            idx.extend(first);
+        }
+        for (k, (&i, r)) in idx.iter().zip(run_jobs(bus, &jobs)).enumerate() {
+            if jobs[k].0 != changes[i].unit {
+                // A stop ahead of this change's own job: only its failure is worth saying.
+                if let Err(e) = r {
+                    errors[i] = Some(e);
+                }
+                continue;
+            }
             match r {
                 Ok(()) => done[i].push(
                     match changes[i].run {

@@ -97,31 +97,30 @@ pub fn has_install(spec: &UnitSpec) -> bool {
     spec.file.as_deref().is_some_and(has) || spec.dropins.values().any(|d| has(d))
 }
 
-/// The units that timers, sockets and paths in Git trigger: left to their trigger by default.
-pub fn triggered(desired: &BTreeMap<String, UnitSpec>) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for spec in desired.values() {
-        let Some((stem, kind)) = spec.name.rsplit_once('.') else {
-            continue;
-        };
-        let key = match kind {
-            "timer" | "path" => "Unit",
-            "socket" => "Service",
-            _ => continue,
-        };
-        let mut target = format!("{stem}.service");
-        for d in spec.file.iter().chain(spec.dropins.values()) {
-            for line in String::from_utf8_lossy(d).lines() {
-                if let Some((k, v)) = line.split_once('=') {
-                    if k.trim() == key && !v.trim().is_empty() {
-                        target = v.trim().to_string();
-                    }
+/// The unit a timer, socket or path activates (`Unit=`/`Service=`, else the same-named service).
+pub fn trigger_of(spec: &UnitSpec) -> Option<String> {
+    let (stem, kind) = spec.name.rsplit_once('.')?;
+    let key = match kind {
+        "timer" | "path" => "Unit",
+        "socket" => "Service",
+        _ => return None,
+    };
+    let mut target = format!("{stem}.service");
+    for d in spec.file.iter().chain(spec.dropins.values()) {
+        for line in String::from_utf8_lossy(d).lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim() == key && !v.trim().is_empty() {
+                    target = v.trim().to_string();
                 }
             }
         }
-        out.insert(target);
     }
-    out
+    Some(target)
+}
+
+/// The units that timers, sockets and paths in Git trigger: left to their trigger by default.
+pub fn triggered(desired: &BTreeMap<String, UnitSpec>) -> BTreeSet<String> {
+    desired.values().filter_map(trigger_of).collect()
 }
 
 /// Unit types a restart makes sense for; the others are only started.
@@ -270,6 +269,11 @@ pub fn plan(
                     c.run = Some(RunAction::Restart);
                 }
             }
+        }
+        // systemd refuses to start a socket while its service runs: that service stops first
+        // (the next connection starts it again, with the new socket).
+        if c.run == Some(RunAction::Restart) && name.ends_with(".socket") {
+            c.stop_first = trigger_of(spec);
         }
         // Git did not change, yet the host needs work: somebody changed the host.
         c.drift = git_unchanged && (files_changed || c.enable.is_some() || c.run.is_some());
@@ -724,7 +728,7 @@ mod tests {
             ("job.service".to_string(), svc.clone()),
         ]
         .into();
-        let obs: BTreeMap<_, _> = [
+        let observed: BTreeMap<_, _> = [
             (
                 "job.timer".to_string(),
                 obs(on_disk("old"), live("active", "enabled")),
@@ -754,7 +758,7 @@ mod tests {
             ),
         ]
         .into();
-        let p = plan(&desired, &obs, &inv, &BTreeSet::new());
+        let p = plan(&desired, &observed, &inv, &BTreeSet::new());
         let by: BTreeMap<_, _> = p.iter().map(|c| (c.name.as_str(), c)).collect();
         assert_eq!(by["job.timer"].run, Some(RunAction::Restart));
         assert_eq!(
@@ -762,6 +766,20 @@ mod tests {
             "the timer's service is not started"
         );
         assert_eq!(by["job.service"].files.len(), 1);
+        // A changed socket restarts after its running service stops.
+        let sock = unit(
+            "echo.socket",
+            Some("[Socket]\nListenStream=/run/e.sock\nSocketMode=0660\n"),
+        );
+        let d: BTreeMap<_, _> = [("echo.socket".to_string(), sock)].into();
+        let o: BTreeMap<_, _> = [(
+            "echo.socket".to_string(),
+            obs(on_disk("old"), live("active", "enabled")),
+        )]
+        .into();
+        let p = plan(&d, &o, &BTreeMap::new(), &BTreeSet::new());
+        assert_eq!(p[0].run, Some(RunAction::Restart));
+        assert_eq!(p[0].stop_first.as_deref(), Some("echo.service"));
         // A socket naming its service explicitly.
         let sock = unit(
             "x.socket",
