@@ -26,7 +26,12 @@ pub enum Command {
     /// Run the agent: a reconcile pass every interval (systemd Type=notify).
     Run,
     /// Fetch, then run one reconcile pass now. Exit 0 converged, 1 failed.
-    Apply,
+    Apply {
+        /// Accept a head that does not descend from the applied commit (a deliberate force-push
+        /// or rollback in Git), or retry a commit whose health checks failed.
+        #[arg(long)]
+        allow_rewind: bool,
+    },
     /// Fetch, then print what apply would change; change nothing. Exit 0 nothing to do, 2 changes pending, 1 error.
     Plan,
     /// Show this host's last report.
@@ -81,9 +86,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             let settings = Settings::load(&cli.config)?;
             crate::daemon::run(settings)
         }
-        Command::Apply => {
+        Command::Apply { allow_rewind } => {
             let mut agent = Agent::new(Settings::load(&cli.config)?)?;
-            let r = agent.pass(PassOptions::default())?;
+            let r = agent.pass(PassOptions {
+                allow_rewind,
+                ..Default::default()
+            })?;
             for line in &r.changes {
                 println!("{line}");
             }
@@ -102,7 +110,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Plan => {
             let mut agent = Agent::new(Settings::load(&cli.config)?)?;
-            let r = agent.pass(PassOptions { dry_run: true })?;
+            let r = agent.pass(PassOptions {
+                dry_run: true,
+                ..Default::default()
+            })?;
             for line in &r.changes {
                 println!("{line}");
             }

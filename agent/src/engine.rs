@@ -6,6 +6,7 @@ use crate::resource::activate;
 use crate::resource::file::{self, FileAction, FileChange};
 use crate::resource::{container, package, unit};
 use crate::source::git::{redact_url, LocalRepo, Remote};
+use crate::source::verify;
 use crate::spec::{self, Desired};
 use crate::state::{State, StateDir};
 use crate::status::report::{now_rfc3339, Kind, Outcome, Report, ResourceReport, ResourceState};
@@ -19,6 +20,45 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct PassOptions {
     /// `plan`: compute and describe the changes, touch nothing.
     pub dry_run: bool,
+    /// `apply --allow-rewind`: accept a head that does not descend from the applied commit (and
+    /// retry a commit marked bad).
+    pub allow_rewind: bool,
+}
+
+/// What converging the host to one commit did.
+#[derive(Debug, Default)]
+struct Converged {
+    /// One line per applied or pending change (with diffs in detect mode).
+    lines: Vec<String>,
+    resources: Vec<ResourceReport>,
+    failed: usize,
+    drifted: usize,
+    changed: usize,
+    /// Units left masked on the host (reported as drift, not unmasked).
+    masked: usize,
+    /// Managed files this pass changed: units with `restart_on` them restart.
+    changed_paths: std::collections::BTreeSet<String>,
+    /// SIGTERM arrived: the pass stopped between two changes.
+    stopped: bool,
+}
+
+impl Converged {
+    fn count(&mut self, st: ResourceState, drift: bool) {
+        match st {
+            ResourceState::Failed => self.failed += 1,
+            ResourceState::DriftCorrected => self.drifted += 1,
+            ResourceState::Drifted if drift => self.drifted += 1,
+            ResourceState::Changed | ResourceState::Pruned | ResourceState::Drifted => {
+                self.changed += 1
+            }
+            ResourceState::Ok => {}
+        }
+    }
+
+    /// Something on the host was changed (health checks are due).
+    fn touched_host(&self) -> bool {
+        !self.lines.is_empty()
+    }
 }
 
 /// Everything a pass found out.
@@ -130,31 +170,28 @@ impl Agent {
             });
         }
 
-        // Which commit to apply: the new one if it is valid, else stay on the one applied before.
-        let (target, desired) = match self.load(desired_commit) {
-            Ok(d) => (desired_commit, d),
-            Err(reason) => {
-                tracing::warn!(commit = %desired_commit, reason = %reason, "rejected commit");
-                report.outcome = Outcome::Rejected;
-                notes.insert(0, format!("rejected {}: {reason}", short(&desired_commit)));
-                match state
-                    .applied_commit
-                    .as_deref()
-                    .map(|h| ObjectId::from_hex(h.as_bytes()))
-                {
-                    Some(Ok(prev)) => match self.load(prev) {
-                        Ok(d) => (prev, d),
-                        Err(e) => {
-                            notes.push(format!("the applied commit cannot be read either: {e}"));
-                            report.message = notes.join("; ");
-                            return Ok(PassResult {
-                                report,
-                                changes: vec![],
-                                fetch_failed,
-                            });
-                        }
-                    },
-                    _ => {
+        // Which commit to apply: the new one if it is trusted and valid, else stay on the one
+        // applied before.
+        let admitted = match self.admit(desired_commit, &state, opts) {
+            Ok(d) => Some((desired_commit, d)),
+            Err((outcome, reason)) => {
+                tracing::warn!(commit = %desired_commit, reason = %reason, "not applying commit");
+                report.outcome = outcome;
+                notes.insert(0, reason);
+                None
+            }
+        };
+        let (target, desired) = match admitted {
+            Some(t) => t,
+            None => match state
+                .applied_commit
+                .as_deref()
+                .map(|h| ObjectId::from_hex(h.as_bytes()))
+            {
+                Some(Ok(prev)) => match self.load(prev) {
+                    Ok(d) => (prev, d),
+                    Err(e) => {
+                        notes.push(format!("the applied commit cannot be read either: {e}"));
                         report.message = notes.join("; ");
                         return Ok(PassResult {
                             report,
@@ -162,165 +199,59 @@ impl Agent {
                             fetch_failed,
                         });
                     }
+                },
+                _ => {
+                    report.message = notes.join("; ");
+                    return Ok(PassResult {
+                        report,
+                        changes: vec![],
+                        fetch_failed,
+                    });
                 }
-            }
+            },
         };
 
         let fs = HostFs::open(&self.settings.root)?;
         let detect = self.settings.mode == Mode::Detect || opts.dry_run;
-        let mut lines = Vec::new();
-        let mut failed = 0;
-        let mut drifted = 0;
-        let mut changed = 0;
-
-        // Packages first: files and units may need what they install, and files are observed
-        // after the packages that may ship them.
-        for p in self.packages_step(&desired, &mut state, detect, &mut lines) {
-            match p.state {
-                ResourceState::Failed => failed += 1,
-                ResourceState::DriftCorrected => drifted += 1,
-                ResourceState::Drifted if p.drift => drifted += 1,
-                ResourceState::Changed | ResourceState::Pruned | ResourceState::Drifted => {
-                    changed += 1
-                }
-                ResourceState::Ok => {}
-            }
-            report.resources.push(ResourceReport {
-                kind: Kind::Package,
-                name: p.name,
-                state: p.state,
-                detail: p.detail,
-            });
-        }
-
-        let observed = file::observe(&fs, &desired.files, &state.files);
-        let planned = file::plan(&desired.files, &observed, &state.files);
-        if !detect
-            && planned
-                .iter()
-                .any(|c| c.touches_host() || c.action == FileAction::Record)
-        {
-            // Record intent first: a pass killed mid-way still knows every path it may have written.
-            for c in planned
-                .iter()
-                .filter(|c| matches!(c.action, FileAction::Write { backup: false }))
-            {
-                state.files.entry(c.path.clone()).or_default();
-            }
-            self.state_dir.save(&state)?;
-        }
-        let mut reported = std::collections::BTreeSet::new();
-        // File writes are synced together after the loop (see `HostFs::begin_batch`).
-        fs.begin_batch();
-        let mut changed_paths = std::collections::BTreeSet::new();
-        for c in &planned {
-            if self.stopping() {
-                notes.push("stopped (SIGTERM) before all changes were applied".into());
-                failed += 1;
-                break;
-            }
-            let spec = desired.files.get(&c.path);
-            let ids = observed[&c.path].ids.clone().unwrap_or((0, 0));
-            let (state_after, detail) = if let FileAction::Fail(e) = &c.action {
-                (ResourceState::Failed, e.clone())
-            } else if detect {
-                if c.touches_host() {
-                    lines.push(describe(c));
-                    if let (Some(s), Ok(o)) = (spec, &observed[&c.path].observed) {
-                        if let Some(d) = file::diff(s, o) {
-                            lines.push(d);
-                        }
-                    }
-                }
-                let st = if c.touches_host() {
-                    ResourceState::Drifted
-                } else {
-                    ResourceState::Ok
-                };
-                (st, c.detail.clone())
-            } else {
-                match file::apply(&fs, &self.state_dir, c, spec, ids, &mut state.files) {
-                    Ok(()) => {
-                        if c.touches_host() {
-                            tracing::info!(kind = "file", name = %c.path, action = action_name(c), drift = c.drift, "applied");
-                            lines.push(describe(c));
-                        }
-                        (resource_state(c), c.detail.clone())
-                    }
-                    Err(e) => {
-                        tracing::error!(kind = "file", name = %c.path, error = %format!("{e:#}"), "failed");
-                        (ResourceState::Failed, format!("{e:#}"))
-                    }
-                }
-            };
-            if c.touches_host() && state_after != ResourceState::Failed {
-                changed_paths.insert(c.path.clone());
-            }
-            match state_after {
-                ResourceState::Failed => failed += 1,
-                ResourceState::DriftCorrected => drifted += 1,
-                ResourceState::Drifted if c.drift => drifted += 1,
-                ResourceState::Changed | ResourceState::Pruned | ResourceState::Drifted => {
-                    changed += 1
-                }
-                ResourceState::Ok => {}
-            }
-            reported.insert(c.path.clone());
-            report.resources.push(ResourceReport {
-                kind: Kind::File,
-                name: c.path.clone(),
-                state: state_after,
-                detail,
-            });
-        }
-        for path in desired.files.keys().filter(|p| !reported.contains(*p)) {
-            report.resources.push(ResourceReport {
-                kind: Kind::File,
-                name: path.clone(),
-                state: ResourceState::Ok,
-                detail: String::new(),
-            });
-        }
-        if !detect {
-            // The files are in place, durably, before units restart on them and before the state
-            // says the commit is applied.
-            fs.commit_batch()?;
-        }
-        let mut masked = 0;
-        for activate::Outcome {
-            report: r,
-            drift,
-            masked: left_masked,
-            line,
-        } in self.systemd_step(&fs, &desired, &mut state, &changed_paths, detect)?
-        {
-            match r.state {
-                ResourceState::Failed => failed += 1,
-                ResourceState::Drifted if left_masked => masked += 1,
-                ResourceState::DriftCorrected => drifted += 1,
-                ResourceState::Drifted if drift => drifted += 1,
-                ResourceState::Changed | ResourceState::Pruned | ResourceState::Drifted => {
-                    changed += 1
-                }
-                ResourceState::Ok => {}
-            }
-            lines.extend(line);
-            report.resources.push(r);
-        }
-        report
-            .resources
-            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-
+        let mut run = self.converge(&fs, &desired, &mut state, detect)?;
+        let mut healthy = run.failed == 0;
         if !detect {
             state.applied_commit = Some(target.to_string());
-            if failed == 0 {
+            if run.touched_host() && !run.stopped && !desired.health.is_empty() {
+                if let Err(failure) = self.health_checks(&desired) {
+                    healthy = false;
+                    report.outcome = Outcome::Failed;
+                    notes.insert(
+                        0,
+                        self.roll_back(&fs, target, &failure, &mut state, &mut run)?,
+                    );
+                }
+            }
+            if healthy {
+                if state.last_good_commit.as_deref() != Some(&target.to_string()) {
+                    state.bad_commits.clear(); // a newer good commit supersedes them
+                }
                 state.last_good_commit = Some(target.to_string());
             }
             self.state_dir.save(&state)?;
         }
+        let Converged {
+            lines,
+            resources,
+            failed,
+            drifted,
+            changed,
+            masked,
+            stopped,
+            ..
+        } = run;
+        if stopped {
+            notes.push("stopped (SIGTERM) before all changes were applied".into());
+        }
+        report.resources = resources;
         report.applied_commit = state.applied_commit.clone().unwrap_or_default();
         report.last_good_commit = state.last_good_commit.clone().unwrap_or_default();
-        if report.outcome != Outcome::Rejected {
+        if !matches!(report.outcome, Outcome::Rejected | Outcome::Failed) {
             report.outcome = if failed > 0 {
                 Outcome::Failed
             } else if drifted + masked > 0 {
@@ -369,6 +300,304 @@ impl Agent {
             changes: lines,
             fetch_failed,
         })
+    }
+
+    /// May the host move to `commit`? Checks trust (fast-forward from the applied commit,
+    /// signatures), the bad-commit list, then loads the spec. The error is the outcome to report
+    /// and a message naming the commit and the reason.
+    fn admit(
+        &self,
+        commit: ObjectId,
+        state: &State,
+        opts: PassOptions,
+    ) -> std::result::Result<Desired, (Outcome, String)> {
+        let rejected = |why: String| {
+            (
+                Outcome::Rejected,
+                format!("rejected {}: {why}", short(&commit)),
+            )
+        };
+        let applied = match &state.applied_commit {
+            Some(h) => Some(
+                ObjectId::from_hex(h.as_bytes())
+                    .map_err(|_| rejected(format!("state.json names an invalid applied commit {h:?}")))?,
+            ),
+            None => self.applied_from_status().map_err(|e| {
+                (
+                    Outcome::Failed,
+                    format!("not applying {}: could not read the last applied commit from the status branch: {e:#}", short(&commit)),
+                )
+            })?,
+        };
+        let policy = verify::Policy {
+            applied,
+            allowed_signers: self.settings.allowed_signers.as_deref(),
+            allow_rewind: opts.allow_rewind,
+        };
+        verify::check(&self.repo, &self.remote(), commit, &policy).map_err(|e| rejected(e.0))?;
+        if !opts.allow_rewind && state.bad_commits.contains(&commit.to_string()) {
+            return Err((
+                Outcome::Failed,
+                format!(
+                    "not applying {}: its health checks failed before, so it stays rolled back; push a fix (a newer commit) or run `plumb apply --allow-rewind` to retry it",
+                    short(&commit)
+                ),
+            ));
+        }
+        self.load(commit).map_err(rejected)
+    }
+
+    /// The `applied_commit` of this host's status branch, for when state.json has none (a wiped
+    /// state_dir must not reopen a rewind). `None` when there is no status branch yet.
+    fn applied_from_status(&self) -> Result<Option<ObjectId>> {
+        let status = Remote {
+            url: self.settings.status.repo.clone(),
+            ..self.remote()
+        };
+        let local = "refs/plumb/status";
+        self.repo.fetch_ref(
+            &status,
+            &format!("refs/heads/{}", self.settings.status.branch),
+            local,
+            std::num::NonZeroU32::MIN,
+        )?;
+        let Some(tip) = self.repo.resolve(local)? else {
+            return Ok(None);
+        };
+        let Some(text) = self.repo.read_blob(tip, "status.toml")? else {
+            return Ok(None);
+        };
+        let report = Report::from_toml(&String::from_utf8_lossy(&text))
+            .context("parsing status.toml of the status branch")?;
+        if report.applied_commit.is_empty() {
+            return Ok(None);
+        }
+        ObjectId::from_hex(report.applied_commit.as_bytes())
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "status.toml names an invalid applied_commit {:?}",
+                    report.applied_commit
+                )
+            })
+    }
+
+    /// Runs `[[health]]`; unit checks get a connection to systemd.
+    fn health_checks(&self, desired: &Desired) -> std::result::Result<(), crate::health::Failure> {
+        let needs_bus = desired
+            .health
+            .iter()
+            .any(|h| matches!(h.probe, spec::HealthProbe::Unit(_)));
+        let mut bus = match needs_bus.then(activate::Bus::open) {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "no D-Bus connection for unit health checks");
+                None
+            }
+            None => None,
+        };
+        crate::health::run(
+            &desired.health,
+            bus.as_mut()
+                .map(|b| b as &mut dyn crate::health::UnitStates),
+        )
+    }
+
+    /// A health check failed after applying `bad`: mark it bad, re-apply the last good commit,
+    /// and say what happened.
+    fn roll_back(
+        &self,
+        fs: &HostFs,
+        bad: ObjectId,
+        failure: &crate::health::Failure,
+        state: &mut State,
+        run: &mut Converged,
+    ) -> Result<String> {
+        let good = state
+            .last_good_commit
+            .as_deref()
+            .and_then(|h| ObjectId::from_hex(h.as_bytes()).ok())
+            .filter(|g| *g != bad);
+        let Some(good) = good else {
+            return Ok(format!(
+                "{failure}; no earlier good commit to roll back to: {} stays applied",
+                short(&bad)
+            ));
+        };
+        state.bad_commits.insert(bad.to_string());
+        self.state_dir.save(state)?;
+        let desired = match self.load(good) {
+            Ok(d) => d,
+            Err(e) => {
+                return Ok(format!(
+                    "{failure}; rolling back to {} failed: {e}",
+                    short(&good)
+                ))
+            }
+        };
+        tracing::warn!(bad = %bad, good = %good, "rolling back to the last good commit");
+        let back = self.converge(fs, &desired, state, false)?;
+        run.lines.extend(back.lines);
+        run.resources = back.resources;
+        run.failed = back.failed;
+        state.applied_commit = Some(good.to_string());
+        Ok(format!(
+            "{failure}; rolled back from {} to the last good commit {}",
+            short(&bad),
+            short(&good)
+        ))
+    }
+
+    /// Makes the host match `desired` (or, with `detect`, only says how it differs), in the
+    /// DESIGN order, updating the inventory in `state`.
+    fn converge(
+        &self,
+        fs: &HostFs,
+        desired: &Desired,
+        state: &mut State,
+        detect: bool,
+    ) -> Result<Converged> {
+        let mut run = Converged::default();
+        // Packages first: files and units may need what they install, and files are observed
+        // after the packages that may ship them.
+        for p in self.packages_step(desired, state, detect, &mut run.lines) {
+            run.count(p.state, p.drift);
+            run.resources.push(ResourceReport {
+                kind: Kind::Package,
+                name: p.name,
+                state: p.state,
+                detail: p.detail,
+            });
+        }
+        self.converge_files(fs, desired, state, detect, &mut run)?;
+        for activate::Outcome {
+            report: r,
+            drift,
+            masked,
+            line,
+        } in self.systemd_step(fs, desired, state, &run.changed_paths, detect)?
+        {
+            if masked && r.state == ResourceState::Drifted {
+                run.masked += 1;
+            } else {
+                run.count(r.state, drift);
+            }
+            run.lines.extend(line);
+            run.resources.push(r);
+        }
+        run.resources
+            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        Ok(run)
+    }
+
+    fn converge_files(
+        &self,
+        fs: &HostFs,
+        desired: &Desired,
+        state: &mut State,
+        detect: bool,
+        run: &mut Converged,
+    ) -> Result<()> {
+        let observed = file::observe(fs, &desired.files, &state.files);
+        let planned = file::plan(&desired.files, &observed, &state.files);
+        if !detect
+            && planned
+                .iter()
+                .any(|c| c.touches_host() || c.action == FileAction::Record)
+        {
+            // Record intent first: a pass killed mid-way still knows every path it may have written.
+            for c in planned
+                .iter()
+                .filter(|c| matches!(c.action, FileAction::Write { backup: false }))
+            {
+                state.files.entry(c.path.clone()).or_default();
+            }
+            self.state_dir.save(state)?;
+        }
+        let mut reported = std::collections::BTreeSet::new();
+        // File writes are synced together after the loop (see `HostFs::begin_batch`).
+        fs.begin_batch();
+        for c in &planned {
+            if self.stopping() {
+                run.stopped = true;
+                run.failed += 1;
+                break;
+            }
+            let spec = desired.files.get(&c.path);
+            let ids = observed[&c.path].ids.clone().unwrap_or((0, 0));
+            let (state_after, detail) = if let FileAction::Fail(e) = &c.action {
+                (ResourceState::Failed, e.clone())
+            } else if detect {
+                if c.touches_host() {
+                    run.lines.push(describe(c));
+                    if let (Some(s), Ok(o)) = (spec, &observed[&c.path].observed) {
+                        if let Some(d) = file::diff(s, o) {
+                            run.lines.push(d);
+                        }
+                    }
+                }
+                let st = if c.touches_host() {
+                    ResourceState::Drifted
+                } else {
+                    ResourceState::Ok
+                };
+                (st, c.detail.clone())
+            } else {
+                match file::apply(fs, &self.state_dir, c, spec, ids, &mut state.files) {
+                    Ok(()) => {
+                        if c.touches_host() {
+                            tracing::info!(kind = "file", name = %c.path, action = action_name(c), drift = c.drift, "applied");
+                            run.lines.push(describe(c));
+                        }
+                        (resource_state(c), c.detail.clone())
+                    }
+                    Err(e) => {
+                        tracing::error!(kind = "file", name = %c.path, error = %format!("{e:#}"), "failed");
+                        (ResourceState::Failed, format!("{e:#}"))
+                    }
+                }
+            };
+            if c.touches_host() && state_after != ResourceState::Failed && !detect {
+                run.changed_paths.insert(c.path.clone());
+            }
+            run.count(state_after, c.drift);
+            reported.insert(c.path.clone());
+            run.resources.push(ResourceReport {
+                kind: Kind::File,
+                name: c.path.clone(),
+                state: state_after,
+                detail,
+            });
+        }
+        for path in desired.files.keys().filter(|p| !reported.contains(*p)) {
+            run.resources.push(ResourceReport {
+                kind: Kind::File,
+                name: path.clone(),
+                state: ResourceState::Ok,
+                detail: String::new(),
+            });
+        }
+        // The files are in place, durably, before units restart on them and before the state
+        // says the commit is applied. If that
+        // fails (a full disk), no staged file was put in place: each written one is reported
+        // failed, and the next pass writes it again (its content differs from the inventory's).
+        if let Err(e) = fs.commit_batch() {
+            let e = format!("{e:#}");
+            tracing::error!(kind = "file", error = %e, "failed to put the written files in place");
+            for r in run.resources.iter_mut().filter(|r| {
+                r.kind == Kind::File
+                    && matches!(
+                        r.state,
+                        ResourceState::Changed | ResourceState::DriftCorrected
+                    )
+            }) {
+                r.state = ResourceState::Failed;
+                r.detail = e.clone();
+                run.failed += 1;
+                run.changed_paths.remove(&r.name);
+            }
+        }
+        Ok(())
     }
 
     /// The daemon asked to stop: finish the current change, then return.

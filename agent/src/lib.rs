@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod docs;
 pub mod engine;
+pub mod health;
 pub mod host;
 pub mod logging;
 pub mod resource;

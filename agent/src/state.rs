@@ -69,6 +69,11 @@ impl StateDir {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d)
                 .with_context(|| format!("creating state directory {}", d.display()))?;
+            // Backups hold what was at a path before plumb (maybe a secret), state.json digests
+            // of secret files, repo.git the fleet's files: for root's eyes only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting state directory {}", d.display()))?;
         }
         Ok(StateDir {
             dir: dir.to_path_buf(),
@@ -206,6 +211,11 @@ mod tests {
         sd.save(&s).unwrap();
         assert_eq!(sd.load().unwrap(), s);
         let b = sd.store_backup("/etc/motd", b"old").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for d in [t.path().to_path_buf(), t.path().join("backups")] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
         assert_eq!(sd.read_backup(&b).unwrap(), b"old");
     }
 }

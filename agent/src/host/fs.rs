@@ -147,13 +147,21 @@ impl HostFs {
         Ok(
             match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
                 SFlag::S_IFREG => {
+                    // O_NONBLOCK and a second look at the opened fd: a fifo swapped in after the
+                    // fstatat must not hang the pass.
                     let fd = openat(
                         &dir,
                         name.as_str(),
-                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
                         Mode::empty(),
                     )
                     .with_context(|| format!("opening {}", self.display(path)))?;
+                    let st = nix::sys::stat::fstat(&fd)
+                        .with_context(|| format!("inspecting {}", self.display(path)))?;
+                    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+                        return Ok(Observed::Other);
+                    }
+                    let meta = meta_of(&st);
                     let mut data = Vec::with_capacity(st.st_size as usize);
                     std::fs::File::from(fd)
                         .read_to_end(&mut data)
@@ -363,6 +371,18 @@ impl HostFs {
             Mode::empty(),
         )
         .with_context(|| format!("opening {}", self.display(path)))?;
+        let st = nix::sys::stat::fstat(&fd)
+            .with_context(|| format!("inspecting {}", self.display(path)))?;
+        if st.st_nlink > 1 || st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+            // A hard link (say, to /etc/shadow) made on the host: chmod would change the other
+            // name too. Write a fresh copy in its place instead.
+            drop(fd);
+            let Observed::File { data, .. } = self.observe(path)? else {
+                bail!("{} is no longer a regular file", self.display(path));
+            };
+            self.write_file(path, &data, meta)?;
+            return Ok(());
+        }
         fchown(
             &fd,
             Some(Uid::from_raw(meta.uid)),
@@ -603,6 +623,38 @@ mod tests {
         assert!(e.contains("symlink"), "{e}");
         assert!(fs.observe("/etc/passwd").is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn set_meta_does_not_chmod_through_a_hard_link() {
+        let t = tempfile::tempdir().unwrap();
+        let fs = HostFs::open(t.path()).unwrap();
+        fs.write_file("/etc/shadow", b"secret", me()).unwrap();
+        std::fs::hard_link(t.path().join("etc/shadow"), t.path().join("etc/motd")).unwrap();
+        let open = Meta {
+            mode: 0o644,
+            ..me()
+        };
+        fs.set_meta("/etc/motd", open).unwrap();
+        fs.commit_batch().unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(t.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!((mode("etc/shadow"), mode("etc/motd")), (0o640, 0o644));
+        assert_eq!(std::fs::read(t.path().join("etc/motd")).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_file_is_not_read() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("etc")).unwrap();
+        nix::unistd::mkfifo(&t.path().join("etc/motd"), Mode::from_bits_truncate(0o644)).unwrap();
+        let fs = HostFs::open(t.path()).unwrap();
+        assert_eq!(fs.observe("/etc/motd").unwrap(), Observed::Other);
     }
 
     #[test]

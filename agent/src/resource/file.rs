@@ -329,7 +329,9 @@ pub fn diff(spec: &FileSpec, observed: &Observed) -> Option<String> {
     let Content::Regular(new) = &spec.content else {
         return None;
     };
-    if spec.is_secret() {
+    // Either side may be the secret: Git's new content, or what the host has now.
+    let host_secret = matches!(observed, Observed::File { meta, .. } if meta.mode & 0o004 == 0);
+    if spec.is_secret() || host_secret {
         return Some("(content not shown: the file is not world-readable)".into());
     }
     let old: &[u8] = match observed {
@@ -461,5 +463,8 @@ mod tests {
         assert!(d.contains("-a") && d.contains("+b"), "{d}");
         let s = diff(&spec("password\n", 0o600), &file("old\n", 0o600)).unwrap();
         assert!(!s.contains("password") && !s.contains("old"), "{s}");
+        // Git says world-readable, but the host's current file is a secret: not shown either.
+        let s = diff(&spec("public\n", 0o644), &file("hunter2\n", 0o600)).unwrap();
+        assert!(!s.contains("hunter2"), "{s}");
     }
 }

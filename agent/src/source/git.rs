@@ -91,18 +91,51 @@ impl LocalRepo {
 
     /// Fetches the tip of `remote.branch`, depth 1, over protocol v2. Blocking: run it off the runtime.
     pub fn fetch(&self, remote: &Remote) -> Result<Fetched> {
+        self.fetch_branch(remote, NonZeroU32::MIN)
+    }
+
+    /// Fetches `remote.branch` again with `depth` commits of history (counted from the tip), so
+    /// the trust check can walk back to the last applied commit.
+    pub fn deepen(&self, remote: &Remote, depth: u32) -> Result<()> {
+        let depth = NonZeroU32::new(depth).unwrap_or(NonZeroU32::MIN);
+        self.fetch_branch(remote, depth).map(|_| ())
+    }
+
+    fn fetch_branch(&self, remote: &Remote, depth: NonZeroU32) -> Result<Fetched> {
+        let received_pack = self.fetch_ref(
+            remote,
+            &format!("refs/heads/{}", remote.branch),
+            &Self::tracking_ref(&remote.branch),
+            depth,
+        )?;
+        let commit = received_pack
+            .and(self.fetched(&remote.branch)?)
+            .ok_or_else(|| {
+                anyhow!(
+                    "fetching branch {} from {}: the branch does not exist on the server",
+                    remote.branch,
+                    redact_url(&remote.url)
+                )
+            })?;
+        Ok(Fetched {
+            commit,
+            received_pack: received_pack == Some(true),
+        })
+    }
+
+    /// Fetches `remote_ref` of `remote.url` into `local_ref` with `depth` commits; says whether a
+    /// pack came, or `None` when the server has no such ref (the local ref stays as it was).
+    pub fn fetch_ref(
+        &self,
+        remote: &Remote,
+        remote_ref: &str,
+        local_ref: &str,
+        depth: NonZeroU32,
+    ) -> Result<Option<bool>> {
         init_tls();
         let repo = self.open(Some(remote))?;
-        let what = format!(
-            "fetching branch {} from {}",
-            remote.branch,
-            redact_url(&remote.url)
-        );
-        let spec = format!(
-            "+refs/heads/{}:{}",
-            remote.branch,
-            Self::tracking_ref(&remote.branch)
-        );
+        let what = format!("fetching {remote_ref} from {}", redact_url(&remote.url));
+        let spec = format!("+{remote_ref}:{local_ref}");
         let url = remote_url(&remote.url)?;
         let r = repo
             .remote_at(url.as_str())
@@ -131,9 +164,12 @@ impl LocalRepo {
         let prepare = conn
             .prepare_fetch(gix::progress::Discard, Default::default())
             .with_context(|| what.clone())?;
+        if prepare.ref_map().is_missing_required_mapping() {
+            return Ok(None);
+        }
         // Nothing new: stop after the ref listing. Else gix negotiates a (shallow) fetch anyway,
         // one more round trip and ~450 bytes on every poll. Dropping `prepare` ends the session.
-        let tracking = Self::tracking_ref(&remote.branch);
+        // (A deepening fetch of the same tip must go on: it wants the history behind it.)
         let tip = prepare
             .ref_map()
             .mappings
@@ -141,53 +177,65 @@ impl LocalRepo {
             .find(|m| {
                 m.local
                     .as_ref()
-                    .is_some_and(|l| l.as_slice() == tracking.as_bytes())
+                    .is_some_and(|l| l.as_slice() == local_ref.as_bytes())
             })
             .and_then(|m| m.remote.as_id())
             .map(|id| id.to_owned());
-        if let (Some(tip), Some(have)) = (tip, self.fetched(&remote.branch)?) {
+        if let (Some(tip), Some(have), true) =
+            (tip, self.resolve(local_ref)?, depth == NonZeroU32::MIN)
+        {
             if tip == have && repo.has_object(tip) {
-                return Ok(Fetched {
-                    commit: have,
-                    received_pack: false,
-                });
+                return Ok(Some(false));
             }
         }
         let outcome = prepare
-            .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(NonZeroU32::MIN))
+            .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth))
             .receive(gix::progress::Discard, &AtomicBool::new(false))
             .with_context(|| what.clone())?;
         if outcome.handshake.server_protocol_version != gix::protocol::transport::Protocol::V2 {
             bail!("{what}: the server does not speak git protocol v2, which plumb needs for shallow fetches");
         }
-        let received_pack = !matches!(
+        Ok(Some(!matches!(
             outcome.status,
             gix::remote::fetch::Status::NoPackReceived { .. }
-        );
-        let commit = self.fetched(&remote.branch)?.ok_or_else(|| {
-            anyhow!(
-                "{what}: branch {} does not exist on the server",
-                remote.branch
-            )
-        })?;
-        Ok(Fetched {
-            commit,
-            received_pack,
-        })
+        )))
     }
 
-    /// The last fetched tip of `branch`, if any.
-    pub fn fetched(&self, branch: &str) -> Result<Option<ObjectId>> {
+    /// The commit a local ref points to, if the ref exists.
+    pub fn resolve(&self, local_ref: &str) -> Result<Option<ObjectId>> {
         let repo = self.open(None)?;
-        let r = repo.try_find_reference(Self::tracking_ref(branch).as_str())?;
+        let r = repo.try_find_reference(local_ref)?;
         Ok(match r {
             Some(mut r) => Some(
                 r.peel_to_id()
-                    .context("resolving the fetched branch")?
+                    .with_context(|| format!("resolving {local_ref}"))?
                     .detach(),
             ),
             None => None,
         })
+    }
+
+    /// The content of `path` in the tree of `commit`, if it is a blob there.
+    pub fn read_blob(&self, commit: ObjectId, path: &str) -> Result<Option<Vec<u8>>> {
+        let repo = self.open(None)?;
+        let tree = repo
+            .find_commit(commit)
+            .with_context(|| format!("commit {commit} is not in {}", self.dir.display()))?
+            .tree()
+            .context("reading the commit's tree")?;
+        let Some(entry) = tree.lookup_entry_by_path(path)? else {
+            return Ok(None);
+        };
+        if !entry.mode().is_blob() {
+            return Ok(None);
+        }
+        let data = repo.find_blob(entry.object_id())?.data.clone();
+        Ok(Some(data))
+    }
+
+    /// The last fetched tip of `branch`, if any.
+    pub fn fetched(&self, branch: &str) -> Result<Option<ObjectId>> {
+        self.resolve(&Self::tracking_ref(branch))
     }
 
     /// A view of `commit`'s tree for the spec loader.

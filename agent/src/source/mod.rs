@@ -1,3 +1,4 @@
 //! Git: fetch, and read the host's tree at a commit.
 
 pub mod git;
+pub mod verify;

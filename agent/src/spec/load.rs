@@ -295,27 +295,7 @@ impl Builder {
                 p = parent;
             }
         }
-        let total: u64 = self
-            .files
-            .values()
-            .map(|f| match &f.content {
-                Content::Regular(d) => d.len() as u64,
-                Content::Symlink(_) => 0,
-            })
-            .sum();
-        if self.files.len() > limits.max_files {
-            return err(format!(
-                "{} files exceed the limit of {} (limits.max_files in agent.toml)",
-                self.files.len(),
-                limits.max_files
-            ));
-        }
-        if let Some((p, f)) = self.files.iter().find(|(_, f)| matches!(&f.content, Content::Regular(d) if d.len() as u64 > limits.max_file_size)) {
-            return err(format!("{}: {p} is larger than the limit of {} bytes (limits.max_file_size in agent.toml)", f.origin, limits.max_file_size));
-        }
-        if total > limits.max_total_size {
-            return err(format!("files total {total} bytes, over the limit of {} (limits.max_total_size in agent.toml)", limits.max_total_size));
-        }
+        self.check_limits(limits)?;
 
         let mut units = BTreeMap::new();
         let mut names: Vec<String> = self.unit_files.keys().cloned().collect();
@@ -412,6 +392,42 @@ impl Builder {
             packages: self.packages,
             health: self.health,
         })
+    }
+}
+
+impl Builder {
+    /// Every file plumb would write (files, unit files, drop-ins, Quadlet files) counts against
+    /// the limits, so a huge commit is rejected before anything is written.
+    fn check_limits(&self, limits: &Limits) -> Result<()> {
+        let mut sizes: Vec<(&str, &str, u64)> = Vec::new();
+        for (path, f) in &self.files {
+            let len = match &f.content {
+                Content::Regular(d) => d.len() as u64,
+                Content::Symlink(_) => 0,
+            };
+            sizes.push((&f.origin, path, len));
+        }
+        for (name, (origin, data)) in self.unit_files.iter().chain(&self.containers) {
+            sizes.push((origin, name, data.len() as u64));
+        }
+        for (conf, (origin, data)) in self.dropins.values().flatten() {
+            sizes.push((origin, conf, data.len() as u64));
+        }
+        if sizes.len() > limits.max_files {
+            return err(format!(
+                "{} files exceed the limit of {} (limits.max_files in agent.toml)",
+                sizes.len(),
+                limits.max_files
+            ));
+        }
+        if let Some((origin, name, _)) = sizes.iter().find(|s| s.2 > limits.max_file_size) {
+            return err(format!("{origin}: {name} is larger than the limit of {} bytes (limits.max_file_size in agent.toml)", limits.max_file_size));
+        }
+        let total: u64 = sizes.iter().map(|s| s.2).sum();
+        if total > limits.max_total_size {
+            return err(format!("files total {total} bytes, over the limit of {} (limits.max_total_size in agent.toml)", limits.max_total_size));
+        }
+        Ok(())
     }
 }
 
@@ -744,6 +760,23 @@ mod tests {
             .0
             .contains("max_files"));
         assert!(load(&t, "hosts/h1", &l(5, 6, 2)).is_ok());
+        // Unit, drop-in and Quadlet files count too.
+        let t = t
+            .file("hosts/h1/units/a.service", "123456")
+            .file("hosts/h1/units/a.service.d/x.conf", "1")
+            .file("hosts/h1/containers/w.container", "1");
+        assert!(load(&t, "hosts/h1", &l(5, 100, 10))
+            .unwrap_err()
+            .0
+            .contains("hosts/h1/units/a.service: a.service is larger"));
+        assert!(load(&t, "hosts/h1", &l(100, 100, 4))
+            .unwrap_err()
+            .0
+            .contains("5 files exceed"));
+        assert!(load(&t, "hosts/h1", &l(100, 13, 10))
+            .unwrap_err()
+            .0
+            .contains("files total 14 bytes"));
     }
 
     #[test]
