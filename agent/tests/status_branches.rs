@@ -279,7 +279,12 @@ fn pushes_on_change_and_not_on_an_unchanged_pass() {
     // A new commit: `plan` (a dry run) pushes nothing, the next pass pushes on top.
     w.fleet.write("hosts/web-01/files/etc/motd", "two\n");
     let c2 = w.fleet.commit("two");
-    let plan = a.pass(PassOptions { dry_run: true }).unwrap();
+    let plan = a
+        .pass(PassOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .unwrap();
     assert!(plan.has_changes());
     assert_eq!(w.head("fleet.git", "web-01").unwrap(), second);
     assert_eq!(pass(&mut a).report.outcome, Outcome::Changed);
