@@ -66,7 +66,11 @@ fn failing_unit_check_rolls_back_to_the_previous_unit() -> Result<()> {
     w.put("units/app.service", GOOD2)?;
     let fixed = w.commit("fixed app")?;
     w.apply(true)?;
-    ensure!(w.report_field("last_good_commit")? == fixed, "{}", w.status()?);
+    ensure!(
+        w.report_field("last_good_commit")? == fixed,
+        "{}",
+        w.status()?
+    );
     w.wait_active("app.service", "active")?;
     ensure!(w.prop("app.service", "ExecStart")?.contains("200002"));
     Ok(())
