@@ -6,6 +6,7 @@
 mod support;
 
 use anyhow::{ensure, Result};
+use std::time::Duration;
 use support::World;
 
 const GOOD: &str = "[Unit]\nDescription=plumb health test\n[Service]\nExecStart=/bin/sleep 200001\n[Install]\nWantedBy=multi-user.target\n";
@@ -73,5 +74,61 @@ fn failing_unit_check_rolls_back_to_the_previous_unit() -> Result<()> {
     );
     w.wait_active("app.service", "active")?;
     ensure!(w.prop("app.service", "ExecStart")?.contains("200002"));
+    Ok(())
+}
+
+/// D-Bus restarted under the running agent: the next pass opens a new connection and applies.
+#[test]
+fn dbus_restarted_under_the_running_agent() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let w = World::new("db1")?;
+    w.put("units/app.service", GOOD)?;
+    let c1 = w.commit("app")?;
+    w.node.exec_ok(&[
+        "systemd-run",
+        "--unit=plumb-agent",
+        "/usr/local/bin/plumb",
+        "run",
+    ])?;
+    let applied = |want: &str| -> Result<Option<()>> {
+        let status = w.node.exec(&["/usr/local/bin/plumb", "status"])?;
+        Ok(status
+            .stdout
+            .contains(&format!("applied_commit = \"{want}\""))
+            .then_some(()))
+    };
+    w.node
+        .wait_until("the agent to apply c1", Duration::from_secs(60), || {
+            applied(&c1)
+        })?;
+    w.wait_active("app.service", "active")?;
+    let agent_pid = w.prop("plumb-agent.service", "MainPID")?;
+
+    let bus_pid = w.prop("dbus.service", "MainPID")?;
+    w.node.exec_ok(&["systemctl", "restart", "dbus.service"])?;
+    w.wait_active("dbus.service", "active")?;
+    ensure!(
+        w.prop("dbus.service", "MainPID")? != bus_pid,
+        "D-Bus did not restart"
+    );
+
+    w.put("units/app.service", GOOD2)?;
+    let c2 = w.commit("app 2")?;
+    w.node
+        .exec_ok(&["systemctl", "kill", "-s", "HUP", "plumb-agent.service"])?;
+    w.node
+        .wait_until("the agent to apply c2", Duration::from_secs(60), || {
+            applied(&c2)
+        })?;
+    ensure!(w.report_field("outcome")? == "changed", "{}", w.status()?);
+    w.wait_active("app.service", "active")?;
+    ensure!(w.prop("app.service", "ExecStart")?.contains("200002"));
+    ensure!(
+        w.prop("plumb-agent.service", "MainPID")? == agent_pid,
+        "the agent restarted"
+    );
+    w.node.exec(&["systemctl", "stop", "plumb-agent.service"])?;
     Ok(())
 }
