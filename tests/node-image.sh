@@ -36,7 +36,7 @@ in_image /bin/sh -ec '
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 pkgs="podman crun conmon netavark aardvark-dns catatonit packagekit packagekit-tools iproute2 git
-      busybox-static iptables nftables"
+      busybox-static iptables nftables rpm"
 # trixie ships networkd in its own package
 if apt-cache show systemd-networkd >/dev/null 2>&1; then pkgs="$pkgs systemd-networkd"; fi
 apt-get install -y -q --no-install-recommends $pkgs

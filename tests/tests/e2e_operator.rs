@@ -1,0 +1,595 @@
+//! The operator's story end to end (issue 6): the packages built by `packaging/build.sh`
+//! installed in real trixie nodes, plumb.service run by systemd, the fleet repo served by a git
+//! server on the host. Each test follows docs/packaging.md's commands.
+//!
+//! The packages are built once per test run (release binary + .deb + .rpm, see `packages()`).
+
+use anyhow::{bail, ensure, Context, Result};
+use plumb::status::report::{Kind, Outcome, Report, ResourceState};
+use plumb_systest::{plumb_bin, run, FleetRepo, GitServer, Network, Node, NodeImage};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The agents' poll interval in these tests.
+const INTERVAL: Duration = Duration::from_secs(5);
+
+/// Which resource kinds the agent applies on main so far. The fleet repo always holds a file, a
+/// unit, a Quadlet container and a package; the assertions for a kind are on once its lane lands.
+const UNITS_LANDED: bool = false;
+const CONTAINERS_LANDED: bool = false;
+const PACKAGES_LANDED: bool = true;
+/// Status branches and `plumb fleet`; until then the node's local report (`plumb status`) is read.
+const STATUS_LANDED: bool = true;
+
+/// "Within one interval": the interval with its +10 % jitter, plus the time a pass takes on a
+/// loaded 2-core machine (fetch, package install, container start).
+fn one_interval() -> Duration {
+    INTERVAL.mul_f64(1.1) + Duration::from_secs(40)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The packages, built once per run
+
+struct Packages {
+    deb: PathBuf,
+    /// The same build with a higher version, for the upgrade test.
+    deb_next: PathBuf,
+    rpm: PathBuf,
+}
+
+/// Builds the packages once per test binary run (cargo's own caching makes a rebuild with no
+/// source change take seconds); a lock file keeps concurrent runs from writing the same files.
+fn packages() -> Result<&'static Packages> {
+    static PACKAGES: OnceLock<std::result::Result<Packages, String>> = OnceLock::new();
+    PACKAGES
+        .get_or_init(|| build_packages().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("building the packages failed: {e}"))
+}
+
+fn build_packages() -> Result<Packages> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the tests crate sits in the workspace")?;
+    let target = target_dir()?;
+    let out = target.join("packages");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let lock = std::fs::File::create(out.join(".build.lock"))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .context("locking the package build")?;
+
+    let version = env!("CARGO_PKG_VERSION");
+    let next = format!("{version}+1");
+    let build = |extra: &[&str]| -> Result<()> {
+        let t = Instant::now();
+        run(Command::new("bash")
+            .arg(workspace.join("packaging/build.sh"))
+            .args(extra)
+            .env("CARGO_TARGET_DIR", &target))?
+        .check("packaging/build.sh")?;
+        eprintln!(
+            "e2e: packaging/build.sh {} took {:.1?}",
+            extra.join(" "),
+            t.elapsed()
+        );
+        Ok(())
+    };
+    build(&[])?;
+    build(&["--version", &next])?;
+    let find = |name: &str| -> Result<PathBuf> {
+        let p = out.join(name);
+        ensure!(p.exists(), "build.sh did not make {}", p.display());
+        Ok(p)
+    };
+    Ok(Packages {
+        deb: find(&format!("plumb_{version}-1_amd64.deb"))?,
+        deb_next: find(&format!("plumb_{next}-1_amd64.deb"))?,
+        rpm: find(&format!("plumb-{version}-1.x86_64.rpm"))?,
+    })
+}
+
+/// The cargo target dir this test binary was built in: <target>/<profile>/deps/<binary>.
+fn target_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .with_context(|| format!("no target dir above {}", exe.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// What an operator does on a node (docs/packaging.md, "Operator quickstart")
+
+/// Copies the .deb into the node's /srv and installs it with apt, as an operator would.
+fn apt_install(node: &Node, deb: &Path) -> Result<()> {
+    let name = deb.file_name().context("a file name")?.to_string_lossy();
+    let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
+    node.write_file(&format!("/srv/{name}"), bytes)?;
+    node.sh_ok(&format!(
+        "cd /srv && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./{name}"
+    ))?;
+    Ok(())
+}
+
+fn agent_toml(git: &GitServer) -> String {
+    format!(
+        "repo = \"{}\"\ninterval = \"{}s\"\n",
+        git.url("fleet.git"),
+        INTERVAL.as_secs()
+    )
+}
+
+/// Writes agent.toml and starts the agent: the quickstart's last two steps.
+fn configure_and_start(node: &Node, git: &GitServer) -> Result<()> {
+    node.write_file("/etc/plumb/agent.toml", agent_toml(git))?;
+    node.exec_ok(&["systemctl", "enable", "--now", "plumb"])?;
+    Ok(())
+}
+
+fn unit_prop(node: &Node, unit: &str, prop: &str) -> Result<String> {
+    Ok(node
+        .exec_ok(&["systemctl", "show", "-P", prop, unit])?
+        .trim()
+        .to_string())
+}
+
+/// The node's latest report: from its status branch once that lane landed, else `plumb status`.
+fn report(node: &Node, repo: &FleetRepo) -> Result<Option<Report>> {
+    let text = if STATUS_LANDED {
+        let branch = format!("status/{}", node.name());
+        if repo.rev(&branch)?.is_none() {
+            return Ok(None);
+        }
+        repo.show(&branch, "status.toml")?
+    } else {
+        let out = node.exec(&["plumb", "status"])?;
+        if !out.success() {
+            return Ok(None);
+        }
+        out.stdout
+    };
+    Ok(Some(Report::from_toml(&text)?))
+}
+
+/// Waits until the node reports `converged` with `commit` applied.
+fn wait_converged(node: &Node, repo: &FleetRepo, commit: &str) -> Result<Report> {
+    let t = Instant::now();
+    let r = node.wait_until(
+        &format!("{} converged at {commit}", node.name()),
+        one_interval(),
+        || {
+            Ok(report(node, repo)?.filter(|r| {
+                r.outcome == Outcome::Converged
+                    && r.applied_commit == commit
+                    && r.desired_commit == commit
+            }))
+        },
+    )?;
+    eprintln!(
+        "e2e: {} converged at {} after {:.1?}",
+        node.name(),
+        &commit[..12],
+        t.elapsed()
+    );
+    Ok(r)
+}
+
+fn resource_state(r: &Report, kind: Kind, name: &str) -> Option<ResourceState> {
+    r.resources
+        .iter()
+        .find(|x| x.kind == kind && x.name == name)
+        .map(|x| x.state)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fleet repository
+
+const FILE: &str = "/etc/plumb-e2e/motd";
+const UNIT: &str = "e2e-app.service";
+const CONTAINER: &str = "e2e-web";
+const PACKAGE: &str = "plumb-e2e-hello";
+
+fn unit_text(version: u32) -> String {
+    format!(
+        "[Unit]\nDescription=plumb e2e app v{version}\n\n[Service]\nEnvironment=E2E_VERSION={version}\n\
+         ExecStart=/bin/sleep infinity\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+const CONTAINER_TEXT: &str = "[Container]\nImage=localhost/busybox:latest\nExec=httpd -f -p 8080\n\
+    StopTimeout=1\n\n[Install]\nWantedBy=multi-user.target\n";
+
+/// One host's directory: a file, a unit, a Quadlet container and a package.
+fn write_host(repo: &FleetRepo, host: &str, motd: &str, unit_version: u32) -> Result<()> {
+    let dir = format!("hosts/{host}");
+    repo.write(&format!("{dir}/files{FILE}"), motd)?;
+    repo.write(&format!("{dir}/units/{UNIT}"), unit_text(unit_version))?;
+    repo.write(
+        &format!("{dir}/containers/{CONTAINER}.container"),
+        CONTAINER_TEXT,
+    )?;
+    repo.write(
+        &format!("{dir}/host.toml"),
+        format!("[packages]\ninstall = [\"{PACKAGE}\"]\n"),
+    )?;
+    Ok(())
+}
+
+/// A local apt repository in the node's /srv/repo with one tiny package, as PackageKit needs.
+fn add_local_apt_repo(node: &Node) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("pkg");
+    std::fs::create_dir_all(root.join("DEBIAN"))?;
+    std::fs::create_dir_all(root.join("usr/share/plumb-e2e"))?;
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {PACKAGE}\nVersion: 1.0\nArchitecture: all\nMaintainer: plumb tests <t@example.invalid>\n\
+             Description: plumb e2e test package\n"
+        ),
+    )?;
+    std::fs::write(root.join("usr/share/plumb-e2e/hello"), "hello\n")?;
+    let deb = dir.path().join(format!("{PACKAGE}_1.0_all.deb"));
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "--build"])
+        .arg(&root)
+        .arg(&deb))?
+    .check("dpkg-deb --build")?;
+    let bytes = std::fs::read(&deb)?;
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let packages = format!(
+        "Package: {PACKAGE}\nVersion: 1.0\nArchitecture: all\nMaintainer: plumb tests <t@example.invalid>\n\
+         Filename: ./{PACKAGE}_1.0_all.deb\nSize: {}\nSHA256: {sha256}\nDescription: plumb e2e test package\n\n",
+        bytes.len()
+    );
+    node.write_file(&format!("/srv/repo/{PACKAGE}_1.0_all.deb"), bytes)?;
+    node.write_file("/srv/repo/Packages", packages)?;
+    node.write_file(
+        "/etc/apt/sources.list.d/plumb-e2e.list",
+        "deb [trusted=yes] file:/srv/repo ./\n",
+    )?;
+    // A flat repo has no translations; apt would complain about each missing one.
+    node.write_file(
+        "/etc/apt/apt.conf.d/99plumb-e2e",
+        "Acquire::Languages \"none\";\n",
+    )?;
+    node.exec_ok(&["apt-get", "update", "-q"])?;
+    Ok(())
+}
+
+/// Checks that the node runs what `write_host(.., motd, unit_version)` asked for.
+fn check_host(node: &Node, motd: &str, unit_version: u32) -> Result<()> {
+    ensure!(node.read_file(FILE)? == motd, "{FILE} on {}", node.name());
+    if UNITS_LANDED {
+        ensure!(
+            unit_prop(node, UNIT, "ActiveState")? == "active",
+            "{UNIT} active"
+        );
+        let env = unit_prop(node, UNIT, "Environment")?;
+        ensure!(
+            env.contains(&format!("E2E_VERSION={unit_version}")),
+            "{UNIT} runs v{unit_version}: {env}"
+        );
+    }
+    if CONTAINERS_LANDED {
+        let svc = format!("{CONTAINER}.service");
+        ensure!(
+            unit_prop(node, &svc, "ActiveState")? == "active",
+            "{svc} active"
+        );
+    }
+    if PACKAGES_LANDED {
+        let st = node.exec_ok(&["dpkg-query", "-W", "-f", "${Status}", PACKAGE])?;
+        ensure!(st == "install ok installed", "{PACKAGE}: {st}");
+    }
+    Ok(())
+}
+
+fn boot(image: &NodeImage, net: &Network, name: &str) -> Result<Node> {
+    let t = Instant::now();
+    let node = Node::boot(image, net, name)?;
+    eprintln!("e2e: node {name} booted in {:.1?}", t.elapsed());
+    Ok(node)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+/// Stories 1-4 on one node: install + configure + converge, change in Git, drift, revert.
+#[test]
+fn deb_install_converge_change_drift_revert() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let pkgs = packages()?;
+    let image = NodeImage::ensure()?;
+    let net = Network::new()?;
+    let git = GitServer::start(&net)?;
+    let repo = git.create_repo("fleet.git")?;
+    let node = boot(&image, &net, "op-1")?;
+    add_local_apt_repo(&node)?;
+
+    // 1. Install on a fresh node: the unit is enabled but skipped while agent.toml names no repo.
+    apt_install(&node, &pkgs.deb)?;
+    ensure!(node.exec_ok(&["systemctl", "is-enabled", "plumb"])?.trim() == "enabled");
+    let state = unit_prop(&node, "plumb.service", "ActiveState")?;
+    ensure!(
+        state == "inactive",
+        "unconfigured plumb.service is {state}, want inactive"
+    );
+
+    write_host(&repo, "op-1", "v1\n", 1)?;
+    let c1 = repo.commit("op-1: file, unit, container, package")?;
+    let t = Instant::now();
+    configure_and_start(&node, &git)?;
+    ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "active");
+    let r = wait_converged(&node, &repo, &c1)?;
+    eprintln!(
+        "e2e: story 1 converged {:.1?} after enable --now",
+        t.elapsed()
+    );
+    check_host(&node, "v1\n", 1)?;
+    ensure!(
+        resource_state(&r, Kind::File, FILE).is_some(),
+        "{FILE} reported: {r:?}"
+    );
+
+    // 2. The operator changes the file and the unit in Git: applied, the unit restarted.
+    let invocation = UNITS_LANDED
+        .then(|| unit_prop(&node, UNIT, "InvocationID"))
+        .transpose()?;
+    write_host(&repo, "op-1", "v2\n", 2)?;
+    let c2 = repo.commit("op-1: v2")?;
+    wait_converged(&node, &repo, &c2)?;
+    check_host(&node, "v2\n", 2)?;
+    if let Some(before) = invocation {
+        ensure!(
+            unit_prop(&node, UNIT, "InvocationID")? != before,
+            "{UNIT} was restarted"
+        );
+    }
+
+    // 3. Drift by hand: the file edited, the unit stopped -> put back and reported.
+    node.write_file(FILE, "edited by hand\n")?;
+    if UNITS_LANDED {
+        node.exec_ok(&["systemctl", "stop", UNIT])?;
+    }
+    let t = Instant::now();
+    let r = node.wait_until("drift corrected and reported", one_interval(), || {
+        Ok(report(&node, &repo)?
+            .filter(|r| resource_state(r, Kind::File, FILE) == Some(ResourceState::DriftCorrected)))
+    })?;
+    eprintln!("e2e: drift corrected after {:.1?}", t.elapsed());
+    if UNITS_LANDED {
+        ensure!(
+            resource_state(&r, Kind::Unit, UNIT) == Some(ResourceState::DriftCorrected),
+            "{UNIT} reported drift-corrected: {r:?}"
+        );
+    }
+    check_host(&node, "v2\n", 2)?;
+
+    // 4. git revert of the last change: back to v1.
+    repo.git(&["revert", "--no-edit", "HEAD"])?;
+    repo.git(&["push", "-q", "origin", "HEAD:refs/heads/main"])?;
+    let c3 = repo.head()?;
+    wait_converged(&node, &repo, &c3)?;
+    check_host(&node, "v1\n", 1)?;
+    Ok(())
+}
+
+/// Story 5: three nodes, each its own host directory and status branch, `plumb fleet` on the host.
+#[test]
+fn three_nodes_report_to_their_own_status_branches() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let pkgs = packages()?;
+    let image = NodeImage::ensure()?;
+    let net = Network::new()?;
+    let git = GitServer::start(&net)?;
+    let repo = git.create_repo("fleet.git")?;
+    let names = ["fleet-a", "fleet-b", "fleet-c"];
+    for name in names {
+        repo.write(&format!("hosts/{name}/files{FILE}"), format!("{name}\n"))?;
+    }
+    let commit = repo.commit("three hosts")?;
+    let t = Instant::now();
+    let nodes = Node::boot_many(&image, &net, &names)?;
+    eprintln!("e2e: three nodes booted in {:.1?}", t.elapsed());
+    for node in &nodes {
+        apt_install(node, &pkgs.deb)?;
+        configure_and_start(node, &git)?;
+    }
+    for node in &nodes {
+        wait_converged(node, &repo, &commit)?;
+        ensure!(node.read_file(FILE)? == format!("{}\n", node.name()));
+    }
+    if STATUS_LANDED {
+        for name in names {
+            ensure!(
+                repo.rev(&format!("status/{name}"))?.is_some(),
+                "status/{name}"
+            );
+        }
+        let out =
+            run(Command::new(plumb_bin()?).args(["fleet", "--repo", &git.local_url("fleet.git")]))?
+                .check("plumb fleet")?;
+        for name in names {
+            let line = out
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .with_context(|| format!("{name} in plumb fleet:\n{out}"))?;
+            ensure!(
+                line.contains("converged") && line.contains(&commit[..7]) && line.contains("current"),
+                "plumb fleet line for {name}: {line}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Story 6: upgrade N -> N+1 restarts the agent and keeps state and the edited config; remove
+/// stops and disables it and keeps the config; purge removes everything. Also: the watchdog.
+#[test]
+fn deb_upgrade_remove_purge() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let pkgs = packages()?;
+    let image = NodeImage::ensure()?;
+    let net = Network::new()?;
+    let git = GitServer::start(&net)?;
+    let repo = git.create_repo("fleet.git")?;
+    let node = boot(&image, &net, "up-1")?;
+    repo.write(&format!("hosts/up-1/files{FILE}"), "up\n")?;
+    let commit = repo.commit("up-1")?;
+
+    apt_install(&node, &pkgs.deb)?;
+    let edited = format!("# edited by the operator\n{}", agent_toml(&git));
+    node.write_file("/etc/plumb/agent.toml", &edited)?;
+    node.exec_ok(&["systemctl", "enable", "--now", "plumb"])?;
+    wait_converged(&node, &repo, &commit)?;
+
+    // The agent feeds the watchdog: with a 2 s WatchdogSec it keeps running past several periods.
+    node.write_file(
+        "/etc/systemd/system/plumb.service.d/watchdog.conf",
+        "[Service]\nWatchdogSec=2s\n",
+    )?;
+    node.exec_ok(&["systemctl", "daemon-reload"])?;
+    node.exec_ok(&["systemctl", "restart", "plumb"])?;
+    let pid = unit_prop(&node, "plumb.service", "MainPID")?;
+    let mut pings = Vec::new();
+    node.wait_until("5 watchdog pings", Duration::from_secs(30), || {
+        let ts = unit_prop(&node, "plumb.service", "WatchdogTimestampMonotonic")?;
+        if pings.last() != Some(&ts) {
+            pings.push(ts);
+        }
+        Ok((pings.len() > 5).then_some(()))
+    })?;
+    ensure!(
+        unit_prop(&node, "plumb.service", "MainPID")? == pid,
+        "not restarted by the watchdog"
+    );
+    ensure!(unit_prop(&node, "plumb.service", "NRestarts")? == "0");
+    ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "active");
+    node.exec_ok(&["rm", "/etc/systemd/system/plumb.service.d/watchdog.conf"])?;
+    node.exec_ok(&["systemctl", "daemon-reload"])?;
+
+    // Upgrade to N+1: restarted, config and state kept.
+    let pid = unit_prop(&node, "plumb.service", "MainPID")?;
+    apt_install(&node, &pkgs.deb_next)?;
+    let version = node.exec_ok(&["dpkg-query", "-W", "-f", "${Version}", "plumb"])?;
+    ensure!(version.contains("+1"), "upgraded to N+1: {version}");
+    let new_pid = unit_prop(&node, "plumb.service", "MainPID")?;
+    ensure!(
+        new_pid != pid && new_pid != "0",
+        "restarted on upgrade: {pid} -> {new_pid}"
+    );
+    ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "active");
+    ensure!(
+        node.read_file("/etc/plumb/agent.toml")? == edited,
+        "edited config kept"
+    );
+    let state = node.read_file("/var/lib/plumb/state.json")?;
+    ensure!(state.contains(&commit), "state kept: {state}");
+    wait_converged(&node, &repo, &commit)?;
+
+    // Remove: stopped and disabled, config and state kept.
+    node.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q plumb")?;
+    ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "inactive");
+    let wants = "/etc/systemd/system/multi-user.target.wants/plumb.service";
+    ensure!(
+        !node.exec(&["test", "-L", wants])?.success(),
+        "{wants} left behind"
+    );
+    ensure!(!node.exec(&["test", "-e", "/usr/bin/plumb"])?.success());
+    ensure!(
+        node.read_file("/etc/plumb/agent.toml")? == edited,
+        "config kept on remove"
+    );
+    ensure!(node
+        .read_file("/var/lib/plumb/state.json")?
+        .contains(&commit));
+    ensure!(node.read_file(FILE)? == "up\n", "managed files stay");
+
+    // Purge: config and state gone.
+    node.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q plumb")?;
+    for gone in ["/etc/plumb/agent.toml", "/var/lib/plumb"] {
+        ensure!(
+            !node.exec(&["test", "-e", gone])?.success(),
+            "{gone} after purge"
+        );
+    }
+    let status = node.exec(&["dpkg-query", "-W", "-f", "${Status}", "plumb"])?;
+    ensure!(!status.stdout.contains("installed"), "purged: {status:?}");
+    Ok(())
+}
+
+/// Story 7: the .rpm in a trixie node with Debian's rpm; rpmlint on the host.
+#[test]
+fn rpm_install_erase_and_lint() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let pkgs = packages()?;
+    rpmlint(&pkgs.rpm)?;
+
+    let image = NodeImage::ensure()?;
+    let net = Network::new()?;
+    let node = boot(&image, &net, "rpm-1")?;
+    let bytes = std::fs::read(&pkgs.rpm)?;
+    node.write_file("/srv/plumb.rpm", bytes)?;
+    node.exec_ok(&["rpm", "-i", "--nodeps", "/srv/plumb.rpm"])?;
+    ensure!(node.exec_ok(&["systemctl", "is-enabled", "plumb"])?.trim() == "enabled");
+    // Enabled, but not started by the package, and not failed.
+    ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "inactive");
+    let config = node.exec_ok(&["rpm", "-qc", "plumb"])?;
+    ensure!(
+        config.lines().any(|l| l == "/etc/plumb/agent.toml"),
+        "rpm -qc: {config}"
+    );
+    ensure!(node
+        .exec_ok(&["plumb", "--version"])?
+        .contains(env!("CARGO_PKG_VERSION")));
+    ensure!(node
+        .exec(&["test", "-s", "/usr/share/man/man1/plumb.1.gz"])?
+        .success());
+
+    let edited = "# edited\nrepo = \"git://192.0.2.1/fleet.git\"\n";
+    node.write_file("/etc/plumb/agent.toml", edited)?;
+    node.exec_ok(&["rpm", "-e", "plumb"])?;
+    ensure!(
+        node.read_file("/etc/plumb/agent.toml.rpmsave")? == edited,
+        "edited config kept as .rpmsave"
+    );
+    ensure!(!node.exec(&["test", "-e", "/usr/bin/plumb"])?.success());
+    let enabled = node.exec(&["systemctl", "is-enabled", "plumb"])?;
+    ensure!(
+        !enabled.success(),
+        "still enabled after rpm -e: {enabled:?}"
+    );
+    Ok(())
+}
+
+/// rpmlint (installed on the host with apt when missing) finds no errors.
+fn rpmlint(rpm: &Path) -> Result<()> {
+    if !run(Command::new("sh").args(["-c", "command -v rpmlint"]))?.success() {
+        run(Command::new("apt-get").args(["update", "-q"]))?.check("apt-get update")?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "rpmlint"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?
+        .check("apt-get install rpmlint")?;
+    }
+    let out = run(Command::new("rpmlint").arg(rpm))?;
+    eprintln!("e2e: rpmlint:\n{}{}", out.stdout, out.stderr);
+    if !out.success() || out.stdout.contains(": E: ") {
+        bail!("rpmlint found errors in {}", rpm.display());
+    }
+    Ok(())
+}
