@@ -426,7 +426,9 @@ fn three_nodes_report_to_their_own_status_branches() -> Result<()> {
                 .find(|l| l.split_whitespace().next() == Some(name))
                 .with_context(|| format!("{name} in plumb fleet:\n{out}"))?;
             ensure!(
-                line.contains("converged") && line.contains(&commit[..7]) && line.contains("current"),
+                line.contains("converged")
+                    && line.contains(&commit[..7])
+                    && line.contains("current"),
                 "plumb fleet line for {name}: {line}"
             );
         }
