@@ -44,6 +44,6 @@ if [ -n "$version" ]; then
     deb_args+=(--deb-version "$version-1")
     rpm_args+=(--set-metadata "version = \"$version\"")
 fi
-cargo deb -p plumb --no-build --no-strip --target-dir "$target" -o "$out" "${deb_args[@]}"
+cargo deb -p plumb --no-build --no-strip -o "$out" "${deb_args[@]}"
 cargo generate-rpm -p agent --target-dir "$target" -o "$out" "${rpm_args[@]}"
 ls -l "$out"
