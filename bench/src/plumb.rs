@@ -246,6 +246,10 @@ pub fn idle_rss(
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            if samples.samples.is_empty() {
+                // A slow (loaded) machine may get here late: one sample, still before the next pass.
+                samples.push(proc_status_kib(pid, "VmRSS")? as f64 / 1024.0);
+            }
             idle.push(samples.median());
         }
         Ok(IdleFigures {

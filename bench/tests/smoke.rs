@@ -48,7 +48,7 @@ fn bench_smoke_run() {
         ])
         .args([
             "--interval",
-            "1",
+            "2",
             "--status-branches",
             "3,30",
             "--skip-peers",
