@@ -17,8 +17,8 @@ const INTERVAL: Duration = Duration::from_secs(5);
 
 /// Which resource kinds the agent applies on main so far. The fleet repo always holds a file, a
 /// unit, a Quadlet container and a package; the assertions for a kind are on once its lane lands.
-const UNITS_LANDED: bool = false;
-const CONTAINERS_LANDED: bool = false;
+const UNITS_LANDED: bool = true;
+const CONTAINERS_LANDED: bool = true;
 const PACKAGES_LANDED: bool = true;
 /// Status branches and `plumb fleet`; until then the node's local report (`plumb status`) is read.
 const STATUS_LANDED: bool = true;
