@@ -146,20 +146,7 @@ impl LocalRepo {
             .with_fetch_tags(gix::remote::fetch::Tags::None);
         let mut conn = r.connect(Direction::Fetch).with_context(|| what.clone())?;
         if let Some(token_file) = &remote.token_file {
-            let token = read_token(token_file)?;
-            conn = conn.with_credentials(move |action| match action {
-                gix::credentials::helper::Action::Get(ctx) => {
-                    Ok(Some(gix::credentials::protocol::Outcome {
-                        identity: gix::sec::identity::Account {
-                            username: ctx.username.clone().unwrap_or_else(|| "plumb".into()),
-                            password: token.clone(),
-                            oauth_refresh_token: None,
-                        },
-                        next: gix::credentials::helper::NextAction::from(ctx),
-                    }))
-                }
-                _ => Ok(None),
-            });
+            conn = conn.with_credentials(token_helper(read_token(token_file)?));
         }
         let prepare = conn
             .prepare_fetch(gix::progress::Discard, Default::default())
@@ -277,6 +264,27 @@ pub(crate) fn init_tls() {
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// Answers gix's credential requests with the token of `auth.token_file`.
+pub(crate) fn token_helper(
+    token: String,
+) -> impl FnMut(
+    gix::credentials::helper::Action,
+) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
+    move |action| match action {
+        gix::credentials::helper::Action::Get(ctx) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: ctx.username.clone().unwrap_or_else(|| "plumb".into()),
+                    password: token.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: gix::credentials::helper::NextAction::from(ctx),
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 pub(crate) fn read_token(path: &Path) -> Result<String> {

@@ -1,7 +1,9 @@
 //! Reading status branches with gix: fetches filtered by ref prefix over protocol v2, with the
 //! agent's credentials and the host's git config kept out.
 
-use crate::source::git::{init_tls, read_token, redact_url, remote_url, ssh_command, Remote};
+use crate::source::git::{
+    init_tls, read_token, redact_url, remote_url, ssh_command, token_helper, Remote,
+};
 use anyhow::{bail, Context, Result};
 use gix::remote::Direction;
 use std::num::NonZeroU32;
@@ -138,25 +140,4 @@ pub fn remote_head(repo: &gix::Repository, ep: &Endpoint, branch: &str) -> Resul
         }
         _ => None,
     }))
-}
-
-/// Answers gix's credential requests with the token of `auth.token_file`.
-fn token_helper(
-    token: String,
-) -> impl FnMut(
-    gix::credentials::helper::Action,
-) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
-    move |action| match action {
-        gix::credentials::helper::Action::Get(ctx) => {
-            Ok(Some(gix::credentials::protocol::Outcome {
-                identity: gix::sec::identity::Account {
-                    username: ctx.username.clone().unwrap_or_else(|| "plumb".into()),
-                    password: token.clone(),
-                    oauth_refresh_token: None,
-                },
-                next: gix::credentials::helper::NextAction::from(ctx),
-            }))
-        }
-        _ => Ok(None),
-    }
 }
