@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+mod support;
+
 const PKG_A: &str = "plumb-test-a";
 const PKG_B: &str = "plumb-test-b";
 /// Installed by hand before plumb; named in `install`, later dropped from Git: must stay.
@@ -298,7 +300,7 @@ impl World {
         repo.write("hosts/n1/files/etc/plumb-test.conf", "made by plumb\n")?;
         Ok(World {
             repo,
-            sandbox: sandbox_properties()?,
+            sandbox: support::sandbox_properties()?,
             node,
             _git: git,
             _net: net,
@@ -485,39 +487,4 @@ fn build_repo(dir: &Path) -> Result<String> {
         ));
     }
     Ok(index)
-}
-
-/// The sandbox of the shipped plumb.service ([Service] settings but how it starts and restarts).
-fn sandbox_properties() -> Result<Vec<String>> {
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/plumb.service");
-    let text =
-        std::fs::read_to_string(&unit).with_context(|| format!("reading {}", unit.display()))?;
-    let mut in_service = false;
-    let mut props = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_service = line == "[Service]";
-            continue;
-        }
-        let Some((key, _)) = line.split_once('=') else {
-            continue;
-        };
-        if !in_service || line.starts_with('#') {
-            continue;
-        }
-        if matches!(
-            key,
-            "Type"
-                | "ExecCondition"
-                | "ExecStart"
-                | "WatchdogSec"
-                | "Restart"
-                | "RestartSec"
-                | "TimeoutStopSec"
-        ) {
-            continue;
-        }
-        props.push(line.to_string());
-    }
-    Ok(props)
 }

@@ -163,7 +163,7 @@ impl World {
 
 /// The sandbox of the shipped plumb.service: its [Service] settings but how it starts and
 /// restarts, as `systemd-run -p` properties.
-fn sandbox_properties() -> Result<Vec<String>> {
+pub fn sandbox_properties() -> Result<Vec<String>> {
     let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/plumb.service");
     let text =
         std::fs::read_to_string(&unit).with_context(|| format!("reading {}", unit.display()))?;
