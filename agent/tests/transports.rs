@@ -125,9 +125,10 @@ fn fetch_over_ssh_with_a_deploy_key() {
 /// git http-backend as CGI behind TLS, requiring HTTP basic auth with the token as password.
 const HTTPS_SERVER: &str = r#"
 import base64, http.server, os, ssl, subprocess, sys
-root, port, cert, key, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+root, port, cert, key, token, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 class H(http.server.BaseHTTPRequestHandler):
     def handle_one(self):
+        with open(log, "a") as f: f.write(self.command + " " + self.path + "\n")
         auth = self.headers.get("Authorization", "")
         if not auth.startswith("Basic ") or base64.b64decode(auth[6:]).decode().split(":", 1)[-1] != token:
             self.send_response(401); self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -210,6 +211,7 @@ fn fetch_over_https_with_a_token() {
             .arg(d.join("cert.pem"))
             .arg(d.join("key.pem"))
             .arg("s3cret-token")
+            .arg(d.join("requests.log"))
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -244,6 +246,21 @@ fn fetch_over_https_with_a_token() {
     // The report is pushed to the status branch with the same token (git binary, same CA).
     let pushed = git(&f.bare(), &["show", "refs/heads/status/h1:status.toml"]);
     assert!(pushed.contains("host = \"h1\""), "{pushed}");
+
+    // A poll that finds nothing new is one POST of `ls-refs` (no capability GET before it).
+    std::fs::write(d.join("requests.log"), "").unwrap();
+    let out = apply(&h);
+    assert!(out.status.success());
+    let log = std::fs::read_to_string(d.join("requests.log")).unwrap();
+    let fetches: Vec<&str> = log.lines().filter(|l| l.contains("upload-pack")).collect();
+    assert_eq!(fetches, ["POST /fleet.git/git-upload-pack"], "{log}");
+
+    // A new commit is fetched (the probe sees it moved, gix fetches it).
+    f.write("hosts/h1/files/etc/motd", "moved on\n");
+    f.commit("two");
+    let out = apply(&h);
+    assert!(out.status.success());
+    assert_eq!(h.read("/etc/motd").unwrap(), "moved on\n");
 
     // A wrong token is refused; the secret never shows in the output or the status.
     std::fs::write(d.join("token"), "wrong-token\n").unwrap();

@@ -1,5 +1,6 @@
 //! The fleet repository: a bare, shallow clone under `state_dir`, fetched one branch at a time.
 
+use super::probe;
 use crate::spec::tree::{FleetTree, Node};
 use anyhow::{anyhow, bail, Context, Result};
 use gix::bstr::ByteSlice;
@@ -135,6 +136,11 @@ impl LocalRepo {
         init_tls();
         let repo = self.open(Some(remote))?;
         let what = format!("fetching {remote_ref} from {}", redact_url(&remote.url));
+        if depth == NonZeroU32::MIN {
+            if let Some(found) = self.probe(&repo, remote, remote_ref, local_ref)? {
+                return Ok(found);
+            }
+        }
         let spec = format!("+{remote_ref}:{local_ref}");
         let url = remote_url(&remote.url)?;
         let r = repo
@@ -144,13 +150,78 @@ impl LocalRepo {
             .with_context(|| what.clone())?
             // Tags are not needed, and asking for them would list every tag on each poll.
             .with_fetch_tags(gix::remote::fetch::Tags::None);
-        let mut conn = r.connect(Direction::Fetch).with_context(|| what.clone())?;
+        let parsed = r.url(Direction::Fetch).expect("set above");
+        if parsed.scheme == gix::url::Scheme::Git {
+            // gix's own git:// socket keeps Nagle's algorithm on, and its small writes then wait
+            // ~40 ms for each delayed ACK: hand it one without.
+            let host = parsed.host().context("git:// URL without a host")?;
+            let stream = probe::connect_tcp(host, parsed.port_or_default().unwrap_or(9418))
+                .context(what.clone())?;
+            let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
+                stream.try_clone()?,
+                stream,
+                gix::protocol::transport::Protocol::V2,
+                parsed.path.clone(),
+                Some((host.to_string(), parsed.port)),
+                gix::protocol::transport::client::git::ConnectMode::Daemon,
+                false,
+            );
+            self.receive(
+                &repo,
+                r.to_connection_with_transport(transport),
+                remote,
+                local_ref,
+                depth,
+                &what,
+            )
+        } else {
+            let conn = r.connect(Direction::Fetch).with_context(|| what.clone())?;
+            self.receive(&repo, conn, remote, local_ref, depth, &what)
+        }
+    }
+
+    /// The one-round-trip check of a poll ([`probe`]): `Some` when the server's tip is the one we
+    /// already have (nothing to fetch) or the ref is gone; `None` when gix must fetch.
+    fn probe(
+        &self,
+        repo: &gix::Repository,
+        remote: &Remote,
+        remote_ref: &str,
+        local_ref: &str,
+    ) -> Result<Option<Option<bool>>> {
+        let Some(have) = self.resolve(local_ref)? else {
+            return Ok(None);
+        };
+        match probe::remote_tip(remote, remote_ref) {
+            Ok(probe::Tip::At(tip)) if tip == have && repo.has_object(tip) => {
+                tracing::debug!(commit = %tip, "the server's tip is the fetched one: nothing to fetch");
+                Ok(Some(Some(false)))
+            }
+            Ok(probe::Tip::Missing) => Ok(Some(None)),
+            Ok(probe::Tip::At(_)) => Ok(None),
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "ref probe failed; fetching with the full handshake");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The fetch proper over an open connection; see [`Self::fetch_ref`].
+    fn receive<T: gix::protocol::transport::client::blocking_io::Transport>(
+        &self,
+        repo: &gix::Repository,
+        mut conn: gix::remote::Connection<'_, '_, '_, T>,
+        remote: &Remote,
+        local_ref: &str,
+        depth: NonZeroU32,
+        what: &str,
+    ) -> Result<Option<bool>> {
         if let Some(token_file) = &remote.token_file {
             conn = conn.with_credentials(token_helper(read_token(token_file)?));
         }
         let prepare = conn
             .prepare_fetch(gix::progress::Discard, Default::default())
-            .with_context(|| what.clone())?;
+            .context(what.to_string())?;
         if prepare.ref_map().is_missing_required_mapping() {
             return Ok(None);
         }
@@ -178,7 +249,7 @@ impl LocalRepo {
         let outcome = prepare
             .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth))
             .receive(gix::progress::Discard, &AtomicBool::new(false))
-            .with_context(|| what.clone())?;
+            .context(what.to_string())?;
         if outcome.handshake.server_protocol_version != gix::protocol::transport::Protocol::V2 {
             bail!("{what}: the server does not speak git protocol v2, which plumb needs for shallow fetches");
         }

@@ -1,4 +1,5 @@
 //! Git: fetch, and read the host's tree at a commit.
 
 pub mod git;
+pub mod probe;
 pub mod verify;
