@@ -150,34 +150,8 @@ impl LocalRepo {
             .with_context(|| what.clone())?
             // Tags are not needed, and asking for them would list every tag on each poll.
             .with_fetch_tags(gix::remote::fetch::Tags::None);
-        let parsed = r.url(Direction::Fetch).expect("set above");
-        if parsed.scheme == gix::url::Scheme::Git {
-            // gix's own git:// socket keeps Nagle's algorithm on, and its small writes then wait
-            // ~40 ms for each delayed ACK: hand it one without.
-            let host = parsed.host().context("git:// URL without a host")?;
-            let stream = probe::connect_tcp(host, parsed.port_or_default().unwrap_or(9418))
-                .context(what.clone())?;
-            let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
-                stream.try_clone()?,
-                stream,
-                gix::protocol::transport::Protocol::V2,
-                parsed.path.clone(),
-                Some((host.to_string(), parsed.port)),
-                gix::protocol::transport::client::git::ConnectMode::Daemon,
-                false,
-            );
-            self.receive(
-                &repo,
-                r.to_connection_with_transport(transport),
-                remote,
-                local_ref,
-                depth,
-                &what,
-            )
-        } else {
-            let conn = r.connect(Direction::Fetch).with_context(|| what.clone())?;
-            self.receive(&repo, conn, remote, local_ref, depth, &what)
-        }
+        let conn = connect(&r).with_context(|| what.clone())?;
+        self.receive(&repo, conn, remote, local_ref, depth, &what)
     }
 
     /// The one-round-trip check of a poll ([`probe`]): `Some` when the server's tip is the one we
@@ -207,10 +181,10 @@ impl LocalRepo {
     }
 
     /// The fetch proper over an open connection; see [`Self::fetch_ref`].
-    fn receive<T: gix::protocol::transport::client::blocking_io::Transport>(
+    fn receive(
         &self,
         repo: &gix::Repository,
-        mut conn: gix::remote::Connection<'_, '_, '_, T>,
+        mut conn: Connection<'_, '_>,
         remote: &Remote,
         local_ref: &str,
         depth: NonZeroU32,
@@ -307,6 +281,38 @@ impl LocalRepo {
             .detach();
         Ok(CommitTree { repo, tree, commit })
     }
+}
+
+/// A gix connection for fetching.
+pub(crate) type Connection<'a, 'repo> = gix::remote::Connection<
+    'a,
+    'static,
+    'repo,
+    Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+>;
+
+/// Connects `remote` for a fetch. A git:// connection gets its socket from
+/// [`probe::connect_tcp`]: gix's own keeps Nagle's algorithm on, and its small writes then wait
+/// ~40 ms for the server's delayed ACK, once per request.
+pub(crate) fn connect<'a, 'repo>(remote: &'a gix::Remote<'repo>) -> Result<Connection<'a, 'repo>> {
+    let url = remote
+        .url(Direction::Fetch)
+        .context("the remote has no URL")?;
+    if url.scheme != gix::url::Scheme::Git {
+        return Ok(remote.connect(Direction::Fetch)?);
+    }
+    let host = url.host().context("git:// URL without a host")?;
+    let stream = probe::connect_tcp(host, url.port_or_default().unwrap_or(9418))?;
+    let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
+        stream.try_clone()?,
+        stream,
+        gix::protocol::transport::Protocol::V2,
+        url.path.clone(),
+        Some((host.to_string(), url.port)),
+        gix::protocol::transport::client::git::ConnectMode::Daemon,
+        false,
+    );
+    Ok(remote.to_connection_with_transport(Box::new(transport)))
 }
 
 /// Local paths become file:// URLs so the same code path serves both.

@@ -2,7 +2,7 @@
 //! agent's credentials and the host's git config kept out.
 
 use crate::source::git::{
-    init_tls, read_token, redact_url, remote_url, ssh_command, token_helper, Remote,
+    connect, init_tls, read_token, redact_url, remote_url, ssh_command, token_helper, Remote,
 };
 use anyhow::{bail, Context, Result};
 use gix::remote::Direction;
@@ -75,9 +75,7 @@ pub fn fetch(
         .with_refspecs(refspecs.iter().map(String::as_str), Direction::Fetch)
         .with_context(|| what.clone())?
         .with_fetch_tags(gix::remote::fetch::Tags::None);
-    let mut conn = remote
-        .connect(Direction::Fetch)
-        .with_context(|| what.clone())?;
+    let mut conn = connect(&remote).with_context(|| what.clone())?;
     if let Some(token_file) = &ep.token_file {
         conn = conn.with_credentials(token_helper(read_token(token_file)?));
     }
@@ -125,9 +123,7 @@ pub fn remote_head(repo: &gix::Repository, ep: &Endpoint, branch: &str) -> Resul
         .with_refspecs([full.as_str()], Direction::Fetch)
         .with_context(|| what.clone())?
         .with_fetch_tags(gix::remote::fetch::Tags::None);
-    let mut conn = remote
-        .connect(Direction::Fetch)
-        .with_context(|| what.clone())?;
+    let mut conn = connect(&remote).with_context(|| what.clone())?;
     if let Some(token_file) = &ep.token_file {
         conn = conn.with_credentials(token_helper(read_token(token_file)?));
     }
