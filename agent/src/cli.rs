@@ -42,7 +42,8 @@ pub enum Command {
     },
     /// One line per host from the status branches (works without plumb state or agent.toml).
     Fleet {
-        /// Repository holding the status branches (default: `[status] repo` of the config).
+        /// Repository holding the status branches (default: `[status] repo` of the config). With
+        /// `{host}` in it, one repository per host directory under `hosts/` of the fleet branch.
         #[arg(long, value_name = "URL")]
         repo: Option<String>,
         /// Repository of the fleet branch, when the status branches are in a separate one
@@ -228,7 +229,7 @@ fn fleet(
     let (status_url, fleet_url) = match (&repo, &settings) {
         (Some(r), _) => (r.clone(), fleet_repo.unwrap_or_else(|| r.clone())),
         (None, Some(s)) => (
-            s.status.repo.clone(),
+            s.status.repo_template.clone(),
             fleet_repo.unwrap_or_else(|| s.repo.clone()),
         ),
         (None, None) => unreachable!("checked above"),

@@ -73,6 +73,9 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct StatusSettings {
     pub repo: String,
+    /// `[status] repo` before `{host}` expansion, for `plumb fleet` (with `{host}` in it, every
+    /// host has a status repository of its own).
+    pub repo_template: String,
     pub branch: String,
     pub heartbeat: Duration,
     pub history: u32,
@@ -189,12 +192,10 @@ impl Settings {
         };
         let status_branch = expand(raw.status.branch.as_deref().unwrap_or("status/{host}"));
         validate_ref_name(&status_branch).with_context(|| at("status.branch"))?;
+        let status_repo = raw.status.repo.unwrap_or_else(|| repo.clone());
         let status = StatusSettings {
-            repo: raw
-                .status
-                .repo
-                .map(|r| expand(&r))
-                .unwrap_or_else(|| repo.clone()),
+            repo: expand(&status_repo),
+            repo_template: status_repo,
             branch: status_branch,
             heartbeat: parse_duration(raw.status.heartbeat.as_deref().unwrap_or("1h"))
                 .with_context(|| at("status.heartbeat"))?,

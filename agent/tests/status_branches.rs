@@ -248,6 +248,70 @@ fn two_then_twenty_hosts_report() {
     assert_eq!(out.matches(" current ").count(), 20, "{out}");
 }
 
+/// `{host}` in `[status] repo`: each host pushes to a repository of its own (so a push receives
+/// only its own branch, whatever the fleet size), and `plumb fleet` reads them all.
+#[test]
+fn one_status_repository_per_host() {
+    let w = World::new();
+    for h in ["h1", "h2", "h3"] {
+        w.fleet.write(
+            &format!("hosts/{h}/files/etc/motd"),
+            &format!("hello {h}\n"),
+        );
+    }
+    let head = w.fleet.commit("three hosts");
+    w.bare("status-h1.git");
+    w.bare("status-h2.git");
+    // h3's repository was never created: it shows as unreadable, with the server's answer.
+    let o = HostOpts {
+        status_repo: Some("status-{host}.git"),
+        ..Default::default()
+    };
+    for h in ["h1", "h2"] {
+        let r = pass(&mut w.agent(h, &o));
+        assert_eq!(
+            r.report.outcome,
+            Outcome::Changed,
+            "{h}: {}",
+            r.report.message
+        );
+        let repo = format!("status-{h}.git");
+        assert_eq!(w.report(&repo, h).applied_commit, head);
+        let refs = w.git_in(&repo, &["for-each-ref", "--format=%(refname)"]);
+        assert_eq!(
+            refs,
+            format!("refs/heads/status/{h}"),
+            "only its own branch"
+        );
+    }
+
+    let cfg = w.host_dir("h1").join("agent.toml");
+    let out = stdout(&plumb(&[
+        "fleet",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+    ]));
+    let lines: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let hosts: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["host"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        hosts,
+        [("h1", "changed"), ("h2", "changed"), ("h3", "unreadable")],
+        "{out}"
+    );
+    assert_eq!(lines[0]["commit"], "current", "{out}");
+    assert!(
+        lines[2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("status-h3.git"),
+        "{out}"
+    );
+}
+
 #[test]
 fn pushes_on_change_and_not_on_an_unchanged_pass() {
     let w = World::new();

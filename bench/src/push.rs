@@ -12,6 +12,9 @@ use std::time::{Duration, SystemTime};
 
 pub struct PushFigures {
     pub branches: usize,
+    /// One status repository per host (`{host}` in `[status] repo`): the host's repository holds
+    /// only its own branch, whatever the fleet size.
+    pub per_host: bool,
     /// The whole `plumb apply` (a no-op pass plus the push).
     pub apply_ms: Stats,
     /// The push connection, from connect to close, as the proxy saw it.
@@ -20,7 +23,8 @@ pub struct PushFigures {
 }
 
 /// For each N in `sizes`: `runs` no-op passes that each push a heartbeat to `status/bench` in a
-/// status repository with N status branches (served from `base`, reached through `proxy`).
+/// status repository with N status branches (served from `base`, reached through `proxy`); then
+/// the same into a repository of the host's own (`status-{host}.git`).
 pub fn status_pushes(
     plumb: &Path,
     proxy: &Proxy,
@@ -30,16 +34,27 @@ pub fn status_pushes(
     runs: usize,
 ) -> Result<Vec<PushFigures>> {
     let mut all = Vec::new();
-    for &n in sizes {
-        let name = format!("status-{n}.git");
-        fixture::status_repo(base, &name, n)?;
-        let url = proxy.url(&name);
+    let scenarios = sizes.iter().map(|&n| (n, false)).chain([(0, true)]);
+    for (n, per_host) in scenarios {
+        let host_name = if per_host {
+            "push-own".to_string()
+        } else {
+            format!("push-{n}")
+        };
+        let url = if per_host {
+            fixture::status_repo(base, &format!("status-{host_name}.git"), 0)?;
+            proxy.url("status-{host}.git")
+        } else {
+            let name = format!("status-{n}.git");
+            fixture::status_repo(base, &name, n)?;
+            proxy.url(&name)
+        };
         let status = StatusTo {
             url: &url,
             heartbeat: "1s",
         };
         let host = Host::new(
-            &work.join(format!("push-{n}")),
+            &work.join(&host_name),
             &proxy.url("fleet.git"),
             "1h",
             &status,
@@ -49,6 +64,7 @@ pub fn status_pushes(
         host.apply(plumb)?;
         let mut f = PushFigures {
             branches: n,
+            per_host,
             apply_ms: Stats::default(),
             push_ms: Stats::default(),
             traffic: vec![],

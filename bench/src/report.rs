@@ -280,10 +280,16 @@ impl Report {
             writeln!(s, "|---|---|---|---|---|---|")?;
             for p in &self.pushes {
                 let t = traffic_stats(&p.traffic);
+                let branches = if p.per_host {
+                    "own repository per host (`{host}` in `[status] repo`), any fleet size"
+                        .to_string()
+                } else {
+                    p.branches.to_string()
+                };
                 writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {} |",
-                    p.branches,
+                    branches,
                     p.push_ms.show(1),
                     p.apply_ms.show(1),
                     t.received.show(0),

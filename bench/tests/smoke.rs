@@ -75,4 +75,11 @@ fn bench_smoke_run() {
     assert!(number(cell(&text, "idle RSS")) > 0.0);
     assert!(number(cell(&text, "first apply of 10 files")) > 0.0);
     assert!(text.contains("| 30 |"), "status push rows:\n{text}");
+    // A status repository of the host's own: the push receives only that host's ref.
+    let own = text
+        .lines()
+        .find(|l| l.starts_with("| own repository per host"))
+        .unwrap_or_else(|| panic!("no per-host push row:\n{text}"));
+    let received = number(own.split('|').nth(4).unwrap().trim());
+    assert!(received > 0.0 && received < 1024.0, "{own}");
 }

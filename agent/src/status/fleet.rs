@@ -41,6 +41,9 @@ pub struct HostLine {
 
 /// Fetches the status branches and the fleet head; one line per host, sorted by host.
 pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
+    if q.status.url.contains(HOST_PLACEHOLDER) {
+        return read_per_host(q);
+    }
     let dir = TempDir::new()?;
     let repo = remote::open_bare(&dir.0, Some(&q.status))?;
     let spec = format!("+refs/heads/{STATUS_PREFIX}*:refs/remotes/origin/{STATUS_PREFIX}*");
@@ -60,6 +63,74 @@ pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
         head.clone(),
         summarize(reports, head.as_deref(), SystemTime::now(), q.heartbeat),
     ))
+}
+
+const HOST_PLACEHOLDER: &str = "{host}";
+
+/// Where the host directories are in the fleet repository (DESIGN section 1).
+const HOSTS_DIR: &str = "hosts";
+
+/// One status repository per host (`{host}` in its URL; a push then receives only its own
+/// repository's refs, whatever the fleet size): the hosts are the directories under `hosts/` at
+/// the fleet branch's head, and each one's status branch is fetched from its own repository.
+/// A host that has not reported yet is left out, as with a shared status repository.
+fn read_per_host(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
+    let dir = TempDir::new()?;
+    let repo = remote::open_bare(&dir.0, Some(&q.fleet))?;
+    let fleet_ref = format!("refs/heads/{}", q.branch);
+    let spec = format!("+{fleet_ref}:refs/remotes/origin/{}", q.branch);
+    let fetched = remote::fetch(&repo, &q.fleet, &[spec], Some(NonZeroU32::MIN))?;
+    let head = fetched
+        .remote_refs
+        .iter()
+        .find(|(name, _)| *name == fleet_ref)
+        .map(|(_, id)| *id)
+        .with_context(|| format!("the fleet repository has no branch {}", q.branch))?;
+    let mut reports = Vec::new();
+    for host in host_dirs(&repo, head)? {
+        let ep = Endpoint {
+            url: q.status.url.replace(HOST_PLACEHOLDER, &host),
+            ..q.status.clone()
+        };
+        let branch = format!("refs/heads/{STATUS_PREFIX}{host}");
+        let spec = format!("+{branch}:refs/remotes/{host}/status");
+        let report = remote::fetch(&repo, &ep, &[spec], Some(NonZeroU32::MIN)).and_then(|f| {
+            let Some((_, id)) = f.remote_refs.iter().find(|(name, _)| *name == branch) else {
+                return Ok(None);
+            };
+            let text = chain::read_status(&repo, *id)?;
+            Report::from_toml(&text)
+                .with_context(|| format!("{}: {branch}: parsing status.toml", ep.redacted()))
+                .map(Some)
+        });
+        match report {
+            Ok(None) => {}
+            Ok(Some(r)) => reports.push((host, Ok(r))),
+            Err(e) => reports.push((host, Err(e))),
+        }
+    }
+    let head = head.to_string();
+    let lines = summarize(reports, Some(&head), SystemTime::now(), q.heartbeat);
+    Ok((Some(head), lines))
+}
+
+/// The names of the directories under `hosts/` in `commit`'s tree.
+fn host_dirs(repo: &gix::Repository, commit: gix::ObjectId) -> Result<Vec<String>> {
+    let tree = repo.find_commit(commit)?.tree()?;
+    let Some(entry) = tree.lookup_entry_by_path(HOSTS_DIR)? else {
+        return Ok(Vec::new());
+    };
+    let hosts = repo.find_tree(entry.object_id())?;
+    let mut out = Vec::new();
+    for e in hosts.iter() {
+        let e = e?;
+        let name = e.filename().to_string();
+        // A name that is no host name could not be put into a URL safely: skipped.
+        if e.mode().is_tree() && crate::config::validate_host(&name).is_ok() {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }
 
 /// Pure: reports (by branch host name) -> lines.
