@@ -666,9 +666,7 @@ impl Agent {
         if self.stopping() {
             return Ok(vec![]);
         }
-        activate::reconcile(fs, desired, state, changed_files, detect, &mut |s| {
-            self.state_dir.save(s)
-        })
+        activate::reconcile(fs, desired, state, &self.state_dir, changed_files, detect)
     }
 
     fn blank_report(&self, state: &State) -> Report {

@@ -110,6 +110,22 @@ fn units_installed_restarted_corrected_and_pruned() -> Result<()> {
     ensure!(w.systemctl("is-enabled", "hello.service")? == "enabled");
     ensure!(w.resource("unit", "hello.service")?.0 == "drift-corrected");
 
+    // Drift: disabled by hand without a daemon-reload, after a converged pass kept the unit
+    // file states (issue 8: they are reused while nothing they depend on changed).
+    w.apply(true)?;
+    ensure!(w.report_field("outcome")? == "converged", "{}", w.status()?);
+    w.node.exec_ok(&[
+        "rm",
+        "/etc/systemd/system/multi-user.target.wants/hello.service",
+    ])?;
+    w.apply(true)?;
+    ensure!(w.systemctl("is-enabled", "hello.service")? == "enabled");
+    ensure!(
+        w.resource("unit", "hello.service")?.0 == "drift-corrected",
+        "{}",
+        w.status()?
+    );
+
     // Drift: the unit file edited by hand (and loaded): put back and restarted.
     w.node.write_file(
         "/etc/systemd/system/hello.service",

@@ -6,3 +6,4 @@ pub mod packagekit;
 pub mod packages;
 pub mod pkgcmd;
 pub mod systemd;
+pub mod unit_dirs;

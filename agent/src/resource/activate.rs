@@ -3,10 +3,10 @@
 //! stop/start/restart, every job awaited.
 
 use crate::host::fs::{HostFs, Meta};
-use crate::host::systemd::{journal_tail, JobResult, Systemd};
+use crate::host::systemd::{journal_tail, FileStates, JobResult, Systemd};
 use crate::resource::{container, unit};
 use crate::spec::Desired;
-use crate::state::{ManagedUnit, State};
+use crate::state::{ManagedUnit, State, StateDir};
 use crate::status::report::{Kind, ResourceReport, ResourceState};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -189,15 +189,15 @@ pub struct Outcome {
 
 /// The units-and-containers step of a pass: observe, plan, and apply unless `detect`. Talks to
 /// systemd (one connection for the pass) only when Git or the inventory names a unit or
-/// container, so file-only hosts never need D-Bus. `save` persists the inventory's intent
-/// before the host is touched.
+/// container, so file-only hosts never need D-Bus. The inventory's intent is saved in
+/// `state_dir` before the host is touched.
 pub fn reconcile(
     fs: &HostFs,
     desired: &Desired,
     state: &mut State,
+    state_dir: &StateDir,
     changed_files: &BTreeSet<String>,
     detect: bool,
-    save: &mut dyn FnMut(&State) -> Result<()>,
 ) -> Result<Vec<Outcome>> {
     let names = || {
         let units = desired.units.keys().chain(state.units.keys());
@@ -234,7 +234,7 @@ pub fn reconcile(
                 .collect());
         }
     };
-    // Every unit's state in two calls, not a few per unit.
+    // Every unit's state in one or two calls, not a few per unit.
     let wanted: Vec<String> = names()
         .into_iter()
         .map(|(kind, name)| match kind {
@@ -243,7 +243,13 @@ pub fn reconcile(
         })
         .collect();
     let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
-    let mut known: BTreeMap<String, Live> = match bus.block_on(bus.systemd.unit_states(&refs)) {
+    let kept = load_file_states(state_dir);
+    let mut file_states = kept.clone();
+    let asked = bus.block_on(bus.systemd.unit_states(&refs, fs.root(), &mut file_states));
+    if file_states != kept {
+        keep_file_states(state_dir, &file_states);
+    }
+    let mut known: BTreeMap<String, Live> = match asked {
         Ok(states) => wanted.iter().cloned().zip(states).collect(),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "batch state query failed, asking unit by unit");
@@ -269,7 +275,7 @@ pub fn reconcile(
     } else {
         if changes.iter().any(|c| c.touches_host()) {
             record_intent(&changes, &mut state.units, &mut state.containers);
-            save(state)?;
+            state_dir.save(state)?;
         }
         apply(&bus, fs, &changes, &mut state.units, &mut state.containers)
     };
@@ -314,6 +320,29 @@ pub fn reconcile(
         }
     }
     Ok(out)
+}
+
+/// Where the unit-file states of the last pass are kept (see `FileStates`).
+const FILE_STATES_DOC: &str = "unit-file-states.json";
+
+/// A cache, not state: when it is missing or unreadable, systemd is asked again.
+fn load_file_states(state_dir: &StateDir) -> FileStates {
+    state_dir
+        .read_doc(FILE_STATES_DOC)
+        .ok()
+        .flatten()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Unsynced: losing it costs one slower query.
+fn keep_file_states(state_dir: &StateDir, states: &FileStates) {
+    let written = serde_json::to_string(states)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| state_dir.write_doc_unsynced(FILE_STATES_DOC, &t));
+    if let Err(e) = written {
+        tracing::debug!(error = %format!("{e:#}"), "could not keep the unit file states");
+    }
 }
 
 /// What `detect` mode (and `plan`) reports for a change it does not make.
@@ -622,7 +651,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
     )));
     // A start job ends `done` as soon as a simple service forked: look once more at the units.
     let units: Vec<&str> = jobs.iter().map(|j| j.0).collect();
-    let after = bus.block_on(sd.unit_states(&units)).ok();
+    let after = bus.block_on(sd.run_states(&units)).ok();
     jobs.iter()
         .zip(results)
         .enumerate()
