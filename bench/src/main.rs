@@ -59,7 +59,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
     pub status_branches: Vec<usize>,
     /// Also run plumb in a Debian node (systemd-nspawn, real systemd) with --files files and
-    /// this many units: first apply, no-op pass, idle RSS. 0 skips it.
+    /// this many units: first apply, no-op pass, idle RSS; then puppet on the same work in the
+    /// node (unless --skip-peers). 0 skips it.
     #[arg(long, default_value_t = 0)]
     pub units: usize,
     /// Skip ansible-pull and puppet.
@@ -158,6 +159,7 @@ fn run(args: &Args) -> Result<()> {
             args.units,
             args.runs,
             args.interval,
+            (!args.skip_peers).then_some(args.puppet_runs),
         )?);
     }
     if !args.skip_peers {

@@ -1,24 +1,32 @@
 //! The same figures with systemd units: plumb in a Debian node (systemd-nspawn, real systemd over
 //! D-Bus, booted by the system-test harness) managing N files and M units, fetched over the test
-//! bridge from `git daemon` on the host.
+//! bridge from `git daemon` on the host; then `puppet apply` (Debian's puppet, installed in a
+//! variant of the node image) converging the same files and units in the same node.
 
 use crate::fixture;
 use crate::measure::{self, Stats};
+use crate::peers::PeerFigures;
 use anyhow::{bail, Context, Result};
 use plumb_systest::{GitServer, Network, Node, NodeImage};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const HOST: &str = "bench-units";
+const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub struct NodeFigures {
     pub files: usize,
     pub units: usize,
     pub first_wall_ms: Stats,
+    pub first_rss_mib: Stats,
     pub noop_wall_ms: Stats,
     pub noop_cpu_ms: Stats,
+    pub noop_rss_mib: Stats,
     pub idle_rss_mib: Stats,
+    /// `puppet apply` on the same files and units in the same node, when peers run.
+    pub puppet: Option<PeerFigures>,
+    pub puppet_version: String,
 }
 
 /// A unit that stays running and is enabled.
@@ -28,15 +36,22 @@ fn unit(i: usize) -> String {
     )
 }
 
+/// plumb's figures in a node, then, with `puppet_runs`, puppet's on the same work in the same
+/// node (in the image variant with puppet installed; plumb is then measured in it too).
 pub fn run(
     plumb: &Path,
     files: usize,
     units: usize,
     runs: usize,
     interval_s: u64,
+    puppet_runs: Option<usize>,
 ) -> Result<NodeFigures> {
     std::env::set_var("PLUMB_BIN", plumb);
-    let image = NodeImage::ensure().context("building or finding the node image")?;
+    let image = match puppet_runs {
+        Some(_) => NodeImage::with_packages(&["puppet"]),
+        None => NodeImage::ensure(),
+    }
+    .context("building or finding the node image")?;
     let net = Network::new()?;
     let git = GitServer::start(&net)?;
     let fleet = git.create_repo("fleet.git")?;
@@ -65,29 +80,24 @@ pub fn run(
         files,
         units,
         first_wall_ms: Stats::default(),
+        first_rss_mib: Stats::default(),
         noop_wall_ms: Stats::default(),
         noop_cpu_ms: Stats::default(),
+        noop_rss_mib: Stats::default(),
         idle_rss_mib: Stats::default(),
+        puppet: None,
+        puppet_version: String::new(),
     };
-    // Measured from the host: nsenter forks plumb inside the node and waits for it.
     let apply = || -> Result<measure::Run> {
-        measure::run(
-            Command::new("nsenter")
-                .arg("-t")
-                .arg(node.leader().to_string())
-                .args([
-                    "-a",
-                    "--",
-                    "env",
-                    "PLUMB_LOG=info",
-                    "/usr/local/bin/plumb",
-                    "apply",
-                ]),
-        )?
+        measure::run(&mut in_node(
+            &node,
+            &["env", "PLUMB_LOG=info", "/usr/local/bin/plumb", "apply"],
+        ))?
         .expect_code("plumb apply in the node", &[0])
     };
     let r = apply()?;
     f.first_wall_ms.push(r.wall.as_secs_f64() * 1e3);
+    f.first_rss_mib.push(mib(&r));
     let last = format!("bench-{:02}.service", units - 1);
     let active = node.exec(&["systemctl", "is-active", "bench-00.service", &last])?;
     if active.stdout.lines().any(|l| l.trim() != "active") {
@@ -105,6 +115,7 @@ pub fn run(
         }
         f.noop_wall_ms.push(r.wall.as_secs_f64() * 1e3);
         f.noop_cpu_ms.push(r.cpu.as_secs_f64() * 1e3);
+        f.noop_rss_mib.push(mib(&r));
     }
     // plumb run as a transient service, like plumb.service; sampled from the host's /proc.
     node.exec_ok(&[
@@ -131,6 +142,97 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = node.exec(&["systemctl", "stop", "plumb-bench.service"]);
+    if let Some(runs) = puppet_runs {
+        eprintln!("puppet apply in the node ({files} files, {units} units)");
+        f.puppet_version = node.exec_ok(&["puppet", "--version"])?.trim().to_string();
+        f.puppet = Some(puppet(&node, &git.url("fleet.git"), files, units, runs)?);
+    }
+    Ok(f)
+}
+
+/// `argv` run inside the node by nsenter, measured from the host: nsenter forks the command in
+/// the node's namespaces and waits for it, so wait4 on nsenter sees its time and peak RSS.
+fn in_node(node: &Node, argv: &[&str]) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg("-t")
+        .arg(node.leader().to_string())
+        .args(["-a", "--"])
+        .args(argv)
+        .env_clear()
+        .env("PATH", NODE_PATH)
+        .env("HOME", "/root")
+        .env("LANG", "C.UTF-8");
+    c
+}
+
+fn mib(r: &measure::Run) -> f64 {
+    r.max_rss_kib as f64 / 1024.0
+}
+
+/// `puppet apply` in the node of a manifest with the same files and units, sourced from a clone
+/// of the same repository (made once, not timed): `runs` first runs, each on a node cleared of
+/// the files and units (plumb's, then puppet's), and `runs` no-op runs.
+fn puppet(node: &Node, url: &str, files: usize, units: usize, runs: usize) -> Result<PeerFigures> {
+    let checkout = "/root/puppet-checkout";
+    node.exec_ok(&["git", "clone", "-q", "--depth", "1", url, checkout])?;
+    let host_dir = PathBuf::from(format!("{checkout}/hosts/{HOST}"));
+    let mut manifest = fixture::manifest(files, Path::new(""), &host_dir.join("files"));
+    // systemd reads new unit files on a daemon-reload: once, after the unit files changed.
+    manifest.push_str(
+        "exec { 'systemctl daemon-reload': path => ['/usr/bin', '/bin'], refreshonly => true }\n",
+    );
+    for i in 0..units {
+        let name = format!("bench-{i:02}.service");
+        manifest.push_str(&format!(
+            "file {{ '/etc/systemd/system/{name}': ensure => file, source => '{}/units/{name}', mode => '0644', owner => 'root', group => 'root', notify => Exec['systemctl daemon-reload'] }}\n\
+             service {{ '{name}': ensure => running, enable => true, require => Exec['systemctl daemon-reload'] }}\n",
+            host_dir.display()
+        ));
+    }
+    node.write_file("/root/bench.pp", manifest)?;
+    let names: Vec<String> = (0..units)
+        .map(|i| format!("bench-{i:02}.service"))
+        .collect();
+    let clear = format!(
+        "set -e; systemctl disable --now {0}; rm -f {1}; rm -rf /etc/bench; systemctl daemon-reload",
+        names.join(" "),
+        names
+            .iter()
+            .map(|n| format!("/etc/systemd/system/{n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let apply = || {
+        measure::run(&mut in_node(
+            node,
+            &["puppet", "apply", "--detailed-exitcodes", "/root/bench.pp"],
+        ))
+    };
+    let mut f = PeerFigures {
+        files,
+        ..Default::default()
+    };
+    let root = PathBuf::from(format!("/proc/{}/root", node.leader()));
+    for i in 0..runs {
+        node.sh_ok(&clear)?;
+        eprintln!("  puppet apply in the node, first run {}/{runs}", i + 1);
+        // --detailed-exitcodes: 2 = changes applied, 0 = nothing to do.
+        let r = apply()?.expect_code("puppet apply in the node (first run)", &[2])?;
+        crate::plumb::check_files(&root, files)?;
+        let (first, last) = (names[0].as_str(), names[units - 1].as_str());
+        let states = node.exec(&["systemctl", "is-enabled", first, last])?.stdout
+            + &node.exec(&["systemctl", "is-active", first, last])?.stdout;
+        if states
+            .lines()
+            .any(|l| !matches!(l.trim(), "enabled" | "active"))
+        {
+            bail!("units not enabled and active after puppet's first run:\n{states}");
+        }
+        f.add(true, &r);
+        eprintln!("  puppet apply in the node, no-op run {}/{runs}", i + 1);
+        let r = apply()?.expect_code("puppet apply in the node (no-op run)", &[0])?;
+        f.add(false, &r);
+    }
     Ok(f)
 }
 

@@ -20,7 +20,7 @@ pub struct PeerFigures {
 }
 
 impl PeerFigures {
-    fn add(&mut self, first: bool, r: &Run) {
+    pub(crate) fn add(&mut self, first: bool, r: &Run) {
         let (wall, rss) = if first {
             (&mut self.first_wall_s, &mut self.first_rss_mib)
         } else {
@@ -126,8 +126,15 @@ pub fn puppet(
         let root: PathBuf = work.join(format!("puppet-{i}"));
         std::fs::create_dir_all(&root)?;
         let manifest = work.join(format!("puppet-{i}.pp"));
-        std::fs::write(&manifest, fixture::manifest(files, &root, &checkout))
-            .context("writing the puppet manifest")?;
+        std::fs::write(
+            &manifest,
+            fixture::manifest(
+                files,
+                &root,
+                &checkout.join(format!("hosts/{}/files", fixture::HOST)),
+            ),
+        )
+        .context("writing the puppet manifest")?;
         eprintln!("  puppet apply first run {}/{runs}", i + 1);
         // --detailed-exitcodes: 2 = changes applied, 0 = nothing to do.
         let r =

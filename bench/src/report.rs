@@ -2,6 +2,7 @@
 //! plumb, and the status push at fleet scale.
 
 use crate::measure::Stats;
+use crate::node::NodeFigures;
 use crate::peers::PeerFigures;
 use crate::plumb::{ApplyFigures, IdleFigures};
 use crate::poll::GitPolls;
@@ -26,7 +27,7 @@ pub struct Report {
     pub pushes: Vec<PushFigures>,
     pub puppet: Option<PeerFigures>,
     pub ansible: Option<PeerFigures>,
-    pub node: Option<crate::node::NodeFigures>,
+    pub node: Option<NodeFigures>,
     pub notes: Vec<String>,
     load_before: String,
 }
@@ -252,6 +253,16 @@ impl Report {
                 "| no-op pass: CPU (user+sys) | {} ms | | |",
                 n.noop_cpu_ms.show(1)
             )?;
+            writeln!(
+                s,
+                "| first apply: peak RSS | {} MiB | | |",
+                n.first_rss_mib.show(2)
+            )?;
+            writeln!(
+                s,
+                "| no-op pass: peak RSS | {} MiB | | |",
+                n.noop_rss_mib.show(2)
+            )?;
             row(
                 &mut s,
                 "idle RSS of `plumb run`",
@@ -259,6 +270,9 @@ impl Report {
                 "<= 10 MiB",
                 n.idle_rss_mib.median() <= 10.0,
             )?;
+            if let Some(p) = &n.puppet {
+                render_node_puppet(&mut s, n, p)?;
+            }
         }
         if self.puppet.is_some() || self.ansible.is_some() {
             self.render_peers(&mut s)?;
@@ -355,6 +369,43 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// puppet next to plumb in the node, same files and units, with ratios puppet / plumb.
+fn render_node_puppet(s: &mut String, n: &NodeFigures, p: &PeerFigures) -> Result<()> {
+    writeln!(
+        s,
+        "\n`puppet apply` ({}) in the same node on the same {} files and {} units: `file`",
+        n.puppet_version, n.files, n.units
+    )?;
+    writeln!(s, "resources sourced from a clone of the same repository (not timed), the unit files notifying")?;
+    writeln!(s, "one `exec` of `systemctl daemon-reload`, and `service` with `ensure => running, enable => true`;")?;
+    writeln!(s, "each first run on a node cleared of the files and units. Timed from the host around `nsenter`")?;
+    writeln!(s, "like plumb; peak RSS is the largest process of the tree (wait4). Ratios are puppet / plumb (medians).\n")?;
+    writeln!(s, "| tool | first run s | no-op s | peak RSS first / no-op MiB | first run x | no-op x | peak RSS x |")?;
+    writeln!(s, "|---|---|---|---|---|---|---|")?;
+    writeln!(
+        s,
+        "| plumb | {} | {} | {} / {} | 1 | 1 | 1 |",
+        secs(&n.first_wall_ms, 1e-3),
+        secs(&n.noop_wall_ms, 1e-3),
+        n.first_rss_mib.show(1),
+        n.noop_rss_mib.show(1)
+    )?;
+    let plumb_rss = n.first_rss_mib.median().max(n.noop_rss_mib.median());
+    let rss = p.first_rss_mib.median().max(p.noop_rss_mib.median());
+    writeln!(
+        s,
+        "| puppet apply | {} | {} | {} / {} | {:.0} | {:.0} | {:.1} |",
+        p.first_wall_s.show(2),
+        p.noop_wall_s.show(2),
+        p.first_rss_mib.show(1),
+        p.noop_rss_mib.show(1),
+        p.first_wall_s.median() * 1e3 / n.first_wall_ms.median(),
+        p.noop_wall_s.median() * 1e3 / n.noop_wall_ms.median(),
+        rss / plumb_rss
+    )?;
+    Ok(())
 }
 
 fn secs(ms: &Stats, f: f64) -> String {
