@@ -34,7 +34,8 @@ pub struct Args {
     /// Files managed for the host.
     #[arg(long, default_value_t = 1000)]
     pub files: usize,
-    /// Files ansible-pull converges (it needs ~6 minutes per run at 1,000 on 2 cores).
+    /// Files ansible-pull converges, on the host and in the node (it needs ~6 minutes per run
+    /// at 1,000 on 2 cores).
     #[arg(long)]
     pub ansible_files: Option<usize>,
     /// Runs of ansible-pull per scenario.
@@ -59,8 +60,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
     pub status_branches: Vec<usize>,
     /// Also run plumb in a Debian node (systemd-nspawn, real systemd) with --files files and
-    /// this many units: first apply, no-op pass, idle RSS; then puppet on the same work in the
-    /// node (unless --skip-peers). 0 skips it.
+    /// this many units: first apply, no-op pass, idle RSS; then puppet and ansible-pull (on
+    /// --ansible-files files) on the same work in the node (unless --skip-peers). 0 skips it.
     #[arg(long, default_value_t = 0)]
     pub units: usize,
     /// Skip ansible-pull and puppet.
@@ -159,7 +160,11 @@ fn run(args: &Args) -> Result<()> {
             args.units,
             args.runs,
             args.interval,
-            (!args.skip_peers).then_some(args.puppet_runs),
+            (!args.skip_peers).then_some(node::NodePeers {
+                puppet_runs: args.puppet_runs,
+                ansible_runs: args.ansible_runs,
+                ansible_files,
+            }),
         )?);
     }
     if !args.skip_peers {

@@ -1,7 +1,8 @@
 //! The same figures with systemd units: plumb in a Debian node (systemd-nspawn, real systemd over
 //! D-Bus, booted by the system-test harness) managing N files and M units, fetched over the test
-//! bridge from `git daemon` on the host; then `puppet apply` (Debian's puppet, installed in a
-//! variant of the node image) converging the same files and units in the same node.
+//! bridge from `git daemon` on the host; then `puppet apply` and `ansible-pull` (Debian's puppet
+//! and ansible-core, installed in a variant of the node image) converging the same files and
+//! units in the same node.
 
 use crate::fixture;
 use crate::measure::{self, Stats};
@@ -27,6 +28,17 @@ pub struct NodeFigures {
     /// `puppet apply` on the same files and units in the same node, when peers run.
     pub puppet: Option<PeerFigures>,
     pub puppet_version: String,
+    /// `ansible-pull` on the first `ansible.files` files and the same units, when peers run.
+    pub ansible: Option<PeerFigures>,
+    pub ansible_version: String,
+}
+
+/// The peers to run in the node after plumb.
+pub struct NodePeers {
+    pub puppet_runs: usize,
+    pub ansible_runs: usize,
+    /// Files ansible-pull converges (it takes ~1-2 s per file).
+    pub ansible_files: usize,
 }
 
 /// A unit that stays running and is enabled.
@@ -36,19 +48,19 @@ fn unit(i: usize) -> String {
     )
 }
 
-/// plumb's figures in a node, then, with `puppet_runs`, puppet's on the same work in the same
-/// node (in the image variant with puppet installed; plumb is then measured in it too).
+/// plumb's figures in a node, then, with `peers`, puppet's and ansible-pull's on the same work in
+/// the same node (in the image variant with both installed; plumb is then measured in it too).
 pub fn run(
     plumb: &Path,
     files: usize,
     units: usize,
     runs: usize,
     interval_s: u64,
-    puppet_runs: Option<usize>,
+    peers: Option<NodePeers>,
 ) -> Result<NodeFigures> {
     std::env::set_var("PLUMB_BIN", plumb);
-    let image = match puppet_runs {
-        Some(_) => NodeImage::with_packages(&["puppet"]),
+    let image = match peers {
+        Some(_) => NodeImage::with_packages(&["puppet", "ansible-core"]),
         None => NodeImage::ensure(),
     }
     .context("building or finding the node image")?;
@@ -64,6 +76,12 @@ pub fn run(
     }
     for i in 0..units {
         fleet.write(&format!("hosts/{HOST}/units/bench-{i:02}.service"), unit(i))?;
+    }
+    if let Some(p) = &peers {
+        fleet.write(
+            "ansible/node.yml",
+            playbook(p.ansible_files.min(files), units),
+        )?;
     }
     fleet.commit("bench fleet with units")?;
     let node = Node::boot(&image, &net, HOST)?;
@@ -90,6 +108,8 @@ pub fn run(
         idle_rss_mib: Stats::default(),
         puppet: None,
         puppet_version: String::new(),
+        ansible: None,
+        ansible_version: String::new(),
     };
     let apply = || -> Result<measure::Run> {
         measure::run(&mut in_node(
@@ -145,10 +165,32 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = node.exec(&["systemctl", "stop", "plumb-bench.service"]);
-    if let Some(runs) = puppet_runs {
+    if let Some(p) = peers {
         eprintln!("puppet apply in the node ({files} files, {units} units)");
         f.puppet_version = node.exec_ok(&["puppet", "--version"])?.trim().to_string();
-        f.puppet = Some(puppet(&node, &git.url("fleet.git"), files, units, runs)?);
+        f.puppet = Some(puppet(
+            &node,
+            &git.url("fleet.git"),
+            files,
+            units,
+            p.puppet_runs,
+        )?);
+        let files = p.ansible_files.min(files);
+        eprintln!("ansible-pull in the node ({files} files, {units} units)");
+        f.ansible_version = node
+            .exec_ok(&["ansible-pull", "--version"])?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        f.ansible = Some(ansible(
+            &node,
+            &git.url("fleet.git"),
+            files,
+            units,
+            p.ansible_runs,
+        )?);
     }
     Ok(f)
 }
@@ -193,18 +235,6 @@ fn puppet(node: &Node, url: &str, files: usize, units: usize, runs: usize) -> Re
         ));
     }
     node.write_file("/root/bench.pp", manifest)?;
-    let names: Vec<String> = (0..units)
-        .map(|i| format!("bench-{i:02}.service"))
-        .collect();
-    let clear = format!(
-        "set -e; systemctl disable --now {0}; rm -f {1}; rm -rf /etc/bench; systemctl daemon-reload",
-        names.join(" "),
-        names
-            .iter()
-            .map(|n| format!("/etc/systemd/system/{n}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
     let apply = || {
         measure::run(&mut in_node(
             node,
@@ -217,23 +247,138 @@ fn puppet(node: &Node, url: &str, files: usize, units: usize, runs: usize) -> Re
     };
     let root = PathBuf::from(format!("/proc/{}/root", node.leader()));
     for i in 0..runs {
-        node.sh_ok(&clear)?;
+        clear(node, units, "")?;
         eprintln!("  puppet apply in the node, first run {}/{runs}", i + 1);
         // --detailed-exitcodes: 2 = changes applied, 0 = nothing to do.
         let r = apply()?.expect_code("puppet apply in the node (first run)", &[2])?;
         crate::plumb::check_files(&root, files)?;
-        let (first, last) = (names[0].as_str(), names[units - 1].as_str());
-        let states = node.exec(&["systemctl", "is-enabled", first, last])?.stdout
-            + &node.exec(&["systemctl", "is-active", first, last])?.stdout;
-        if states
-            .lines()
-            .any(|l| !matches!(l.trim(), "enabled" | "active"))
-        {
-            bail!("units not enabled and active after puppet's first run:\n{states}");
-        }
+        check_units(node, units, "puppet")?;
         f.add(true, &r);
         eprintln!("  puppet apply in the node, no-op run {}/{runs}", i + 1);
         let r = apply()?.expect_code("puppet apply in the node (no-op run)", &[0])?;
+        f.add(false, &r);
+    }
+    Ok(f)
+}
+
+fn unit_names(units: usize) -> Vec<String> {
+    (0..units)
+        .map(|i| format!("bench-{i:02}.service"))
+        .collect()
+}
+
+/// Stops, disables and removes the benchmark's units and files (whoever made them), and
+/// removes `also` (a peer's own state, so that its first run starts from nothing).
+fn clear(node: &Node, units: usize, also: &str) -> Result<()> {
+    let names = unit_names(units);
+    let paths: Vec<String> = names
+        .iter()
+        .map(|n| format!("/etc/systemd/system/{n}"))
+        .collect();
+    node.sh_ok(&format!(
+        "set -e; systemctl disable --now {}; rm -f {}; rm -rf /etc/bench {also}; systemctl daemon-reload",
+        names.join(" "),
+        paths.join(" ")
+    ))?;
+    Ok(())
+}
+
+/// The first and last units are enabled and active after `tool`'s first run.
+fn check_units(node: &Node, units: usize, tool: &str) -> Result<()> {
+    let names = unit_names(units);
+    let (first, last) = (names[0].as_str(), names[units - 1].as_str());
+    let states = node.exec(&["systemctl", "is-enabled", first, last])?.stdout
+        + &node.exec(&["systemctl", "is-active", first, last])?.stdout;
+    if states
+        .lines()
+        .any(|l| !matches!(l.trim(), "enabled" | "active"))
+    {
+        bail!("units not enabled and active after {tool}'s first run:\n{states}");
+    }
+    Ok(())
+}
+
+/// The playbook ansible-pull runs in the node, from the fleet repository: the first `files` files
+/// and directories with `copy`, the unit files with `copy` notifying one daemon-reload (flushed
+/// before the units start), and `systemd` enabled + started per unit.
+fn playbook(files: usize, units: usize) -> String {
+    let mut y = format!(
+        "# Generated by plumb-bench: the same files and units plumb manages in the node.\n\
+         - hosts: localhost\n  gather_facts: false\n  vars:\n    src: \"{{{{ playbook_dir }}}}/../hosts/{HOST}\"\n  tasks:\n\
+         \x20   - name: directories\n      ansible.builtin.file:\n        path: \"/{{{{ item }}}}\"\n        state: directory\n        mode: \"0755\"\n      loop:\n"
+    );
+    for d in fixture::dirs(files) {
+        y.push_str(&format!("        - {d}\n"));
+    }
+    y.push_str(
+        "    - name: files\n      ansible.builtin.copy:\n        src: \"{{ src }}/files/{{ item }}\"\n        dest: \"/{{ item }}\"\n        mode: \"0644\"\n        owner: root\n        group: root\n      loop:\n",
+    );
+    for i in 0..files {
+        y.push_str(&format!("        - {}\n", fixture::file_path(i)));
+    }
+    let names = unit_names(units);
+    y.push_str(
+        "    - name: unit files\n      ansible.builtin.copy:\n        src: \"{{ src }}/units/{{ item }}\"\n        dest: \"/etc/systemd/system/{{ item }}\"\n        mode: \"0644\"\n        owner: root\n        group: root\n      loop: &units\n",
+    );
+    for n in &names {
+        y.push_str(&format!("        - {n}\n"));
+    }
+    y.push_str(
+        "      notify: daemon-reload\n\
+         \x20   - name: reload before starting\n      ansible.builtin.meta: flush_handlers\n\
+         \x20   - name: units\n      ansible.builtin.systemd:\n        name: \"{{ item }}\"\n        enabled: true\n        state: started\n      loop: *units\n\
+         \x20 handlers:\n    - name: daemon-reload\n      ansible.builtin.systemd:\n        daemon_reload: true\n",
+    );
+    y
+}
+
+/// `ansible-pull` in the node: clones the fleet repository from the git server on the bridge
+/// (into a checkout removed before each first run) and runs `ansible/node.yml`; `runs` first
+/// runs, each on a node cleared of the files and units, and `runs` no-op runs (changed=0).
+fn ansible(node: &Node, url: &str, files: usize, units: usize, runs: usize) -> Result<PeerFigures> {
+    let checkout = "/root/ansible-checkout";
+    let apply = || {
+        measure::run(&mut in_node(
+            node,
+            &[
+                "env",
+                "ANSIBLE_LOCALHOST_WARNING=False",
+                "ANSIBLE_NOCOLOR=1",
+                "ansible-pull",
+                "-U",
+                url,
+                "-C",
+                "main",
+                "-d",
+                checkout,
+                "-i",
+                "localhost,",
+                "-c",
+                "local",
+                "ansible/node.yml",
+            ],
+        ))
+    };
+    let mut f = PeerFigures {
+        files,
+        ..Default::default()
+    };
+    let root = PathBuf::from(format!("/proc/{}/root", node.leader()));
+    for i in 0..runs {
+        clear(node, units, checkout)?;
+        eprintln!("  ansible-pull in the node, first run {}/{runs}", i + 1);
+        let r = apply()?.expect_code("ansible-pull in the node (first run)", &[0])?;
+        crate::plumb::check_files(&root, files)?;
+        check_units(node, units, "ansible-pull")?;
+        f.add(true, &r);
+        eprintln!("  ansible-pull in the node, no-op run {}/{runs}", i + 1);
+        let r = apply()?.expect_code("ansible-pull in the node (no-op run)", &[0])?;
+        if !r.stdout.contains("changed=0") {
+            bail!(
+                "ansible-pull's no-op run in the node changed something:\n{}",
+                r.stdout
+            );
+        }
         f.add(false, &r);
     }
     Ok(f)

@@ -32,7 +32,7 @@ impl NodeImage {
     }
 
     /// The default image plus the Debian `packages`, for tools the system tests do not need
-    /// (the benchmark's puppet). Built from a copy of the default image and cached under a hash
+    /// (the benchmark's puppet and ansible-core). Built from a copy of the default image and cached under a hash
     /// of both scripts and the package list, so the default image's hash does not change.
     pub fn with_packages(packages: &[&str]) -> Result<NodeImage> {
         let base = Self::ensure()?;
