@@ -40,6 +40,18 @@ pkgs="podman crun conmon netavark aardvark-dns catatonit packagekit packagekit-t
 # trixie ships networkd in its own package
 if apt-cache show systemd-networkd >/dev/null 2>&1; then pkgs="$pkgs systemd-networkd"; fi
 apt-get install -y -q --no-install-recommends $pkgs
+# Real Debian packages for the service tests (nginx), downloaded, not installed: a test serves
+# them to a node as a local apt repository (/srv/debian-debs, with its Packages index).
+mkdir -p /srv/debian-debs/partial
+apt-get install -y -q --no-install-recommends --download-only -o Dir::Cache::archives=/srv/debian-debs nginx
+rm -rf /srv/debian-debs/partial /srv/debian-debs/lock
+( cd /srv/debian-debs && for d in *.deb; do
+    dpkg-deb -f "$d"
+    echo "Filename: ./$d"
+    echo "Size: $(stat -c %s "$d")"
+    echo "SHA256: $(sha256sum "$d" | cut -d" " -f1)"
+    echo
+  done > Packages )
 apt-get clean
 rm -rf /var/lib/apt/lists/*
 # No sources in nodes: nothing in a node may reach a registry; tests add local repos.

@@ -1,5 +1,6 @@
-//! `plumb run`: a pass every interval (jittered, backing off while Git is unreachable), a pass now
-//! on SIGHUP or SIGUSR1, a clean stop on SIGTERM or SIGINT, and sd_notify READY/STATUS/WATCHDOG.
+//! `plumb run`: a pass every interval (jittered; while Git is unreachable the engine backs off the
+//! fetch, not the pass, so drift is still corrected on time), a pass now on SIGHUP or SIGUSR1, a
+//! clean stop on SIGTERM or SIGINT, and sd_notify READY/STATUS/WATCHDOG.
 
 use crate::config::Settings;
 use crate::engine::{Agent, PassOptions};
@@ -31,17 +32,31 @@ async fn run_loop(settings: Settings) -> Result<i32> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
-    let watchdog = watchdog_interval();
+    // One ticker for the whole life of the daemon: a timer made anew inside each `select!` would
+    // restart whenever another branch fired first, and never ping while waits are shorter than the
+    // ping period (issue 20: killed by systemd at the shipped WatchdogSec=2min, interval 60s).
+    let mut watchdog = watchdog_interval().map(|period| {
+        let mut t = tokio::time::interval(period);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     let mut phase = Phase::Starting;
     let stop = agent.as_ref().expect("set").stop.clone();
     tracing::info!(source = %agent.as_ref().expect("set").describe_source(), "plumb started");
     notify(&["READY=1", "STATUS=starting"]);
+    // Passes that failed outright (plumb's own state unreadable or unwritable): those back off.
     let mut failures: u32 = 0;
+    // A pass asked for by a signal fetches even while fetches are backing off.
+    let mut signalled = false;
     loop {
         phase = transition(phase, Phase::Reconciling);
         let mut a = agent.take().expect("agent is home between passes");
+        let opts = PassOptions {
+            fetch_now: std::mem::take(&mut signalled),
+            ..PassOptions::default()
+        };
         let job = tokio::task::spawn_blocking(move || {
-            let r = a.pass(PassOptions::default());
+            let r = a.pass(opts);
             (a, r)
         });
         tokio::pin!(job);
@@ -51,7 +66,7 @@ async fn run_loop(settings: Settings) -> Result<i32> {
                 done = &mut job => break done.context("the pass panicked")?,
                 _ = term.recv() => stop.store(true, std::sync::atomic::Ordering::Relaxed),
                 _ = int.recv() => stop.store(true, std::sync::atomic::Ordering::Relaxed),
-                _ = tokio::time::sleep(watchdog.unwrap_or(Duration::from_secs(3600))), if watchdog.is_some() => notify(&["WATCHDOG=1"]),
+                _ = tick(&mut watchdog) => notify(&["WATCHDOG=1"]),
             }
         };
         agent = Some(a);
@@ -60,7 +75,7 @@ async fn run_loop(settings: Settings) -> Result<i32> {
         }
         let delay = match result {
             Ok(r) => {
-                failures = if r.fetch_failed { failures + 1 } else { 0 };
+                failures = 0;
                 let status = format!(
                     "STATUS={} at {}{}",
                     r.report.outcome.as_str(),
@@ -87,13 +102,23 @@ async fn run_loop(settings: Settings) -> Result<i32> {
         loop {
             tokio::select! {
                 _ = &mut sleep => break,
-                _ = hup.recv() => { tracing::info!("SIGHUP: pass now"); break }
-                _ = usr1.recv() => { tracing::info!("SIGUSR1: pass now"); break }
+                _ = hup.recv() => { tracing::info!("SIGHUP: pass now"); signalled = true; break }
+                _ = usr1.recv() => { tracing::info!("SIGUSR1: pass now"); signalled = true; break }
                 _ = term.recv() => return Ok(stop_now(phase)),
                 _ = int.recv() => return Ok(stop_now(phase)),
-                _ = tokio::time::sleep(watchdog.unwrap_or(Duration::from_secs(3600))), if watchdog.is_some() => notify(&["WATCHDOG=1"]),
+                _ = tick(&mut watchdog) => notify(&["WATCHDOG=1"]),
             }
         }
+    }
+}
+
+/// The next watchdog tick; never, without a watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -116,7 +141,7 @@ fn transition(from: Phase, to: Phase) -> Phase {
     to
 }
 
-/// The interval, jittered +-10 %; after failed fetches, doubled per failure up to max(interval, 10 min).
+/// The interval, jittered +-10 %; after failed passes, doubled per failure up to max(interval, 10 min).
 pub fn next_delay(interval: Duration, failures: u32) -> Duration {
     let cap = interval.max(Duration::from_secs(600));
     let base = if failures == 0 {

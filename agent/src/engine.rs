@@ -5,6 +5,7 @@ use crate::host::fs::HostFs;
 use crate::resource::activate;
 use crate::resource::file::{self, FileAction, FileChange};
 use crate::resource::{container, package, unit};
+use crate::source::backoff::FetchBackoff;
 use crate::source::git::{redact_url, LocalRepo, Remote};
 use crate::source::verify;
 use crate::spec::{self, Desired};
@@ -23,6 +24,8 @@ pub struct PassOptions {
     /// `apply --allow-rewind`: accept a head that does not descend from the applied commit (and
     /// retry a commit marked bad).
     pub allow_rewind: bool,
+    /// Fetch even while failed fetches hold the fetch back (an operator's SIGHUP/SIGUSR1).
+    pub fetch_now: bool,
 }
 
 /// What converging the host to one commit did.
@@ -83,6 +86,10 @@ pub struct Agent {
     repo: LocalRepo,
     /// Set by the daemon on SIGTERM: the pass stops between two changes, state saved.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Failed fetches hold the next fetch back, never the pass.
+    fetch_backoff: FetchBackoff,
+    /// The last fetch error, repeated in the report while the fetch is held back.
+    fetch_error: String,
 }
 
 impl Agent {
@@ -94,6 +101,8 @@ impl Agent {
             state_dir,
             repo,
             stop: Default::default(),
+            fetch_backoff: FetchBackoff::default(),
+            fetch_error: String::new(),
         })
     }
 
@@ -135,11 +144,9 @@ impl Agent {
         let mut report = self.blank_report(&state);
         let mut notes: Vec<String> = Vec::new();
 
-        let (desired_commit, fetch_failed) = match self.repo.fetch(&self.remote()) {
-            Ok(f) => (Some(f.commit), false),
+        let (desired_commit, fetch_failed) = match self.fetch_if_due(opts.fetch_now) {
+            Ok(commit) => (Some(commit), false),
             Err(e) => {
-                let e = format!("{e:#}");
-                tracing::warn!(error = %e, "fetch failed, keeping the last fetched commit");
                 notes.push(format!("could not fetch: {e}"));
                 (self.repo.fetched(&self.settings.branch)?, true)
             }
@@ -300,6 +307,33 @@ impl Agent {
             changes: lines,
             fetch_failed,
         })
+    }
+
+    /// Fetches the branch unless failed fetches hold it back; the error is the last fetch error
+    /// (the same words while held back, so the report does not change with every pass).
+    fn fetch_if_due(&mut self, force: bool) -> std::result::Result<ObjectId, String> {
+        let now = std::time::Instant::now();
+        if !force && !self.fetch_backoff.due(now) {
+            tracing::debug!(
+                failures = self.fetch_backoff.failures(),
+                "fetch held back after failures; applying the last fetched commit"
+            );
+            return Err(self.fetch_error.clone());
+        }
+        match self.repo.fetch(&self.remote()) {
+            Ok(f) => {
+                self.fetch_backoff.succeeded();
+                self.fetch_error.clear();
+                Ok(f.commit)
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                self.fetch_backoff.failed(now, self.settings.interval);
+                tracing::warn!(error = %e, failures = self.fetch_backoff.failures(), "fetch failed, keeping the last fetched commit");
+                self.fetch_error = e.clone();
+                Err(e)
+            }
+        }
     }
 
     /// May the host move to `commit`? Checks trust (fast-forward from the applied commit,

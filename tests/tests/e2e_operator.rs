@@ -459,30 +459,59 @@ fn deb_upgrade_remove_purge() -> Result<()> {
     node.exec_ok(&["systemctl", "enable", "--now", "plumb"])?;
     wait_converged(&node, &repo, &commit)?;
 
-    // The agent feeds the watchdog: with a 2 s WatchdogSec it keeps running past several periods.
+    // The agent feeds the watchdog at the shipped ratio (WatchdogSec=2min, interval 60 s: waits
+    // shorter than the ping period), scaled to WatchdogSec=4s and interval 2s, for 90 s: ~45
+    // passes and ~22 watchdog periods, any one of which would kill an agent that missed a ping
+    // (issue 20: the shipped unit killed plumb every few minutes).
     node.write_file(
         "/etc/systemd/system/plumb.service.d/watchdog.conf",
-        "[Service]\nWatchdogSec=2s\n",
+        "[Service]\nWatchdogSec=4s\n",
+    )?;
+    node.write_file(
+        "/etc/plumb/agent.toml",
+        edited.replace(
+            &format!("interval = \"{}s\"", INTERVAL.as_secs()),
+            "interval = \"2s\"",
+        ),
     )?;
     node.exec_ok(&["systemctl", "daemon-reload"])?;
     node.exec_ok(&["systemctl", "restart", "plumb"])?;
     let pid = unit_prop(&node, "plumb.service", "MainPID")?;
+    let started = Instant::now();
     let mut pings = Vec::new();
-    node.wait_until("5 watchdog pings", Duration::from_secs(30), || {
-        let ts = unit_prop(&node, "plumb.service", "WatchdogTimestampMonotonic")?;
-        if pings.last() != Some(&ts) {
-            pings.push(ts);
-        }
-        Ok((pings.len() > 5).then_some(()))
-    })?;
+    node.wait_until(
+        "90 s of watchdog pings with no restart",
+        Duration::from_secs(150),
+        || {
+            let restarts = unit_prop(&node, "plumb.service", "NRestarts")?;
+            ensure!(
+                restarts == "0",
+                "plumb.service restarted {restarts} time(s) after {:.0?}: {}",
+                started.elapsed(),
+                node.exec(&["journalctl", "-u", "plumb", "-n", "20", "--no-pager"])?
+                    .stdout
+            );
+            let ts = unit_prop(&node, "plumb.service", "WatchdogTimestampMonotonic")?;
+            if pings.last() != Some(&ts) {
+                pings.push(ts);
+            }
+            Ok((started.elapsed() >= Duration::from_secs(90)).then_some(()))
+        },
+    )?;
+    ensure!(
+        pings.len() >= 20,
+        "only {} watchdog pings seen in 90 s",
+        pings.len()
+    );
     ensure!(
         unit_prop(&node, "plumb.service", "MainPID")? == pid,
         "not restarted by the watchdog"
     );
-    ensure!(unit_prop(&node, "plumb.service", "NRestarts")? == "0");
     ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "active");
     node.exec_ok(&["rm", "/etc/systemd/system/plumb.service.d/watchdog.conf"])?;
+    node.write_file("/etc/plumb/agent.toml", &edited)?;
     node.exec_ok(&["systemctl", "daemon-reload"])?;
+    node.exec_ok(&["systemctl", "restart", "plumb"])?;
 
     // Upgrade to N+1: restarted, config and state kept.
     let pid = unit_prop(&node, "plumb.service", "MainPID")?;

@@ -1,5 +1,6 @@
 //! Git: fetch, and read the host's tree at a commit.
 
+pub mod backoff;
 pub mod git;
 pub mod probe;
 pub mod verify;
