@@ -2,13 +2,14 @@
 
 use crate::config::{Mode, Settings};
 use crate::host::fs::HostFs;
+use crate::reason::Reason;
 use crate::resource::activate;
 use crate::resource::file::{self, FileAction, FileChange};
 use crate::resource::{container, package, unit};
 use crate::source::backoff::FetchBackoff;
 use crate::source::git::{redact_url, LocalRepo, Remote};
 use crate::source::verify;
-use crate::spec::{self, Desired};
+use crate::spec::{self, Desired, SpecError};
 use crate::state::{State, StateDir};
 use crate::status::report::{now_rfc3339, Kind, Outcome, Report, ResourceReport, ResourceState};
 use anyhow::{Context, Result};
@@ -151,6 +152,9 @@ impl Agent {
                 (self.repo.fetched(&self.settings.branch)?, true)
             }
         };
+        if fetch_failed {
+            report.reason = Some(Reason::FetchFailed);
+        }
         let Some(desired_commit) = desired_commit else {
             report.outcome = Outcome::Failed;
             report.message = notes.join("; ");
@@ -181,10 +185,11 @@ impl Agent {
         // applied before.
         let admitted = match self.admit(desired_commit, &state, opts) {
             Ok(d) => Some((desired_commit, d)),
-            Err((outcome, reason)) => {
-                tracing::warn!(commit = %desired_commit, reason = %reason, "not applying commit");
+            Err((outcome, reason, why)) => {
+                tracing::warn!(commit = %desired_commit, reason = %reason, "not applying commit: {why}");
                 report.outcome = outcome;
-                notes.insert(0, reason);
+                report.reason = Some(reason);
+                notes.insert(0, why);
                 None
             }
         };
@@ -198,7 +203,10 @@ impl Agent {
                 Some(Ok(prev)) => match self.load(prev) {
                     Ok(d) => (prev, d),
                     Err(e) => {
-                        notes.push(format!("the applied commit cannot be read either: {e}"));
+                        notes.push(format!(
+                            "the applied commit cannot be read either: {}",
+                            e.message
+                        ));
                         report.message = notes.join("; ");
                         return Ok(PassResult {
                             report,
@@ -228,6 +236,7 @@ impl Agent {
                 if let Err(failure) = self.health_checks(&desired) {
                     healthy = false;
                     report.outcome = Outcome::Failed;
+                    report.reason = Some(Reason::HealthCheckFailed);
                     notes.insert(
                         0,
                         self.roll_back(&fs, target, &failure, &mut state, &mut run)?,
@@ -260,6 +269,7 @@ impl Agent {
         report.last_good_commit = state.last_good_commit.clone().unwrap_or_default();
         if !matches!(report.outcome, Outcome::Rejected | Outcome::Failed) {
             report.outcome = if failed > 0 {
+                report.reason = Some(Reason::ApplyFailed);
                 Outcome::Failed
             } else if drifted + masked > 0 {
                 Outcome::Drifted
@@ -298,6 +308,7 @@ impl Agent {
         tracing::info!(
             commit = %report.desired_commit,
             outcome = report.outcome.as_str(),
+            reason = report.reason.map(|r| r.as_str()).unwrap_or(""),
             changes = lines.len(),
             failed,
             "pass done"
@@ -344,21 +355,23 @@ impl Agent {
         commit: ObjectId,
         state: &State,
         opts: PassOptions,
-    ) -> std::result::Result<Desired, (Outcome, String)> {
-        let rejected = |why: String| {
+    ) -> std::result::Result<Desired, (Outcome, Reason, String)> {
+        let rejected = |reason: Reason, why: String| {
             (
                 Outcome::Rejected,
+                reason,
                 format!("rejected {}: {why}", short(&commit)),
             )
         };
         let applied = match &state.applied_commit {
             Some(h) => Some(
                 ObjectId::from_hex(h.as_bytes())
-                    .map_err(|_| rejected(format!("state.json names an invalid applied commit {h:?}")))?,
+                    .map_err(|_| rejected(Reason::InvalidSpec, format!("state.json names an invalid applied commit {h:?}")))?,
             ),
             None => self.applied_from_status().map_err(|e| {
                 (
                     Outcome::Failed,
+                    Reason::FetchFailed,
                     format!("not applying {}: could not read the last applied commit from the status branch: {e:#}", short(&commit)),
                 )
             })?,
@@ -368,17 +381,19 @@ impl Agent {
             allowed_signers: self.settings.allowed_signers.as_deref(),
             allow_rewind: opts.allow_rewind,
         };
-        verify::check(&self.repo, &self.remote(), commit, &policy).map_err(|e| rejected(e.0))?;
+        verify::check(&self.repo, &self.remote(), commit, &policy)
+            .map_err(|e| rejected(e.reason, e.message))?;
         if !opts.allow_rewind && state.bad_commits.contains(&commit.to_string()) {
             return Err((
                 Outcome::Failed,
+                Reason::BadCommit,
                 format!(
                     "not applying {}: its health checks failed before, so it stays rolled back; push a fix (a newer commit) or run `plumb apply --allow-rewind` to retry it",
                     short(&commit)
                 ),
             ));
         }
-        self.load(commit).map_err(rejected)
+        self.load(commit).map_err(|e| rejected(e.reason, e.message))
     }
 
     /// The `applied_commit` of this host's status branch, for when state.json has none (a wiped
@@ -675,15 +690,19 @@ impl Agent {
 
     /// Reads the host's desired state at `commit`; the error says why the commit is unusable.
     /// Unit and Quadlet files it would change are validated here, before anything is installed.
-    fn load(&self, commit: ObjectId) -> std::result::Result<Desired, String> {
-        let tree = self.repo.tree(commit).map_err(|e| format!("{e:#}"))?;
-        let desired =
-            spec::load(&tree, &self.settings.path, &self.settings.limits).map_err(|e| e.0)?;
+    fn load(&self, commit: ObjectId) -> std::result::Result<Desired, SpecError> {
+        let tree = self
+            .repo
+            .tree(commit)
+            .map_err(|e| SpecError::invalid(format!("{e:#}")))?;
+        let desired = spec::load(&tree, &self.settings.path, &self.settings.limits)?;
         if !desired.units.is_empty() || !desired.containers.is_empty() {
-            let fs = HostFs::open(&self.settings.root).map_err(|e| format!("{e:#}"))?;
+            let invalid_unit = |e: String| SpecError::new(Reason::InvalidUnit, e);
+            let fs =
+                HostFs::open(&self.settings.root).map_err(|e| invalid_unit(format!("{e:#}")))?;
             let staging = self.state_dir.path().join("staging");
-            unit::validate(&fs, &desired.units, &staging)?;
-            container::validate(&fs, &desired.containers, &staging)?;
+            unit::validate(&fs, &desired.units, &staging).map_err(invalid_unit)?;
+            container::validate(&fs, &desired.containers, &staging).map_err(invalid_unit)?;
         }
         Ok(desired)
     }
@@ -713,6 +732,7 @@ impl Agent {
             last_good_commit: state.last_good_commit.clone().unwrap_or_default(),
             checked_at: now_rfc3339(),
             message: String::new(),
+            reason: None,
             resources: vec![],
         }
     }

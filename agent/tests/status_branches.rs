@@ -715,6 +715,7 @@ fn a_hanging_server_is_given_up_after_the_push_timeout() {
         last_good_commit: String::new(),
         checked_at: "2026-11-26T10:00:00Z".into(),
         message: String::new(),
+        reason: None,
         resources: vec![],
     };
     let start = Instant::now();

@@ -132,6 +132,7 @@ fn report(host: &str, n: u64) -> Report {
         last_good_commit: format!("{n:040x}"),
         checked_at: "2026-11-26T10:00:00Z".into(),
         message: String::new(),
+        reason: None,
         resources: vec![],
     }
 }

@@ -7,6 +7,7 @@
 //! dependency on `ssh-keygen` being installed or on its output format, no subprocess per commit.
 
 use super::git::{LocalRepo, Remote};
+use crate::reason::Reason;
 use anyhow::{bail, Context, Result};
 use gix::ObjectId;
 use ssh_key::{PublicKey, SshSig};
@@ -19,8 +20,19 @@ const DEEPEN_STEPS: [u32; 4] = [16, 128, 1024, MAX_WALK as u32 + 1];
 
 /// Why a commit may not be applied: the message names the commit and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Untrusted(pub String);
+#[error("{message}")]
+pub struct Untrusted {
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// The trust check could not vouch for the commit (signers file, history unreadable).
+fn untrusted(message: String) -> Untrusted {
+    Untrusted {
+        reason: Reason::UntrustedSignature,
+        message,
+    }
+}
 
 /// One line of an allowed-signers file (ssh-keygen(1) ALLOWED SIGNERS).
 #[derive(Debug, Clone)]
@@ -342,13 +354,13 @@ pub fn check(
     policy: &Policy,
 ) -> std::result::Result<(), Untrusted> {
     let signers = match policy.allowed_signers {
-        Some(p) => Some(load_signers(p).map_err(|e| Untrusted(format!("{e:#}")))?),
+        Some(p) => Some(load_signers(p).map_err(|e| untrusted(format!("{e:#}")))?),
         None => None,
     };
     if Some(head) == policy.applied {
         return Ok(());
     }
-    let git = repo.open(None).map_err(|e| Untrusted(format!("{e:#}")))?;
+    let git = repo.open(None).map_err(|e| untrusted(format!("{e:#}")))?;
     let mut git = git;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -362,29 +374,34 @@ pub fn check(
         if Some(cur) == base {
             return Ok(());
         }
-        let read = read_commit(&git, cur).map_err(|e| Untrusted(format!("{e:#}")))?;
+        let read = read_commit(&git, cur).map_err(|e| untrusted(format!("{e:#}")))?;
         let Some((commit, parent)) = read else {
             // Past the shallow history: fetch deeper, then look again.
             let Some(depth) = deepen.next() else {
-                return Err(Untrusted(format!(
+                return Err(untrusted(format!(
                     "cannot find commit {cur} in the server's history"
                 )));
             };
             repo.deepen(remote, *depth).map_err(|e| {
-                Untrusted(format!(
+                untrusted(format!(
                     "could not fetch the history between the applied commit and {head}: {e:#}"
                 ))
             })?;
-            git = repo.open(None).map_err(|e| Untrusted(format!("{e:#}")))?;
+            git = repo.open(None).map_err(|e| untrusted(format!("{e:#}")))?;
             continue;
         };
         if let Some(signers) = &signers {
-            verify_signature(&commit, signers, now).map_err(|why| {
-                Untrusted(if cur == head {
+            verify_signature(&commit, signers, now).map_err(|why| Untrusted {
+                reason: if commit.signature.is_none() {
+                    Reason::UnsignedCommit
+                } else {
+                    Reason::UntrustedSignature
+                },
+                message: if cur == head {
                     format!("commit {cur} {why}")
                 } else {
                     format!("commit {cur} ({walked} before the head {head}) {why}")
-                })
+                },
             })?;
         }
         let Some(base) = base else {
@@ -394,16 +411,23 @@ pub fn check(
         cur = match parent {
             Some(p) if walked < MAX_WALK => p,
             Some(_) => {
-                return Err(Untrusted(format!(
+                return Err(not_fast_forward(format!(
                     "commit {head} is more than {MAX_WALK} commits ahead of the applied commit {base}, or does not descend from it: check the history, then run `plumb apply --allow-rewind` on the host"
                 )))
             }
             None => {
-                return Err(Untrusted(format!(
+                return Err(not_fast_forward(format!(
                     "commit {head} does not descend from the applied commit {base} (a force-push to an older or unrelated history): plumb only moves forward; if this is intended, run `plumb apply --allow-rewind` on the host"
                 )))
             }
         };
+    }
+}
+
+fn not_fast_forward(message: String) -> Untrusted {
+    Untrusted {
+        reason: Reason::NotFastForward,
+        message,
     }
 }
 

@@ -31,7 +31,7 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 type Result<T> = std::result::Result<T, SpecError>;
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
-    Err(SpecError(msg.into()))
+    Err(SpecError::invalid(msg.into()))
 }
 
 /// Loads `host_dir` (e.g. "hosts/web-01") from `tree`. Every problem is a `SpecError` naming the
@@ -74,7 +74,7 @@ impl Builder {
         }
         let entries = tree
             .walk(dir)
-            .map_err(|e| SpecError(format!("{dir}: {e:#}")))?;
+            .map_err(|e| SpecError::invalid(format!("{dir}: {e:#}")))?;
         let Some(entries) = entries else {
             return err(if is_host {
                 format!(
@@ -92,9 +92,9 @@ impl Builder {
         let host_toml = match entries.iter().find(|(p, _)| p == "host.toml") {
             Some((_, Node::File { data, .. })) => {
                 let text = std::str::from_utf8(data)
-                    .map_err(|_| SpecError(format!("{dir}/host.toml is not UTF-8")))?;
+                    .map_err(|_| SpecError::invalid(format!("{dir}/host.toml is not UTF-8")))?;
                 toml::from_str::<HostToml>(text)
-                    .map_err(|e| SpecError(format!("{dir}/host.toml: {e}")))?
+                    .map_err(|e| SpecError::invalid(format!("{dir}/host.toml: {e}")))?
             }
             Some(_) => return err(format!("{dir}/host.toml must be a regular file")),
             None => HostToml::default(),
@@ -102,8 +102,9 @@ impl Builder {
         stack.push(dir.to_string());
         for inc in &host_toml.include {
             let inc_dir = inc.trim_end_matches('/');
-            check_rel_path(inc_dir)
-                .map_err(|e| SpecError(format!("{dir}/host.toml: include {inc:?}: {e}")))?;
+            check_rel_path(inc_dir).map_err(|e| {
+                SpecError::invalid(format!("{dir}/host.toml: include {inc:?}: {e}"))
+            })?;
             self.layer(tree, inc_dir, stack, false)?;
         }
         stack.pop();
@@ -129,7 +130,7 @@ impl Builder {
     }
 
     fn file(&mut self, origin: &str, rel: &str, node: &Node) -> Result<()> {
-        check_rel_path(rel).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+        check_rel_path(rel).map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
         let path = format!("/{rel}");
         let (content, mode) = match node {
             Node::Dir => return Ok(()),
@@ -139,7 +140,7 @@ impl Builder {
             ),
             Node::Symlink { target } => {
                 check_link_target(&path, target)
-                    .map_err(|e| SpecError(format!("{origin}: {e}")))?;
+                    .map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
                 (Content::Symlink(target.clone()), 0o777)
             }
         };
@@ -167,9 +168,8 @@ impl Builder {
             Node::File { data, .. } => data.clone(),
             Node::Dir => {
                 return match rel.strip_suffix(".d") {
-                    Some(unit) if !rel.contains('/') => {
-                        check_unit_name(unit).map_err(|e| SpecError(format!("{origin}: {e}")))
-                    }
+                    Some(unit) if !rel.contains('/') => check_unit_name(unit)
+                        .map_err(|e| SpecError::invalid(format!("{origin}: {e}"))),
                     _ => err(format!(
                         "{origin}: units/ holds unit files and <unit>.d/ drop-in directories only"
                     )),
@@ -190,12 +190,12 @@ impl Builder {
                     "{origin}: a drop-in must be units/<unit>.d/<name>.conf"
                 ));
             };
-            check_name(conf).map_err(|e| SpecError(format!("{origin}: {e}")))?;
-            check_unit_name(unit).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+            check_name(conf).map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
+            check_unit_name(unit).map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
             let slot = self.dropins.entry(unit.to_string()).or_default();
             claim(slot, conf.to_string(), origin, data)
         } else {
-            check_unit_name(rel).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+            check_unit_name(rel).map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
             claim(&mut self.unit_files, rel.to_string(), origin, data)
         }
     }
@@ -213,14 +213,15 @@ impl Builder {
                 CONTAINER_KINDS.join(", ")
             ));
         }
-        check_name(rel).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+        check_name(rel).map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
         claim(&mut self.containers, rel.to_string(), origin, data.clone())
     }
 
     fn settings(&mut self, dir: &str, t: HostToml) -> Result<()> {
         let file = format!("{dir}/host.toml");
         for name in t.packages.install.iter().chain(&t.packages.remove) {
-            check_package_name(name).map_err(|e| SpecError(format!("{file}: [packages]: {e}")))?;
+            check_package_name(name)
+                .map_err(|e| SpecError::invalid(format!("{file}: [packages]: {e}")))?;
         }
         self.packages.install.extend(t.packages.install);
         self.packages.remove.extend(t.packages.remove);
@@ -229,7 +230,7 @@ impl Builder {
         }
         for (name, raw) in t.units {
             check_unit_name(&name)
-                .map_err(|e| SpecError(format!("{file}: [units.{name:?}]: {e}")))?;
+                .map_err(|e| SpecError::invalid(format!("{file}: [units.{name:?}]: {e}")))?;
             self.unit_settings.insert(name, (file.clone(), raw));
         }
         for (name, raw) in t.containers {
@@ -240,7 +241,7 @@ impl Builder {
             let at = format!("{file}: [[health]] #{}", i + 1);
             let probe = match (h.unit, h.command) {
                 (Some(u), None) => {
-                    check_unit_name(&u).map_err(|e| SpecError(format!("{at}: {e}")))?;
+                    check_unit_name(&u).map_err(|e| SpecError::invalid(format!("{at}: {e}")))?;
                     HealthProbe::Unit(u)
                 }
                 (None, Some(c)) if !c.is_empty() && c[0].starts_with('/') => {
@@ -254,7 +255,7 @@ impl Builder {
                 _ => return err(format!("{at}: set exactly one of `unit` or `command`")),
             };
             let timeout = parse_duration(h.timeout.as_deref().unwrap_or("30s"))
-                .map_err(|e| SpecError(format!("{at}: `timeout`: {e}")))?;
+                .map_err(|e| SpecError::invalid(format!("{at}: `timeout`: {e}")))?;
             self.health.push(HealthCheck { probe, timeout });
         }
         Ok(())
@@ -268,16 +269,18 @@ impl Builder {
                 ));
             };
             if let Some(m) = &raw.mode {
-                spec.mode = parse_mode(m)
-                    .map_err(|e| SpecError(format!("{file}: [files.{path:?}] mode: {e}")))?;
+                spec.mode = parse_mode(m).map_err(|e| {
+                    SpecError::invalid(format!("{file}: [files.{path:?}] mode: {e}"))
+                })?;
             }
             for (key, val, slot) in [
                 ("owner", &raw.owner, &mut spec.owner),
                 ("group", &raw.group, &mut spec.group),
             ] {
                 if let Some(v) = val {
-                    check_account(v)
-                        .map_err(|e| SpecError(format!("{file}: [files.{path:?}] {key}: {e}")))?;
+                    check_account(v).map_err(|e| {
+                        SpecError::invalid(format!("{file}: [files.{path:?}] {key}: {e}"))
+                    })?;
                     *slot = v.clone();
                 }
             }
@@ -318,7 +321,7 @@ impl Builder {
                 .as_deref()
                 .map(|s| parse_state(Some(s)))
                 .transpose()
-                .map_err(|e| SpecError(format!("{at}: [units.{name:?}] state: {e}")))?;
+                .map_err(|e| SpecError::invalid(format!("{at}: [units.{name:?}] state: {e}")))?;
             for p in &raw.restart_on {
                 if !self.files.contains_key(p) {
                     return err(format!("{at}: [units.{name:?}] restart_on names {p:?}, which is not a managed file under files/"));
@@ -370,8 +373,9 @@ impl Builder {
                     ))
                 }
             };
-            let state = parse_state(state.as_deref())
-                .map_err(|e| SpecError(format!("{at}: [containers.{key:?}] state: {e}")))?;
+            let state = parse_state(state.as_deref()).map_err(|e| {
+                SpecError::invalid(format!("{at}: [containers.{key:?}] state: {e}"))
+            })?;
             containers.get_mut(&file_name).expect("matched above").state = state;
         }
 
@@ -562,7 +566,7 @@ mod tests {
     }
 
     fn fails(t: MemTree, needle: &str) {
-        let e = load_mem(t).expect_err("must be rejected").0;
+        let e = load_mem(t).expect_err("must be rejected").message;
         assert!(e.contains(needle), "error {e:?} should contain {needle:?}");
     }
 
@@ -749,15 +753,15 @@ mod tests {
         };
         assert!(load(&t, "hosts/h1", &l(4, 100, 10))
             .unwrap_err()
-            .0
+            .message
             .contains("max_file_size"));
         assert!(load(&t, "hosts/h1", &l(100, 5, 10))
             .unwrap_err()
-            .0
+            .message
             .contains("max_total_size"));
         assert!(load(&t, "hosts/h1", &l(100, 100, 1))
             .unwrap_err()
-            .0
+            .message
             .contains("max_files"));
         assert!(load(&t, "hosts/h1", &l(5, 6, 2)).is_ok());
         // Unit, drop-in and Quadlet files count too.
@@ -767,15 +771,15 @@ mod tests {
             .file("hosts/h1/containers/w.container", "1");
         assert!(load(&t, "hosts/h1", &l(5, 100, 10))
             .unwrap_err()
-            .0
+            .message
             .contains("hosts/h1/units/a.service: a.service is larger"));
         assert!(load(&t, "hosts/h1", &l(100, 100, 4))
             .unwrap_err()
-            .0
+            .message
             .contains("5 files exceed"));
         assert!(load(&t, "hosts/h1", &l(100, 13, 10))
             .unwrap_err()
-            .0
+            .message
             .contains("files total 14 bytes"));
     }
 

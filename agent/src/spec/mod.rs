@@ -129,5 +129,22 @@ pub struct HealthCheck {
 
 /// Why a commit cannot be applied: expected, reported, never retried until Git changes.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SpecError(pub String);
+#[error("{message}")]
+pub struct SpecError {
+    pub reason: crate::reason::Reason,
+    pub message: String,
+}
+
+impl SpecError {
+    pub fn new(reason: crate::reason::Reason, message: impl Into<String>) -> SpecError {
+        SpecError {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A malformed spec (`invalid-spec`).
+    pub fn invalid(message: impl Into<String>) -> SpecError {
+        SpecError::new(crate::reason::Reason::InvalidSpec, message)
+    }
+}

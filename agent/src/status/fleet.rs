@@ -272,6 +272,7 @@ mod tests {
             last_good_commit: applied.into(),
             checked_at: checked_at.into(),
             message: String::new(),
+            reason: None,
             resources: vec![],
         }
     }

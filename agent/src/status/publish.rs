@@ -372,6 +372,7 @@ mod tests {
             last_good_commit: String::new(),
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: message.into(),
+            reason: None,
             resources: states
                 .iter()
                 .enumerate()

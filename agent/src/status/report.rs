@@ -73,6 +73,9 @@ pub struct Report {
     pub checked_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Why, as a stable code, when failed or rejected (docs/reasons.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::reason::Reason>,
     #[serde(default)]
     pub resources: Vec<ResourceReport>,
 }
@@ -118,6 +121,7 @@ mod tests {
             last_good_commit: "a".repeat(40),
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: "drift corrected on 1 resource".into(),
+            reason: None,
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),
