@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ..Default::default()
             })?;
             for line in &r.changes {
-                println!("{line}");
+                out(format_args!("{line}\n"));
             }
             print_summary(&r.report);
             Ok(
@@ -116,7 +116,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ..Default::default()
             })?;
             for line in &r.changes {
-                println!("{line}");
+                out(format_args!("{line}\n"));
             }
             print_summary(&r.report);
             use crate::status::report::Outcome;
@@ -141,15 +141,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["push"] = serde_json::to_value(&push)?;
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out(format_args!("{}\n", serde_json::to_string_pretty(&v)?));
             } else {
-                print!("{}", report.to_toml());
+                out(format_args!("{}", report.to_toml()));
                 #[derive(serde::Serialize)]
                 struct Push<'a> {
                     push: &'a crate::status::publish::PushStatus,
                 }
                 if let Some(push) = &push {
-                    print!("\n{}", toml::to_string(&Push { push })?);
+                    out(format_args!("\n{}", toml::to_string(&Push { push })?));
                 }
             }
             Ok(0)
@@ -174,6 +174,20 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::GenerateDocs { dir } => crate::docs::generate(&dir).map(|()| 0),
+    }
+}
+
+/// Writes to stdout. A closed pipe (`plumb status | head`) ends the process quietly, as Unix tools
+/// do, instead of a panic; the exit code is the one a shell gives for SIGPIPE. (SIGPIPE itself
+/// stays ignored: a child that dies while plumb writes to it must never kill the agent.)
+fn out(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("plumb: writing to stdout: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -249,9 +263,9 @@ fn fleet(
     };
     let (head, lines) = fleet::read(&q)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&lines)?);
+        out(format_args!("{}\n", serde_json::to_string_pretty(&lines)?));
     } else {
-        print!("{}", fleet::table(head.as_deref(), &lines));
+        out(format_args!("{}", fleet::table(head.as_deref(), &lines)));
     }
     Ok(0)
 }
@@ -281,26 +295,29 @@ fn validate(dir: PathBuf, host: Option<String>) -> Result<i32> {
     let mut errors = 0;
     for h in &hosts {
         if let Err(e) = crate::config::validate_host(h) {
-            println!("hosts/{h}: {e}");
+            out(format_args!("hosts/{h}: {e}\n"));
             errors += 1;
             continue;
         }
         match crate::spec::load(&tree, &format!("hosts/{h}"), &limits) {
-            Ok(d) => println!(
-                "hosts/{h}: ok ({} files, {} units, {} containers, {} packages)",
+            Ok(d) => out(format_args!(
+                "hosts/{h}: ok ({} files, {} units, {} containers, {} packages)\n",
                 d.files.len(),
                 d.units.len(),
                 d.containers.len(),
                 d.packages.install.len() + d.packages.remove.len()
-            ),
+            )),
             Err(e) => {
-                println!("hosts/{h}: error: {e}");
+                out(format_args!("hosts/{h}: error: {e}\n"));
                 errors += 1;
             }
         }
     }
     if hosts.is_empty() {
-        println!("{}: no hosts/<host> directories found", dir.display());
+        out(format_args!(
+            "{}: no hosts/<host> directories found\n",
+            dir.display()
+        ));
         errors += 1;
     }
     Ok(if errors == 0 { 0 } else { 1 })
