@@ -5,5 +5,6 @@ pub mod fs;
 pub mod packagekit;
 pub mod packages;
 pub mod pkgcmd;
+pub mod service_hold;
 pub mod systemd;
 pub mod unit_dirs;
