@@ -367,6 +367,7 @@ mod tests {
             owner: "root".into(),
             group: "root".into(),
             origin: "hosts/h/files/x".into(),
+            validate: None,
         }
     }
 

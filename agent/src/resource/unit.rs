@@ -464,6 +464,8 @@ mod tests {
             enabled: None,
             state: None,
             restart_on: vec![],
+            reload_on: vec![],
+            check: None,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct RawFile {
     pub mode: Option<String>,
     pub owner: Option<String>,
     pub group: Option<String>,
+    /// argv run on the staged file (`%s`) before it is put in place.
+    pub validate: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -44,6 +46,10 @@ pub struct RawUnit {
     pub state: Option<String>,
     #[serde(default)]
     pub restart_on: Vec<String>,
+    #[serde(default)]
+    pub reload_on: Vec<String>,
+    /// argv run after files changed, before this unit restarts or reloads (`nginx -t`).
+    pub check: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

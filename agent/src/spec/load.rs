@@ -150,6 +150,7 @@ impl Builder {
             owner: "root".into(),
             group: "root".into(),
             origin: origin.to_string(),
+            validate: None,
         };
         if let Some(prev) = self.files.get(&path) {
             if prev.content != spec.content {
@@ -273,6 +274,12 @@ impl Builder {
                     SpecError::invalid(format!("{file}: [files.{path:?}] mode: {e}"))
                 })?;
             }
+            if let Some(argv) = &raw.validate {
+                check_argv(argv, true).map_err(|e| {
+                    SpecError::invalid(format!("{file}: [files.{path:?}] validate: {e}"))
+                })?;
+                spec.validate = Some(argv.clone());
+            }
             for (key, val, slot) in [
                 ("owner", &raw.owner, &mut spec.owner),
                 ("group", &raw.group, &mut spec.group),
@@ -322,10 +329,20 @@ impl Builder {
                 .map(|s| parse_state(Some(s)))
                 .transpose()
                 .map_err(|e| SpecError::invalid(format!("{at}: [units.{name:?}] state: {e}")))?;
-            for p in &raw.restart_on {
-                if !self.files.contains_key(p) {
-                    return err(format!("{at}: [units.{name:?}] restart_on names {p:?}, which is not a managed file under files/"));
+            for (key, paths) in [
+                ("restart_on", &raw.restart_on),
+                ("reload_on", &raw.reload_on),
+            ] {
+                for p in paths {
+                    if !self.files.contains_key(p) {
+                        return err(format!("{at}: [units.{name:?}] {key} names {p:?}, which is not a managed file under files/"));
+                    }
                 }
+            }
+            if let Some(argv) = &raw.check {
+                check_argv(argv, false).map_err(|e| {
+                    SpecError::invalid(format!("{at}: [units.{name:?}] check: {e}"))
+                })?;
             }
             units.insert(
                 name.clone(),
@@ -336,6 +353,8 @@ impl Builder {
                     enabled: raw.enabled,
                     state,
                     restart_on: raw.restart_on,
+                    reload_on: raw.reload_on,
+                    check: raw.check,
                 },
             );
         }
@@ -451,6 +470,32 @@ fn claim(
     }
     slot.insert(key, (origin.to_string(), data));
     Ok(())
+}
+
+/// A command from host.toml: an absolute program, no empty argv; `%s` exactly once when the
+/// command checks a staged file (`validate`), never otherwise.
+fn check_argv(argv: &[String], wants_file: bool) -> std::result::Result<(), String> {
+    const MAX_ARGS: usize = 64;
+    const MAX_ARG: usize = 4096;
+    let Some(program) = argv.first() else {
+        return Err("an empty command: give the program and its arguments".into());
+    };
+    if !program.starts_with('/') {
+        return Err(format!(
+            "the program {program:?} must be an absolute path (no shell, no PATH lookup)"
+        ));
+    }
+    if argv.len() > MAX_ARGS || argv.iter().any(|a| a.len() > MAX_ARG || a.contains('\0')) {
+        return Err(format!(
+            "at most {MAX_ARGS} arguments of at most {MAX_ARG} bytes, without NUL"
+        ));
+    }
+    let slots = argv.iter().filter(|a| a.contains("%s")).count();
+    match (wants_file, slots) {
+        (true, 1) | (false, 0) => Ok(()),
+        (true, _) => Err("name the staged file exactly once, as \"%s\"".into()),
+        (false, _) => Err("\"%s\" has no meaning here (it is for a file's `validate`)".into()),
+    }
 }
 
 fn check_rel_path(p: &str) -> std::result::Result<(), String> {
@@ -627,6 +672,48 @@ mod tests {
         assert_eq!(
             d.containers["data.volume"].service_name(),
             "data-volume.service"
+        );
+    }
+
+    #[test]
+    fn check_validate_and_reload_on() {
+        let t = |toml: &str| {
+            MemTree::default()
+                .file("hosts/h1/files/etc/nginx/nginx.conf", "events {}\n")
+                .file("hosts/h1/files/etc/nginx/conf.d/site.conf", "server {}\n")
+                .file("hosts/h1/host.toml", toml)
+        };
+        let d = load_mem(t(
+            "[units.\"nginx.service\"]\ncheck = [\"/usr/sbin/nginx\", \"-t\"]\nreload_on = [\"/etc/nginx/conf.d/site.conf\"]\n\
+             [files.\"/etc/nginx/nginx.conf\"]\nvalidate = [\"/usr/sbin/nginx\", \"-t\", \"-c\", \"%s\"]\n",
+        ))
+        .unwrap();
+        let u = &d.units["nginx.service"];
+        assert_eq!(u.check.as_deref().unwrap(), ["/usr/sbin/nginx", "-t"]);
+        assert_eq!(u.reload_on, ["/etc/nginx/conf.d/site.conf"]);
+        assert_eq!(
+            d.files["/etc/nginx/nginx.conf"]
+                .validate
+                .as_deref()
+                .unwrap()[3],
+            "%s"
+        );
+        fails(
+            t("[units.\"a.service\"]\nreload_on = [\"/etc/zz\"]"),
+            "reload_on names \"/etc/zz\", which is not a managed file",
+        );
+        fails(
+            t("[units.\"a.service\"]\ncheck = [\"nginx\", \"-t\"]"),
+            "must be an absolute path",
+        );
+        fails(t("[units.\"a.service\"]\ncheck = []"), "an empty command");
+        fails(
+            t("[files.\"/etc/nginx/nginx.conf\"]\nvalidate = [\"/usr/sbin/nginx\", \"-t\"]"),
+            "exactly once",
+        );
+        fails(
+            t("[units.\"a.service\"]\ncheck = [\"/bin/test\", \"%s\"]"),
+            "has no meaning here",
         );
     }
 

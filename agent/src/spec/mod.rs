@@ -38,6 +38,8 @@ pub struct FileSpec {
     pub group: String,
     /// The repo path it came from, for messages.
     pub origin: String,
+    /// `validate`: argv with one `%s` (the staged file), run before the file is put in place.
+    pub validate: Option<Vec<String>>,
 }
 
 impl FileSpec {
@@ -85,6 +87,10 @@ pub struct UnitSpec {
     pub state: Option<RunState>,
     /// Managed file paths whose change restarts this unit.
     pub restart_on: Vec<String>,
+    /// Managed file paths whose change reloads this unit (ReloadUnit), unless it restarts anyway.
+    pub reload_on: Vec<String>,
+    /// `check`: argv run after a pass changed files, before this unit restarts or reloads.
+    pub check: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
