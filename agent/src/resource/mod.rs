@@ -1,6 +1,7 @@
 //! One module per resource kind: observe (I/O), plan (pure), apply (idempotent I/O).
 
 pub mod activate;
+pub mod checks;
 pub mod container;
 pub mod file;
 pub mod package;
