@@ -420,8 +420,13 @@ pub(crate) fn connect<'a, 'repo>(remote: &'a gix::Remote<'repo>) -> Result<Conne
     let url = remote
         .url(Direction::Fetch)
         .context("the remote has no URL")?;
-    if url.scheme != gix::url::Scheme::Git {
-        return Ok(remote.connect(Direction::Fetch)?);
+    match url.scheme {
+        gix::url::Scheme::Git => {}
+        gix::url::Scheme::Http | gix::url::Scheme::Https => {
+            let transport = super::http::transport(url.clone());
+            return Ok(remote.to_connection_with_transport(Box::new(transport)));
+        }
+        _ => return Ok(remote.connect(Direction::Fetch)?),
     }
     let host = url.host().context("git:// URL without a host")?;
     let stream = probe::connect_tcp(host, url.port_or_default().unwrap_or(9418))?;
@@ -457,7 +462,7 @@ pub(crate) fn ssh_command(r: &Remote) -> String {
     cmd
 }
 
-/// One TLS crypto backend (ring) for every HTTPS client in the process.
+/// One TLS crypto backend (ring) for the process's HTTPS client.
 pub(crate) fn init_tls() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
