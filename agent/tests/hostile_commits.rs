@@ -799,6 +799,7 @@ fn zero_blob(w: &Path, size: u64) -> String {
 
 /// `plumb apply`: its exit code and its peak RSS in KiB (ru_maxrss of wait4, which covers the
 /// processes it waited for too).
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, for its rusage
 fn apply_measured(host: &Host) -> (i32, i64) {
     use std::os::unix::process::ExitStatusExt;
     let child = host
