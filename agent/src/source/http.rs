@@ -332,3 +332,118 @@ impl Http for Ureq {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-request HTTP server on loopback: answers `response` and hands back the request.
+    fn serve_once(response: &'static str) -> (String, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then the body by Content-Length.
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if req.len() >= end + 4 + len || n == 0 {
+                        break;
+                    }
+                }
+            }
+            s.write_all(response.as_bytes()).unwrap();
+            req
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn post_is_sent_when_its_answer_is_read() {
+        let (url, server) = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-result\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        );
+        let mut http = Ureq;
+        let mut r = http
+            .post(
+                &format!("{url}/git-upload-pack"),
+                &url,
+                ["Git-Protocol: version=2"],
+                PostBodyDataKind::BoundedAndFitsIntoMemory,
+            )
+            .unwrap();
+        r.post_body.write_all(b"0000").unwrap();
+        let mut headers = String::new();
+        r.headers.read_to_string(&mut headers).unwrap();
+        assert!(
+            headers.contains("content-type: application/x-git-upload-pack-result"),
+            "{headers}"
+        );
+        let mut body = String::new();
+        r.body.read_to_string(&mut body).unwrap();
+        assert_eq!(body, "hello");
+        let req = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(
+            req.starts_with("POST /git-upload-pack HTTP/1.1\r\n"),
+            "{req}"
+        );
+        assert!(
+            req.to_ascii_lowercase().contains("git-protocol: version=2"),
+            "{req}"
+        );
+        assert!(req.ends_with("\r\n\r\n0000"), "{req}");
+    }
+
+    #[test]
+    fn unauthorized_asks_gix_for_credentials() {
+        let (url, server) = serve_once(
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let r = Ureq
+            .get(&format!("{url}/info/refs"), &url, ["Accept: */*"])
+            .unwrap();
+        let mut headers = r.headers;
+        let e = headers.fill_buf().map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+        let auth = e
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<gix_transport::client::AuthenticationRequired>())
+            .expect("AuthenticationRequired");
+        assert_eq!(
+            auth.www_authenticate,
+            [BString::from("Basic realm=\"git\"")]
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn redirects_are_not_followed_and_named() {
+        let (url, server) = serve_once(
+            "HTTP/1.1 301 Moved\r\nLocation: https://elsewhere.invalid/x.git/info/refs\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let r = Ureq
+            .get(&format!("{url}/info/refs"), &url, ["Accept: */*"])
+            .unwrap();
+        let mut headers = r.headers;
+        let e = headers.fill_buf().map(|_| ()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("redirects (HTTP 301) to \"https://elsewhere.invalid/x.git/info/refs\""),
+            "{e}"
+        );
+        server.join().unwrap();
+    }
+}
