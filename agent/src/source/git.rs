@@ -73,10 +73,10 @@ impl LocalRepo {
         })
     }
 
-    /// Bounds memory by `limits.max_file_size`: no object over it (or over [`MIN_OBJECT_LIMIT`],
-    /// the larger) is ever allocated, neither when a fetched pack is indexed (the fetch fails
-    /// instead) nor when a tree is read; [`Self::tree`] checks blob sizes in the object headers
-    /// before reading any blob.
+    /// Bounds memory by `limits.max_file_size`: gix allocates no object over it (or over
+    /// [`MIN_OBJECT_LIMIT`], the larger), neither when it indexes a fetched pack (such a pack is
+    /// fetched again by git, which streams it: [`Self::fetch_streaming`]) nor when it reads one;
+    /// [`Self::tree`] checks blob sizes in the object headers before reading any blob.
     pub fn with_file_limit(mut self, max_file_size: u64) -> LocalRepo {
         self.max_file_size = Some(max_file_size);
         self
@@ -315,8 +315,8 @@ impl LocalRepo {
             known_hosts: remote.known_hosts.clone(),
         };
         let mut cmd = crate::status::git_cli::git_command(&self.dir, &endpoint)?;
-        cmd.arg("-c")
-            .arg(format!("core.bigFileThreshold={}", limit.min(1 << 20)))
+        // Objects over 1 MiB are hashed as a stream, never held whole.
+        cmd.args(["-c", "core.bigFileThreshold=1m"])
             // Always index-pack (it streams), never unpack-objects into loose objects.
             .args(["-c", "fetch.unpackLimit=1", "-c", "protocol.version=2"])
             .args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"])
