@@ -96,7 +96,8 @@ pub struct Agent {
 impl Agent {
     pub fn new(settings: Settings) -> Result<Agent> {
         let state_dir = StateDir::open(&settings.state_dir)?;
-        let repo = LocalRepo::open_or_init(&state_dir.repo_dir())?;
+        let repo = LocalRepo::open_or_init(&state_dir.repo_dir())?
+            .with_file_limit(settings.limits.max_file_size);
         Ok(Agent {
             settings,
             state_dir,

@@ -361,7 +361,7 @@ fn cases() -> Vec<(&'static str, Act)> {
         ("oversize file", |e| {
             e.fleet.write("hosts/h1/files/var/big", &"x".repeat(5000));
             let c = e.signed("big");
-            rejected(&c, "hosts/h1/files/var/big: /var/big is larger than the limit of 4096 bytes (limits.max_file_size in agent.toml)")
+            rejected(&c, "hosts/h1: files/var/big is 5000 bytes, over the limit of 4096 bytes (limits.max_file_size in agent.toml) [size-limit]")
         }),
         ("too many files", |e| {
             for i in 0..25 {
@@ -759,4 +759,176 @@ fn long_history_is_walked_over_git_daemon() {
         r.message
     );
     assert_eq!(e.snapshot(), before);
+}
+
+// Memory: a 400 MB blob of zeros is ~400 KB on the wire. Each case pushes one, runs the real
+// `plumb apply` against a git daemon (so the server's memory is not the child's), and reads the
+// child's peak RSS from wait4's rusage.
+
+/// Most `plumb apply` (and the git it runs) may hold for a hostile commit.
+const MAX_RSS_KIB: i64 = 64 * 1024;
+const HUGE: u64 = 400_000_000;
+
+/// Writes a blob of `size` zero bytes into the repository at `w` with git fast-import, which
+/// streams blobs over core.bigFileThreshold (hash-object would hold all of it in memory); the
+/// zeros are generated into the pipe, never held here.
+fn zero_blob(w: &Path, size: u64) -> String {
+    use std::io::Write;
+    let marks = w.join("zero.marks");
+    let mut child = git(w)
+        .args(["-c", "core.bigFileThreshold=1m", "fast-import", "--quiet"])
+        .arg(format!("--export-marks={}", marks.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    write!(stdin, "blob\nmark :1\ndata {size}\n").unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        stdin.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let m = std::fs::read_to_string(&marks).unwrap();
+    m.trim().strip_prefix(":1 ").unwrap().to_string()
+}
+
+/// `plumb apply`: its exit code and its peak RSS in KiB (ru_maxrss of wait4, which covers the
+/// processes it waited for too).
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, for its rusage
+fn apply_measured(host: &Host) -> (i32, i64) {
+    use std::os::unix::process::ExitStatusExt;
+    let child = host
+        .plumb(&["apply"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+    let code = std::process::ExitStatus::from_raw(status)
+        .code()
+        .unwrap_or(-1);
+    (code, usage.ru_maxrss)
+}
+
+/// A converged host on a git daemon; the fleet repo's git streams big blobs (as a server would
+/// be configured to; else the test machine, not plumb, holds 400 MB).
+fn memory_env() -> (Env, GitDaemon) {
+    let e = Env::new();
+    for dir in [&e.fleet.bare, &e.fleet.work] {
+        run(git(dir).args(["config", "core.bigFileThreshold", "1m"]));
+    }
+    let daemon = GitDaemon::start(&e.dir);
+    e.host
+        .configure(&daemon.url("fleet.git"), &trust(&e.signers));
+    assert_eq!(e.host.converge().outcome.as_str(), "converged");
+    (e, daemon)
+}
+
+/// Commits (signed with `key`, if any) the blob `oid` at `path`, with `git update-index`: the
+/// 400 MB are never checked out.
+fn commit_blob(e: &Env, path: &str, oid: &str, key: Option<&Key>) -> String {
+    let w = &e.fleet.work;
+    run(git(w).args([
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("100644,{oid},{path}"),
+    ]));
+    let mut c = git(w);
+    if let Some(k) = key {
+        c.arg("-c")
+            .arg("gpg.format=ssh")
+            .arg("-c")
+            .arg(format!("user.signingkey={}", k.private.display()))
+            .args(["commit", "-q", "-S", "-m", "huge"]);
+    } else {
+        c.args(["commit", "-q", "-m", "huge"]);
+    }
+    run(&mut c);
+    e.fleet.push()
+}
+
+/// Runs `plumb apply` on a huge commit and checks the bound, the exit code, the report and that
+/// nothing changed.
+fn check_huge(e: &Env, head: &str, code: i32, outcome: &str, reason: &str) {
+    let before = e.snapshot();
+    let (got, rss) = apply_measured(&e.host);
+    let r = e.host.report().unwrap();
+    assert!(
+        rss <= MAX_RSS_KIB,
+        "peak RSS {rss} KiB, over {MAX_RSS_KIB} KiB"
+    );
+    assert_eq!(got, code, "exit code; report: {}", r.message);
+    assert_eq!(r.outcome.as_str(), outcome, "{}", r.message);
+    assert_eq!(r.desired_commit, head);
+    assert!(
+        r.message.contains(reason),
+        "{:?} lacks {reason:?}",
+        r.message
+    );
+    assert_eq!(r.applied_commit, e.c1);
+    assert_eq!(e.snapshot(), before, "the host changed");
+}
+
+#[test]
+fn huge_blob_in_this_hosts_directory_is_rejected_in_bounded_memory() {
+    let (e, _daemon) = memory_env();
+    let oid = zero_blob(&e.fleet.work, HUGE);
+    let c = commit_blob(&e, "hosts/h1/files/var/big", &oid, Some(&e.good));
+    check_huge(
+        &e,
+        &c,
+        1,
+        "rejected",
+        &format!(
+            "rejected {}: hosts/h1: files/var/big is {HUGE} bytes, over the limit of 4096 bytes (limits.max_file_size in agent.toml) [size-limit]",
+            short(&c)
+        ),
+    );
+}
+
+#[test]
+fn huge_blob_in_another_hosts_directory_costs_this_host_nothing() {
+    // Not this host's file: the commit is applied (nothing of h1 changed), the blob never read.
+    let (e, _daemon) = memory_env();
+    let oid = zero_blob(&e.fleet.work, HUGE);
+    let c = commit_blob(&e, "hosts/h2/files/var/big", &oid, Some(&e.good));
+    let before = e.snapshot();
+    let (code, rss) = apply_measured(&e.host);
+    let r = e.host.report().unwrap();
+    assert!(
+        rss <= MAX_RSS_KIB,
+        "peak RSS {rss} KiB, over {MAX_RSS_KIB} KiB"
+    );
+    assert_eq!(
+        (code, r.outcome.as_str()),
+        (0, "converged"),
+        "{}",
+        r.message
+    );
+    assert_eq!(r.applied_commit, c);
+    assert_eq!(e.snapshot(), before, "the host changed");
+}
+
+#[test]
+fn huge_blob_in_an_unsigned_commit_is_rejected_before_it_is_read() {
+    let (e, _daemon) = memory_env();
+    let oid = zero_blob(&e.fleet.work, HUGE);
+    let c = commit_blob(&e, "hosts/h1/files/var/big", &oid, None);
+    check_huge(
+        &e,
+        &c,
+        1,
+        "rejected",
+        &format!("rejected {}: commit {c} is not signed", short(&c)),
+    );
 }

@@ -297,4 +297,18 @@ fn fetch_over_https_with_a_token() {
         st["message"].as_str().unwrap().contains("could not fetch"),
         "untrusted cert must fail: {st:?}"
     );
+
+    // A pack holding an object over the allocation limit (16 MiB; here another host's file) is
+    // fetched again by `git fetch`, with the token in its environment and the same CA.
+    f.write_bytes("hosts/h2/files/var/big", &vec![0u8; 20 << 20]);
+    f.write("hosts/h1/files/etc/motd", "after the big one\n");
+    let big = f.commit("big");
+    let out = apply(&h);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(h.read("/etc/motd").unwrap(), "after the big one\n");
+    assert_eq!(h.status()["applied_commit"].as_str(), Some(big.as_str()));
 }

@@ -24,6 +24,31 @@ pub struct Remote {
 /// The local bare repository that fetched commits land in.
 pub struct LocalRepo {
     dir: PathBuf,
+    /// `limits.max_file_size`: no blob over it is read (see [`Self::with_file_limit`]).
+    max_file_size: Option<u64>,
+}
+
+/// No object gix reads or indexes may allocate more than this, whatever `limits.max_file_size`
+/// says below it: trees and commits are objects too, and a tree of a few thousand entries is
+/// larger than a small file limit.
+const MIN_OBJECT_LIMIT: u64 = 16 << 20;
+
+/// Longest symlink target read from a tree (PATH_MAX).
+const MAX_LINK_TARGET: u64 = 4096;
+
+/// Largest `host.toml` read, when `limits.max_file_size` is below it.
+const MIN_HOST_TOML_LIMIT: u64 = 1 << 20;
+
+/// A blob of the tree is over a `[limits]` bound: rejected before it was read.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} is {size} bytes, over the limit of {limit} bytes ({key} in agent.toml) [size-limit]"
+)]
+pub struct TooLarge {
+    pub path: String,
+    pub size: u64,
+    pub limit: u64,
+    pub key: &'static str,
 }
 
 /// What one fetch found.
@@ -44,7 +69,22 @@ impl LocalRepo {
         }
         Ok(LocalRepo {
             dir: dir.to_path_buf(),
+            max_file_size: None,
         })
+    }
+
+    /// Bounds memory by `limits.max_file_size`: gix allocates no object over it (or over
+    /// [`MIN_OBJECT_LIMIT`], the larger), neither when it indexes a fetched pack (such a pack is
+    /// fetched again by git, which streams it: [`Self::fetch_streaming`]) nor when it reads one;
+    /// [`Self::tree`] checks blob sizes in the object headers before reading any blob.
+    pub fn with_file_limit(mut self, max_file_size: u64) -> LocalRepo {
+        self.max_file_size = Some(max_file_size);
+        self
+    }
+
+    /// The largest allocation gix may make for one object, if bounded.
+    fn object_limit(&self) -> Option<u64> {
+        self.max_file_size.map(|m| m.max(MIN_OBJECT_LIMIT))
     }
 
     pub fn path(&self) -> &Path {
@@ -78,6 +118,9 @@ impl LocalRepo {
     /// the shallow depth on v1).
     pub fn open(&self, remote: Option<&Remote>) -> Result<gix::Repository> {
         let mut overrides = vec!["protocol.version=2".to_string(), "core.askPass=".into()];
+        if let Some(limit) = self.object_limit() {
+            overrides.push(format!("gitoxide.objects.allocLimit={limit}"));
+        }
         if let Some(r) = remote {
             overrides.push(format!("core.sshCommand={}", ssh_command(r)));
         }
@@ -151,7 +194,7 @@ impl LocalRepo {
             // Tags are not needed, and asking for them would list every tag on each poll.
             .with_fetch_tags(gix::remote::fetch::Tags::None);
         let conn = connect(&r).with_context(|| what.clone())?;
-        self.receive(&repo, conn, remote, local_ref, depth, &what)
+        self.receive(&repo, conn, remote, remote_ref, local_ref, depth, &what)
     }
 
     /// The one-round-trip check of a poll ([`probe`]): `Some` when the server's tip is the one we
@@ -181,11 +224,13 @@ impl LocalRepo {
     }
 
     /// The fetch proper over an open connection; see [`Self::fetch_ref`].
+    #[allow(clippy::too_many_arguments)]
     fn receive(
         &self,
         repo: &gix::Repository,
         mut conn: Connection<'_, '_>,
         remote: &Remote,
+        remote_ref: &str,
         local_ref: &str,
         depth: NonZeroU32,
         what: &str,
@@ -220,10 +265,17 @@ impl LocalRepo {
                 return Ok(Some(false));
             }
         }
-        let outcome = prepare
+        let outcome = match prepare
             .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth))
             .receive(gix::progress::Discard, &AtomicBool::new(false))
-            .context(what.to_string())?;
+            .map_err(anyhow::Error::from)
+        {
+            Ok(o) => o,
+            Err(e) if self.over_object_limit(&e) => {
+                return self.fetch_streaming(remote, remote_ref, local_ref, depth, what);
+            }
+            Err(e) => return Err(e.context(what.to_string())),
+        };
         if outcome.handshake.server_protocol_version != gix::protocol::transport::Protocol::V2 {
             bail!("{what}: the server does not speak git protocol v2, which plumb needs for shallow fetches");
         }
@@ -231,6 +283,61 @@ impl LocalRepo {
             outcome.status,
             gix::remote::fetch::Status::NoPackReceived { .. }
         )))
+    }
+
+    /// Did gix refuse to index a pack because one of its objects is over the allocation limit?
+    fn over_object_limit(&self, e: &anyhow::Error) -> bool {
+        self.object_limit().is_some() && format!("{e:#}").contains("too large to fit in memory")
+    }
+
+    /// The fetch again, by `git fetch`: gix indexes a received pack with every object whole in
+    /// memory, so a pack holding a huge blob (a few hundred KB of zeros on the wire) is refused
+    /// by the allocation limit. git's index-pack hashes objects over `core.bigFileThreshold` as a
+    /// stream, in bounded memory; the commit then lands here, and the trust check and the spec
+    /// loader (object headers only) reject it naming the file, without reading the blob.
+    fn fetch_streaming(
+        &self,
+        remote: &Remote,
+        remote_ref: &str,
+        local_ref: &str,
+        depth: NonZeroU32,
+        what: &str,
+    ) -> Result<Option<bool>> {
+        let limit = self.object_limit().unwrap_or(MIN_OBJECT_LIMIT);
+        tracing::info!(
+            limit,
+            "the fetched pack holds an object over the limit; fetching it again with git, which streams it"
+        );
+        let endpoint = crate::status::remote::Endpoint {
+            url: remote_url(&remote.url)?,
+            ssh_key: remote.ssh_key.clone(),
+            token_file: remote.token_file.clone(),
+            known_hosts: remote.known_hosts.clone(),
+        };
+        let mut cmd = crate::status::git_cli::git_command(&self.dir, &endpoint)?;
+        // Objects over 1 MiB are hashed as a stream, never held whole.
+        cmd.args(["-c", "core.bigFileThreshold=1m"])
+            // Always index-pack (it streams), never unpack-objects into loose objects.
+            .args(["-c", "fetch.unpackLimit=1", "-c", "protocol.version=2"])
+            .args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"])
+            .arg(format!("--depth={depth}"))
+            .arg("--")
+            .arg(&endpoint.url)
+            .arg(format!("+{remote_ref}:{local_ref}"))
+            .stdin(std::process::Stdio::null());
+        let out = cmd
+            .output()
+            .with_context(|| format!("{what}: running git fetch"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            bail!(
+                "{what}: the commit holds an object over {limit} bytes (limits.max_file_size is {}) \
+                 [size-limit], and git fetch failed too: {}",
+                self.max_file_size.unwrap_or(limit),
+                redact_url(stderr.trim())
+            );
+        }
+        Ok(Some(true))
     }
 
     /// The commit a local ref points to, if the ref exists.
@@ -261,7 +368,17 @@ impl LocalRepo {
         if !entry.mode().is_blob() {
             return Ok(None);
         }
-        let data = repo.find_blob(entry.object_id())?.data.clone();
+        let limit = self.object_limit().unwrap_or(MIN_OBJECT_LIMIT);
+        let size = repo.find_header(entry.object_id())?.size();
+        if size > limit {
+            bail!(TooLarge {
+                path: path.to_string(),
+                size,
+                limit,
+                key: "limits.max_file_size",
+            });
+        }
+        let data = repo.find_blob(entry.object_id())?.take_data();
         Ok(Some(data))
     }
 
@@ -279,7 +396,12 @@ impl LocalRepo {
             .tree_id()
             .context("reading the commit's tree")?
             .detach();
-        Ok(CommitTree { repo, tree, commit })
+        Ok(CommitTree {
+            repo,
+            tree,
+            commit,
+            max_file_size: self.max_file_size.unwrap_or(u64::MAX),
+        })
     }
 }
 
@@ -298,8 +420,13 @@ pub(crate) fn connect<'a, 'repo>(remote: &'a gix::Remote<'repo>) -> Result<Conne
     let url = remote
         .url(Direction::Fetch)
         .context("the remote has no URL")?;
-    if url.scheme != gix::url::Scheme::Git {
-        return Ok(remote.connect(Direction::Fetch)?);
+    match url.scheme {
+        gix::url::Scheme::Git => {}
+        gix::url::Scheme::Http | gix::url::Scheme::Https => {
+            let transport = super::http::transport(url.clone());
+            return Ok(remote.to_connection_with_transport(Box::new(transport)));
+        }
+        _ => return Ok(remote.connect(Direction::Fetch)?),
     }
     let host = url.host().context("git:// URL without a host")?;
     let stream = probe::connect_tcp(host, url.port_or_default().unwrap_or(9418))?;
@@ -335,7 +462,7 @@ pub(crate) fn ssh_command(r: &Remote) -> String {
     cmd
 }
 
-/// One TLS crypto backend (ring) for every HTTPS client in the process.
+/// One TLS crypto backend (ring) for the process's HTTPS client.
 pub(crate) fn init_tls() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -387,9 +514,35 @@ pub struct CommitTree {
     repo: gix::Repository,
     tree: ObjectId,
     pub commit: ObjectId,
+    max_file_size: u64,
 }
 
 impl CommitTree {
+    /// The content of blob `oid` at `rel`, its size checked in the object's header first, so a
+    /// blob over `limit` is never read.
+    fn read_blob(
+        &self,
+        oid: ObjectId,
+        rel: &str,
+        limit: u64,
+        key: &'static str,
+    ) -> Result<Vec<u8>> {
+        let size = self
+            .repo
+            .find_header(oid)
+            .with_context(|| format!("{rel}: reading the object header"))?
+            .size();
+        if size > limit {
+            bail!(TooLarge {
+                path: rel.to_string(),
+                size,
+                limit,
+                key,
+            });
+        }
+        Ok(self.repo.find_blob(oid)?.take_data())
+    }
+
     fn walk_tree(&self, id: ObjectId, prefix: &str, out: &mut Vec<(String, Node)>) -> Result<()> {
         let tree = self.repo.find_tree(id)?;
         for entry in tree.iter() {
@@ -411,17 +564,24 @@ impl CommitTree {
                 out.push((rel.clone(), Node::Dir));
                 self.walk_tree(oid, &rel, out)?;
             } else if mode.is_link() {
-                let blob = self.repo.find_blob(oid)?;
-                let target = std::str::from_utf8(&blob.data)
-                    .map_err(|_| anyhow!("{rel}: symlink target is not UTF-8"))?
-                    .to_string();
+                let data = self.read_blob(oid, &rel, MAX_LINK_TARGET, "PATH_MAX")?;
+                let target = String::from_utf8(data)
+                    .map_err(|_| anyhow!("{rel}: symlink target is not UTF-8"))?;
                 out.push((rel, Node::Symlink { target }));
             } else if mode.is_blob() {
-                let blob = self.repo.find_blob(oid)?;
+                let (limit, key) = if rel == "host.toml" {
+                    (
+                        self.max_file_size.max(MIN_HOST_TOML_LIMIT),
+                        "limits.max_file_size (at least 1 MiB for host.toml)",
+                    )
+                } else {
+                    (self.max_file_size, "limits.max_file_size")
+                };
+                let data = self.read_blob(oid, &rel, limit, key)?;
                 out.push((
                     rel,
                     Node::File {
-                        data: blob.data.clone(),
+                        data,
                         executable: mode.is_executable(),
                     },
                 ));

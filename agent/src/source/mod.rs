@@ -2,5 +2,6 @@
 
 pub mod backoff;
 pub mod git;
+pub mod http;
 pub mod probe;
 pub mod verify;

@@ -5,6 +5,7 @@
 
 use super::git::{read_token, Remote};
 use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
 use gix::bstr::{BString, ByteSlice};
 use gix::protocol::transport::packetline::blocking_io::{encode, StreamingPeekableIter};
 use gix::protocol::transport::packetline::PacketLineRef;
@@ -193,42 +194,30 @@ fn check_stop<R: Read>(lines: &StreamingPeekableIter<R>) -> Result<()> {
 }
 
 /// https:// and http://: one POST carrying the command (stateless protocol v2 needs no
-/// capability request first).
+/// capability request first), on the process's HTTP agent.
 fn over_http(remote: &Remote, command: &[u8]) -> Result<Listing> {
-    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
-    super::git::init_tls();
-    let client = match CLIENT.get() {
-        Some(c) => c,
-        None => {
-            let c = reqwest::blocking::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(IO_TIMEOUT)
-                // A redirect is left to gix's fetch, which follows git's rules for them.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .context("building the HTTP client")?;
-            CLIENT.get_or_init(|| c)
-        }
-    };
     let endpoint = format!("{}/git-upload-pack", remote.url.trim_end_matches('/'));
-    let mut req = client
+    let mut req = super::http::agent()
         .post(&endpoint)
         .header("Content-Type", "application/x-git-upload-pack-request")
         .header("Accept", "application/x-git-upload-pack-result")
-        .header("Git-Protocol", "version=2")
-        .body(command.to_vec());
+        .header("Git-Protocol", "version=2");
     if let Some(file) = &remote.token_file {
         let user = gix::url::parse(remote.url.as_bytes().as_bstr())
             .ok()
             .and_then(|u| u.user().map(str::to_string))
             .unwrap_or_else(|| "plumb".into());
-        req = req.basic_auth(user, Some(read_token(file)?));
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{user}:{}", read_token(file)?));
+        req = req.header("Authorization", format!("Basic {basic}"));
     }
-    let resp = req.send().map_err(|e| anyhow!("{}", e.without_url()))?;
+    // A redirect is left to the fetch, which reports it.
+    let resp = req.send(command).map_err(|e| anyhow!("{e}"))?;
     if !resp.status().is_success() {
         bail!("the server answered HTTP {}", resp.status());
     }
-    let mut lines = StreamingPeekableIter::new(resp, &[PacketLineRef::Flush], false);
+    let body = resp.into_body().into_reader();
+    let mut lines = StreamingPeekableIter::new(body, &[PacketLineRef::Flush], false);
     lines.fail_on_err_lines(true);
     read_listing(&mut lines)
 }

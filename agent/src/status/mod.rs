@@ -2,7 +2,7 @@
 
 mod chain;
 pub mod fleet;
-mod git_cli;
+pub(crate) mod git_cli;
 pub mod publish;
 pub mod remote;
 pub mod report;
