@@ -47,8 +47,7 @@ pub fn hold(root: &Path) -> Result<Option<Hold>> {
     f.write_all(SCRIPT.as_bytes())
         .and_then(|_| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("putting {} in place", path.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("putting {} in place", path.display()))?;
     tracing::debug!(path = %path.display(), "service starts held for the package transaction");
     Ok(Some(Hold { path }))
 }
@@ -79,7 +78,10 @@ mod tests {
     #[test]
     fn holds_then_releases_and_respects_a_foreign_policy() {
         let root = tempfile::tempdir().unwrap();
-        assert!(hold(root.path()).unwrap().is_none(), "no /usr/sbin: not Debian");
+        assert!(
+            hold(root.path()).unwrap().is_none(),
+            "no /usr/sbin: not Debian"
+        );
         std::fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
         let p = script_path(root.path());
         {

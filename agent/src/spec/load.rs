@@ -4,6 +4,7 @@ use super::hosttoml::{HostToml, RawFile, RawUnit};
 use super::tree::{FleetTree, Node};
 use super::*;
 use crate::config::{parse_duration, Limits};
+use crate::reason::Reason;
 
 const CONTAINER_KINDS: &[&str] = &[
     "container",
@@ -72,9 +73,14 @@ impl Builder {
                 "{dir}: includes nest deeper than {MAX_INCLUDE_DEPTH} levels"
             ));
         }
-        let entries = tree
-            .walk(dir)
-            .map_err(|e| SpecError::invalid(format!("{dir}: {e:#}")))?;
+        let entries = tree.walk(dir).map_err(|e| {
+            let reason = if e.downcast_ref::<crate::source::git::TooLarge>().is_some() {
+                Reason::SizeLimit
+            } else {
+                Reason::InvalidSpec
+            };
+            SpecError::new(reason, format!("{dir}: {e:#}"))
+        })?;
         let Some(entries) = entries else {
             return err(if is_host {
                 format!(
@@ -437,21 +443,25 @@ impl Builder {
             sizes.push((origin, conf, data.len() as u64));
         }
         if sizes.len() > limits.max_files {
-            return err(format!(
+            return too_big(format!(
                 "{} files exceed the limit of {} (limits.max_files in agent.toml)",
                 sizes.len(),
                 limits.max_files
             ));
         }
         if let Some((origin, name, _)) = sizes.iter().find(|s| s.2 > limits.max_file_size) {
-            return err(format!("{origin}: {name} is larger than the limit of {} bytes (limits.max_file_size in agent.toml)", limits.max_file_size));
+            return too_big(format!("{origin}: {name} is larger than the limit of {} bytes (limits.max_file_size in agent.toml)", limits.max_file_size));
         }
         let total: u64 = sizes.iter().map(|s| s.2).sum();
         if total > limits.max_total_size {
-            return err(format!("files total {total} bytes, over the limit of {} (limits.max_total_size in agent.toml)", limits.max_total_size));
+            return too_big(format!("files total {total} bytes, over the limit of {} (limits.max_total_size in agent.toml)", limits.max_total_size));
         }
         Ok(())
     }
+}
+
+fn too_big<T>(msg: String) -> Result<T> {
+    Err(SpecError::new(Reason::SizeLimit, msg))
 }
 
 /// Records `key` in `slot`; a second claim must carry the same content.
