@@ -7,6 +7,7 @@ pub mod docs;
 pub mod engine;
 pub mod health;
 pub mod host;
+pub mod judged;
 pub mod logging;
 pub mod reason;
 pub mod resource;
