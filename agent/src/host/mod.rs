@@ -4,6 +4,7 @@ pub mod command;
 pub mod fs;
 pub mod packagekit;
 pub mod packages;
+pub mod pkg_cleanup;
 pub mod pkgcmd;
 pub mod service_hold;
 pub mod systemd;

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Queries are quick; installs may download a lot.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The package manager of this system, driven directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl Native {
 /// (plumb.service keeps only the file capabilities) would break apt's privilege drop and the
 /// packages' maintainer scripts: the tool then runs as a transient unit of systemd, outside that
 /// sandbox, waited for, its output piped back. Run by hand, it runs directly.
-fn system_tool(program: &str, env: &[(&str, &str)]) -> Command {
+pub(crate) fn system_tool(program: &str, env: &[(&str, &str)]) -> Command {
     let as_service = std::env::var_os("INVOCATION_ID").is_some()
         && Path::new("/run/systemd/system").is_dir()
         && find_program("systemd-run").is_some();
@@ -250,7 +250,7 @@ fn check_names(names: &[String]) -> Result<()> {
 }
 
 /// Runs `c` (its whole argv is logged); a failure says `what` failed, with the tool's own words.
-fn run_checked(c: &mut Command, timeout: Duration, what: &str) -> Result<String> {
+pub(crate) fn run_checked(c: &mut Command, timeout: Duration, what: &str) -> Result<String> {
     let out = command::run(c, timeout)?;
     if !out.status.success() {
         bail!(
@@ -363,7 +363,7 @@ fn parse_apt_policy(text: &str) -> BTreeSet<String> {
 }
 
 /// `apt-get -s remove` -> the packages it would remove (`Remv name [version]`).
-fn parse_apt_removals(text: &str) -> Vec<String> {
+pub(crate) fn parse_apt_removals(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("Remv "))
         .filter_map(|rest| rest.split_whitespace().next())
