@@ -201,7 +201,7 @@ impl HostFs {
     /// In a batch, the fsync and rename wait for `commit_batch`.
     pub fn write_file(&self, path: &str, data: &[u8], meta: Meta) -> Result<Vec<String>> {
         let (dir, name, created) = self.parent(path, true)?.expect("created");
-        let tmp = format!(".{name}{TMP_SUFFIX}");
+        let tmp = tmp_name(&name);
         self.refuse_dir(&dir, &name, path)?;
         let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         let fd = openat(
@@ -316,7 +316,7 @@ impl HostFs {
     /// Replaces `path` atomically with a symlink to `target`.
     pub fn write_symlink(&self, path: &str, target: &str, meta: Meta) -> Result<Vec<String>> {
         let (dir, name, created) = self.parent(path, true)?.expect("created");
-        let tmp = format!(".{name}{TMP_SUFFIX}");
+        let tmp = tmp_name(&name);
         self.refuse_dir(&dir, &name, path)?;
         let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         nix::unistd::symlinkat(target, &dir, tmp.as_str())
@@ -549,7 +549,17 @@ fn components(path: &str) -> Result<Vec<&str>> {
     Ok(comps)
 }
 
-/// Is this a temp file of ours (left by a pass that was killed)?
+/// The temp file a write of `name` goes through: a fixed length (so any name up to NAME_MAX can
+/// be written), and of the `.*.plumb-new` form the spec loader refuses for managed files, so no
+/// file Git names can be mistaken for (or overwritten as) another's temp file.
+pub fn tmp_name(name: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(name.as_bytes());
+    format!(".{}{TMP_SUFFIX}", hex::encode(&h[..8]))
+}
+
+/// Is this a temp file of ours (left by a pass that was killed)? Managed names of this form are
+/// refused when a commit is loaded.
 pub fn is_tmp_name(name: &OsStr) -> bool {
     name.as_bytes().starts_with(b".") && name.as_bytes().ends_with(TMP_SUFFIX.as_bytes())
 }
@@ -742,6 +752,10 @@ mod tests {
     #[test]
     fn tmp_names() {
         assert!(is_tmp_name(OsStr::new(".motd.plumb-new")));
+        let long = "x".repeat(255);
+        assert!(is_tmp_name(OsStr::new(&tmp_name(&long))));
+        assert!(tmp_name(&long).len() < 32);
+        assert_ne!(tmp_name("motd"), tmp_name("issue"));
         assert!(!is_tmp_name(OsStr::new("motd")));
     }
 }

@@ -390,51 +390,69 @@ pub struct CommitTree {
 }
 
 impl CommitTree {
-    fn walk_tree(&self, id: ObjectId, prefix: &str, out: &mut Vec<(String, Node)>) -> Result<()> {
-        let tree = self.repo.find_tree(id)?;
-        for entry in tree.iter() {
-            let entry = entry?;
-            let name = entry.filename().to_str().map_err(|_| {
-                anyhow!(
-                    "{prefix}/{:?}: file name is not UTF-8: rename it",
-                    entry.filename()
-                )
-            })?;
-            let rel = if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let mode = entry.mode();
-            let oid = entry.object_id();
-            if mode.is_tree() {
-                out.push((rel.clone(), Node::Dir));
-                self.walk_tree(oid, &rel, out)?;
-            } else if mode.is_link() {
-                let blob = self.repo.find_blob(oid)?;
-                let target = std::str::from_utf8(&blob.data)
-                    .map_err(|_| anyhow!("{rel}: symlink target is not UTF-8"))?
-                    .to_string();
-                out.push((rel, Node::Symlink { target }));
-            } else if mode.is_blob() {
-                let blob = self.repo.find_blob(oid)?;
-                out.push((
-                    rel,
-                    Node::File {
-                        data: blob.data.clone(),
-                        executable: mode.is_executable(),
-                    },
-                ));
-            } else {
-                bail!("{rel}: submodules are not supported in a fleet repo");
+    /// Depth first, iteratively (a tree 8,000 levels deep must not overflow the stack); trees
+    /// `max_depth` levels down are listed, not entered (see `FleetTree::walk`).
+    fn walk_tree(
+        &self,
+        id: ObjectId,
+        max_depth: usize,
+        out: &mut Vec<(String, Node)>,
+    ) -> Result<()> {
+        // Trees still to list: (tree id, path prefix, depth of its entries).
+        let mut pending: Vec<(ObjectId, String, usize)> = vec![(id, String::new(), 1)];
+        while let Some((id, prefix, depth)) = pending.pop() {
+            let tree = self.repo.find_tree(id)?;
+            let mut subtrees = Vec::new();
+            for entry in tree.iter() {
+                let entry = entry?;
+                let name = entry.filename().to_str().map_err(|_| {
+                    crate::spec::SpecError::new(
+                        crate::reason::Reason::InvalidPath,
+                        format!(
+                            "{prefix}/{:?}: file name is not UTF-8: rename it",
+                            entry.filename()
+                        ),
+                    )
+                })?;
+                let rel = if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let mode = entry.mode();
+                let oid = entry.object_id();
+                if mode.is_tree() {
+                    out.push((rel.clone(), Node::Dir));
+                    if depth <= max_depth {
+                        subtrees.push((oid, rel, depth + 1));
+                    }
+                } else if mode.is_link() {
+                    let blob = self.repo.find_blob(oid)?;
+                    let target = std::str::from_utf8(&blob.data)
+                        .map_err(|_| anyhow!("{rel}: symlink target is not UTF-8"))?
+                        .to_string();
+                    out.push((rel, Node::Symlink { target }));
+                } else if mode.is_blob() {
+                    let blob = self.repo.find_blob(oid)?;
+                    out.push((
+                        rel,
+                        Node::File {
+                            data: blob.data.clone(),
+                            executable: mode.is_executable(),
+                        },
+                    ));
+                } else {
+                    bail!("{rel}: submodules are not supported in a fleet repo");
+                }
             }
+            pending.extend(subtrees.into_iter().rev());
         }
         Ok(())
     }
 }
 
 impl FleetTree for CommitTree {
-    fn walk(&self, dir: &str) -> Result<Option<Vec<(String, Node)>>> {
+    fn walk(&self, dir: &str, max_depth: usize) -> Result<Option<Vec<(String, Node)>>> {
         let root = self.repo.find_tree(self.tree)?;
         let Some(entry) = root.lookup_entry_by_path(dir)? else {
             return Ok(None);
@@ -443,7 +461,7 @@ impl FleetTree for CommitTree {
             return Ok(None);
         }
         let mut out = Vec::new();
-        self.walk_tree(entry.object_id(), "", &mut out)?;
+        self.walk_tree(entry.object_id(), max_depth, &mut out)?;
         Ok(Some(out))
     }
 
