@@ -333,10 +333,15 @@ impl HostFs {
         Ok(created)
     }
 
+    /// A directory in the way: an empty one (left by the managed files that were in it, when a
+    /// path turns from a directory into a file) is removed; one holding anything is refused.
     fn refuse_dir(&self, dir: &OwnedFd, name: &str, path: &str) -> Result<()> {
         if let Ok(st) = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
-                bail!("{} is a directory on the host: plumb does not replace directories; remove it or change Git", self.display(path));
+                self.dirs.lock().expect("not poisoned").clear();
+                if unlinkat(dir, name, UnlinkatFlags::RemoveDir).is_err() {
+                    bail!("{} is a directory on the host: plumb does not replace directories; remove it or change Git", self.display(path));
+                }
             }
         }
         Ok(())
@@ -727,8 +732,17 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("etc/d")).unwrap();
         let fs = HostFs::open(t.path()).unwrap();
+        std::fs::write(t.path().join("etc/d/keep"), "x").unwrap();
         assert!(fs.write_file("/etc/d", b"x", me()).is_err());
         assert!(t.path().join("etc/d").is_dir());
+        // An empty one (its managed files just removed) gives way.
+        std::fs::remove_file(t.path().join("etc/d/keep")).unwrap();
+        fs.write_file("/etc/d", b"x", me()).unwrap();
+        assert_eq!(std::fs::read(t.path().join("etc/d")).unwrap(), b"x");
+        // Any name up to NAME_MAX can be written: the temp name is short.
+        let long = format!("/etc/{}", "n".repeat(255));
+        fs.write_file(&long, b"y", me()).unwrap();
+        fs.write_symlink(&format!("/etc/{}", "l".repeat(255)), "d", me()).unwrap();
     }
 
     #[test]
