@@ -262,9 +262,7 @@ fn validate(dir: PathBuf, host: Option<String>) -> Result<i32> {
         Some(h) => vec![h],
         None => {
             // Never through a symlink: CI runs this on untrusted branches.
-            let hosts_dir = tree
-                .dir("hosts")?
-                .unwrap_or_else(|| dir.join("hosts"));
+            let hosts_dir = tree.dir("hosts")?.unwrap_or_else(|| dir.join("hosts"));
             let mut v: Vec<String> = std::fs::read_dir(&hosts_dir)
                 .with_context(|| {
                     format!(

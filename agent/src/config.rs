@@ -113,9 +113,12 @@ impl Default for Limits {
 /// at load, never an overflow (or a hang) in the middle of a pass.
 pub mod ranges {
     use std::time::Duration;
-    pub const INTERVAL: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 86400));
-    pub const HEARTBEAT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * 86400));
-    pub const HEALTH_TIMEOUT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+    pub const INTERVAL: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(7 * 86400));
+    pub const HEARTBEAT: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(30 * 86400));
+    pub const HEALTH_TIMEOUT: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(3600));
     pub const HISTORY: (u64, u64) = (2, 100_000);
     pub const MAX_FILE_SIZE: (u64, u64) = (1, 1 << 30);
     pub const MAX_TOTAL_SIZE: (u64, u64) = (1, 64 << 30);
@@ -191,11 +194,9 @@ impl Settings {
         {
             bail!("{}: `path` = {repo_path:?} must be a relative path inside the repo without `.` or `..`", path.display());
         }
-        let interval = parse_duration_in(
-            raw.interval.as_deref().unwrap_or("60s"),
-            ranges::INTERVAL,
-        )
-        .with_context(|| at("interval"))?;
+        let interval =
+            parse_duration_in(raw.interval.as_deref().unwrap_or("60s"), ranges::INTERVAL)
+                .with_context(|| at("interval"))?;
         let root = raw.root.unwrap_or_else(|| "/".into());
         let state_dir = raw.state_dir.unwrap_or_else(|| "/var/lib/plumb".into());
         for (key, p) in [("root", &root), ("state_dir", &state_dir)] {
@@ -239,11 +240,36 @@ impl Settings {
             count_in(v.unwrap_or(default), range).with_context(|| at(key))
         };
         let limits = Limits {
-            max_file_size: count(l.max_file_size, d.max_file_size, ranges::MAX_FILE_SIZE, "limits.max_file_size")?,
-            max_total_size: count(l.max_total_size, d.max_total_size, ranges::MAX_TOTAL_SIZE, "limits.max_total_size")?,
-            max_files: count(l.max_files, d.max_files as u64, ranges::MAX_FILES, "limits.max_files")? as usize,
-            max_depth: count(l.max_depth, d.max_depth as u64, ranges::MAX_DEPTH, "limits.max_depth")? as usize,
-            max_includes: count(l.max_includes, d.max_includes as u64, ranges::MAX_INCLUDES, "limits.max_includes")? as usize,
+            max_file_size: count(
+                l.max_file_size,
+                d.max_file_size,
+                ranges::MAX_FILE_SIZE,
+                "limits.max_file_size",
+            )?,
+            max_total_size: count(
+                l.max_total_size,
+                d.max_total_size,
+                ranges::MAX_TOTAL_SIZE,
+                "limits.max_total_size",
+            )?,
+            max_files: count(
+                l.max_files,
+                d.max_files as u64,
+                ranges::MAX_FILES,
+                "limits.max_files",
+            )? as usize,
+            max_depth: count(
+                l.max_depth,
+                d.max_depth as u64,
+                ranges::MAX_DEPTH,
+                "limits.max_depth",
+            )? as usize,
+            max_includes: count(
+                l.max_includes,
+                d.max_includes as u64,
+                ranges::MAX_INCLUDES,
+                "limits.max_includes",
+            )? as usize,
         };
         Ok(Settings {
             source_file: path.to_path_buf(),
@@ -324,10 +350,36 @@ fn validate_repo(r: &str) -> Result<()> {
 
 /// Directories plumb must never take over as its state_dir (it is chmod-ed 0700 and filled).
 const SYSTEM_DIRS: &[&str] = &[
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt",
-    "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
-    "/usr/local", "/usr/sbin", "/usr/share", "/var", "/var/cache", "/var/lib", "/var/log",
-    "/var/tmp", "/etc/plumb",
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib64",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/cache",
+    "/var/lib",
+    "/var/log",
+    "/var/tmp",
+    "/etc/plumb",
 ];
 
 /// Files plumb keeps in its state_dir: a non-empty directory without any of them is someone else's.
@@ -346,7 +398,10 @@ fn validate_state_dir(state_dir: &Path, root: &Path) -> Result<()> {
         bail!("{shown} is a system directory: use a directory of plumb's own, like /var/lib/plumb");
     }
     if let Ok(entries) = std::fs::read_dir(&sd) {
-        let names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        let names: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
         if !names.is_empty() && !names.iter().any(|n| STATE_FILES.iter().any(|f| n == *f)) {
             bail!("{shown} already exists and holds files that are not plumb's: use an empty or new directory, like /var/lib/plumb");
         }

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod health;
 pub mod host;
 pub mod logging;
+pub mod offline;
 pub mod reason;
 pub mod resource;
 pub mod source;

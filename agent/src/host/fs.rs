@@ -742,7 +742,8 @@ mod tests {
         // Any name up to NAME_MAX can be written: the temp name is short.
         let long = format!("/etc/{}", "n".repeat(255));
         fs.write_file(&long, b"y", me()).unwrap();
-        fs.write_symlink(&format!("/etc/{}", "l".repeat(255)), "d", me()).unwrap();
+        fs.write_symlink(&format!("/etc/{}", "l".repeat(255)), "d", me())
+            .unwrap();
     }
 
     #[test]

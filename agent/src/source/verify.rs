@@ -286,7 +286,9 @@ pub fn verify_signature(
     // The signature first: nothing the pusher wrote (the committer email) is looked at before the
     // key in allowed_signers is known to have signed exactly this commit.
     sig_key_verify(candidates[0], &c.payload, &sig).map_err(|_| {
-        format!("has a bad signature by key {fingerprint}: the commit does not match what was signed")
+        format!(
+            "has a bad signature by key {fingerprint}: the commit does not match what was signed"
+        )
     })?;
     if c.committer_email.len() > MAX_EMAIL {
         return Err(format!(

@@ -306,8 +306,11 @@ impl Builder {
                 }
                 _ => return err(format!("{at}: set exactly one of `unit` or `command`")),
             };
-            let timeout = parse_duration_in(h.timeout.as_deref().unwrap_or("30s"), ranges::HEALTH_TIMEOUT)
-                .map_err(|e| SpecError::invalid(format!("{at}: `timeout`: {e}")))?;
+            let timeout = parse_duration_in(
+                h.timeout.as_deref().unwrap_or("30s"),
+                ranges::HEALTH_TIMEOUT,
+            )
+            .map_err(|e| SpecError::invalid(format!("{at}: `timeout`: {e}")))?;
             self.health.push(HealthCheck { probe, timeout });
         }
         Ok(())

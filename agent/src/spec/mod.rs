@@ -1,5 +1,6 @@
 //! The fleet-repo format turned into one desired state for a host (pure: no host I/O).
 
+pub mod guard;
 mod hosttoml;
 mod load;
 pub mod tree;

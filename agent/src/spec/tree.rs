@@ -47,12 +47,10 @@ impl DirTree {
             }
             p.push(c);
             match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_symlink() => {
-                    return Err(outside(format!(
-                        "{} is a symlink: plumb never reads outside the checkout; make it a directory",
-                        p.strip_prefix(&self.root).unwrap_or(&p).display()
-                    )))
-                }
+                Ok(m) if m.is_symlink() => return Err(outside(format!(
+                    "{} is a symlink: plumb never reads outside the checkout; make it a directory",
+                    p.strip_prefix(&self.root).unwrap_or(&p).display()
+                ))),
                 Ok(m) if m.is_dir() => {}
                 _ => return Ok(None),
             }

@@ -102,7 +102,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c))) {
+        match (
+            b[i],
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push((h * 16 + l) as u8);
                 i += 3;
@@ -156,7 +160,12 @@ mod tests {
         let (u, c) = split_password("https://ops:s%40cret@git.example.org:8443/fleet.git");
         assert_eq!(u, "https://ops@git.example.org:8443/fleet.git");
         assert_eq!(c, Some(("ops".into(), "s@cret".into())));
-        for plain in ["https://ops@h/x.git", "git://h/x", "/srv/fleet.git", "https://h/a@b"] {
+        for plain in [
+            "https://ops@h/x.git",
+            "git://h/x",
+            "/srv/fleet.git",
+            "https://h/a@b",
+        ] {
             assert_eq!(split_password(plain), (plain.to_string(), None));
         }
         let ep = Endpoint {

@@ -1,0 +1,217 @@
+//! Self-protection: a commit must not cut plumb off from its own host. Whatever would leave the
+//! agent unable to run, fetch or verify the next commit (its config, state, binary, credentials,
+//! service) is refused before anything is written (reason `self-protection`); agent.toml and
+//! allowed_signers may be managed, but only with content that loads.
+
+use super::{Content, Desired, RunState, SpecError};
+use crate::config::Settings;
+use crate::reason::Reason;
+use std::path::{Path, PathBuf};
+
+/// What plumb needs on the host, as host paths.
+pub struct Guard {
+    pub root: PathBuf,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    pub allowed_signers: Option<PathBuf>,
+    /// The ssh key and token file: never written by Git.
+    pub secrets: Vec<PathBuf>,
+    /// The running binary.
+    pub exe: Option<PathBuf>,
+}
+
+impl Guard {
+    pub fn of(s: &Settings) -> Guard {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        Guard {
+            root: s.root.clone(),
+            config: abs(&s.source_file),
+            state_dir: s.state_dir.clone(),
+            allowed_signers: s.allowed_signers.as_deref().map(abs),
+            secrets: [&s.ssh_key, &s.token_file]
+                .into_iter()
+                .flatten()
+                .map(|p| abs(p))
+                .collect(),
+            exe: std::env::current_exe().ok(),
+        }
+    }
+}
+
+/// Unit directories whose `plumb.service` (or drop-ins for it) would replace, mask or reconfigure
+/// the agent's own service.
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+    "/usr/local/lib/systemd/system",
+];
+const SERVICE: &str = "plumb.service";
+
+fn refuse(msg: String) -> SpecError {
+    SpecError::new(
+        Reason::SelfProtection,
+        format!("{msg}: that would cut plumb off from this host; manage it outside the fleet repo"),
+    )
+}
+
+pub fn check(d: &Desired, g: &Guard) -> Result<(), SpecError> {
+    let on_host = |p: &str| g.root.join(p.trim_start_matches('/'));
+    for (path, spec) in &d.files {
+        let host = on_host(path);
+        let at = &spec.origin;
+        if host.starts_with(&g.state_dir) || g.state_dir.starts_with(&host) {
+            return Err(refuse(format!(
+                "{at}: {path} is plumb's state_dir ({})",
+                g.state_dir.display()
+            )));
+        }
+        if g.exe.as_deref() == Some(host.as_path()) {
+            return Err(refuse(format!("{at}: {path} is plumb's own binary")));
+        }
+        if g.secrets.contains(&host) {
+            return Err(refuse(format!(
+                "{at}: {path} is plumb's credential (auth.ssh_key or auth.token_file)"
+            )));
+        }
+        if host == g.config {
+            let Content::Regular(data) = &spec.content else {
+                return Err(refuse(format!(
+                    "{at}: {path} (plumb's config) as a symlink"
+                )));
+            };
+            let text = std::str::from_utf8(data)
+                .map_err(|_| refuse(format!("{at}: {path} is plumb's config and is not UTF-8")))?;
+            if let Err(e) = Settings::parse(text, &g.config) {
+                return Err(refuse(format!(
+                    "{at}: would write an invalid plumb config {path}: {e:#}"
+                )));
+            }
+        }
+        if g.allowed_signers.as_deref() == Some(host.as_path()) {
+            let Content::Regular(data) = &spec.content else {
+                return Err(refuse(format!(
+                    "{at}: {path} (trust.allowed_signers) as a symlink"
+                )));
+            };
+            let ok = std::str::from_utf8(data)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    crate::source::verify::parse_signers(t).map_err(|e| format!("{e:#}"))
+                });
+            match ok {
+                Ok(keys) if !keys.is_empty() => {}
+                Ok(_) => {
+                    return Err(refuse(format!(
+                        "{at}: would write an allowed_signers {path} that lists no key"
+                    )))
+                }
+                Err(e) => {
+                    return Err(refuse(format!(
+                        "{at}: would write an invalid allowed_signers {path}: {e}"
+                    )))
+                }
+            }
+        }
+        if g.root == Path::new("/") {
+            let service_file = UNIT_DIRS.iter().any(|dir| {
+                path.strip_prefix(dir).is_some_and(|rest| {
+                    rest == format!("/{SERVICE}") || rest.starts_with(&format!("/{SERVICE}.d/"))
+                })
+            });
+            if service_file {
+                return Err(refuse(format!("{at}: {path} replaces or masks {SERVICE}")));
+            }
+        }
+    }
+    if g.root == Path::new("/") {
+        if let Some(u) = d.units.get(SERVICE) {
+            let what = if u.state == Some(RunState::Stopped) {
+                "stops"
+            } else if u.enabled == Some(false) {
+                "disables"
+            } else {
+                "replaces or reconfigures"
+            };
+            return Err(refuse(format!(
+                "[units.{SERVICE:?}] or units/{SERVICE} {what} {SERVICE}"
+            )));
+        }
+        if d.packages.remove.iter().any(|p| p == "plumb") {
+            return Err(refuse(
+                "[packages] remove = [\"plumb\"] removes plumb".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tree::MemTree;
+
+    fn guard() -> Guard {
+        Guard {
+            root: "/".into(),
+            config: "/etc/plumb/agent.toml".into(),
+            state_dir: "/var/lib/plumb".into(),
+            allowed_signers: Some("/etc/plumb/allowed_signers".into()),
+            secrets: vec!["/etc/plumb/token".into()],
+            exe: Some("/usr/bin/plumb".into()),
+        }
+    }
+
+    fn check_tree(t: MemTree) -> Result<(), SpecError> {
+        let d = crate::spec::load(&t, "hosts/h1", &Default::default()).unwrap();
+        check(&d, &guard())
+    }
+
+    #[test]
+    fn what_would_cut_plumb_off_is_refused() {
+        let refused = [
+            MemTree::default().file("hosts/h1/files/etc/plumb/agent.toml", "repo = ["),
+            MemTree::default().file("hosts/h1/files/etc/plumb/agent.toml", "host = \"h1\"\n"),
+            MemTree::default().file("hosts/h1/files/var/lib/plumb/state.json", "{}"),
+            MemTree::default().file("hosts/h1/files/usr/bin/plumb", "#!/bin/sh\n"),
+            MemTree::default().file("hosts/h1/files/etc/plumb/token", "x"),
+            MemTree::default().file("hosts/h1/files/etc/plumb/allowed_signers", "# none\n"),
+            MemTree::default().link(
+                "hosts/h1/files/etc/systemd/system/plumb.service",
+                "/dev/null",
+            ),
+            MemTree::default().file(
+                "hosts/h1/files/etc/systemd/system/plumb.service.d/x.conf",
+                "[Service]\nExecStart=\n",
+            ),
+            MemTree::default().file(
+                "hosts/h1/host.toml",
+                "[units.\"plumb.service\"]\nstate = \"stopped\"\n",
+            ),
+            MemTree::default().file(
+                "hosts/h1/host.toml",
+                "[units.\"plumb.service\"]\nenabled = false\n",
+            ),
+            MemTree::default().file("hosts/h1/units/plumb.service.d/x.conf", "[Service]\n"),
+            MemTree::default().file("hosts/h1/host.toml", "[packages]\nremove = [\"plumb\"]\n"),
+        ];
+        for t in refused {
+            let what = format!("{:?}", t.entries.first().map(|e| &e.0));
+            let e = check_tree(t).expect_err(&what);
+            assert_eq!(e.reason, Reason::SelfProtection, "{what}: {}", e.message);
+            assert!(e.message.contains("manage it outside"), "{}", e.message);
+        }
+        // A valid config, a signers file with a key, other units: fine.
+        check_tree(MemTree::default().file(
+            "hosts/h1/files/etc/plumb/agent.toml",
+            "repo = \"https://git.example.org/fleet.git\"\nhost = \"h1\"\n",
+        ))
+        .unwrap();
+        check_tree(MemTree::default().file("hosts/h1/files/etc/plumb/allowed_signers", "ops@example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk1a4sWxZtNXi1u1mnbGk8kM6WbQJmqVb3XMcOh1Ylh\n")).unwrap();
+        check_tree(MemTree::default().file(
+            "hosts/h1/files/etc/systemd/system/nginx.service.d/x.conf",
+            "[Service]\n",
+        ))
+        .unwrap();
+    }
+}
