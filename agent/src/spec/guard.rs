@@ -113,7 +113,7 @@ pub fn check(d: &Desired, g: &Guard) -> Result<(), SpecError> {
                 }
             }
         }
-        if g.root == Path::new("/") {
+        {
             let service_file = UNIT_DIRS.iter().any(|dir| {
                 path.strip_prefix(dir).is_some_and(|rest| {
                     rest == format!("/{SERVICE}") || rest.starts_with(&format!("/{SERVICE}.d/"))
@@ -124,7 +124,8 @@ pub fn check(d: &Desired, g: &Guard) -> Result<(), SpecError> {
             }
         }
     }
-    if g.root == Path::new("/") {
+    // Under another root too: an image whose plumb.service is stopped or masked boots cut off.
+    {
         if let Some(u) = d.units.get(SERVICE) {
             let what = if u.state == Some(RunState::Stopped) {
                 "stops"

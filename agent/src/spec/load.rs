@@ -143,9 +143,8 @@ impl Builder {
         stack.push(dir.to_string());
         for inc in &host_toml.include {
             let inc_dir = inc.trim_end_matches('/');
-            check_rel_path(inc_dir).map_err(|e| {
-                SpecError::invalid(format!("{dir}/host.toml: include {inc:?}: {e}"))
-            })?;
+            check_rel_path(inc_dir)
+                .map_err(|e| bad_path(format!("{dir}/host.toml: include {inc:?}: {e}")))?;
             self.layer(tree, inc_dir, stack, false, limits)?;
         }
         stack.pop();
@@ -172,7 +171,10 @@ impl Builder {
 
     fn file(&mut self, origin: &str, rel: &str, node: &Node) -> Result<()> {
         check_rel_path(rel).map_err(|e| bad_path(format!("{origin}: {e}")))?;
-        check_host_path(rel).map_err(|e| bad_path(format!("{origin}: {e}")))?;
+        if !matches!(node, Node::Dir) {
+            // Named at the file (Git has no empty directories): its directories are checked too.
+            check_host_path(rel).map_err(|e| bad_path(format!("{origin}: {e}")))?;
+        }
         let path = format!("/{rel}");
         if rel.starts_with("tmp/") && !matches!(node, Node::Dir) {
             tracing::warn!(

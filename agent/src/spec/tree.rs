@@ -47,10 +47,12 @@ impl DirTree {
             }
             p.push(c);
             match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_symlink() => return Err(outside(format!(
+                Ok(m) if m.is_symlink() => {
+                    return Err(outside(format!(
                     "{} is a symlink: plumb never reads outside the checkout; make it a directory",
                     p.strip_prefix(&self.root).unwrap_or(&p).display()
-                ))),
+                )))
+                }
                 Ok(m) if m.is_dir() => {}
                 _ => return Ok(None),
             }
