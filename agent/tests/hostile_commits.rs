@@ -998,3 +998,133 @@ fn long_history_is_walked_over_git_daemon() {
     );
     assert_eq!(e.snapshot(), before);
 }
+
+/// Issue 12: 7 roles each including the next 20 times used to expand 20^7 times (minutes at
+/// 100% CPU); each role is read once now.
+#[test]
+fn roles_included_many_times_expand_once() {
+    let e = Env::new();
+    for i in 0..6 {
+        let next = vec![format!("\"roles/r{}\"", i + 1); 20].join(", ");
+        e.fleet.write(
+            &format!("roles/r{i}/host.toml"),
+            &format!("include = [{next}]\n"),
+        );
+    }
+    e.fleet.write("roles/r6/files/etc/deep", "r6\n");
+    e.fleet.write(
+        "hosts/h1/host.toml",
+        "include = [\"roles/r0\", \"roles/r0\"]\n",
+    );
+    e.signed("dag");
+    let t = std::time::Instant::now();
+    let r = e.host.converge();
+    assert!(t.elapsed() < PASS_BOUND, "took {:?}", t.elapsed());
+    assert_eq!(r.outcome.as_str(), "changed", "{}", r.message);
+    assert_eq!(
+        std::fs::read_to_string(e.host.root.join("etc/deep")).unwrap(),
+        "r6\n"
+    );
+}
+
+/// A name of 250 bytes is legal: plumb's temp name for it must fit NAME_MAX too.
+#[test]
+fn a_250_byte_name_is_applied() {
+    let e = Env::new();
+    let name = "n".repeat(250);
+    e.fleet
+        .write(&format!("hosts/h1/files/etc/{name}"), "long\n");
+    e.signed("long name");
+    let r = e.host.converge();
+    assert_eq!(r.outcome.as_str(), "changed", "{}", r.message);
+    assert_eq!(
+        std::fs::read_to_string(e.host.root.join("etc").join(&name)).unwrap(),
+        "long\n"
+    );
+    assert_eq!(e.host.converge().outcome.as_str(), "converged");
+}
+
+/// A managed file turning into a directory (and back) in one commit converges in one pass, and
+/// no pass leaves the path in neither state.
+#[test]
+fn file_to_directory_and_back_in_one_pass() {
+    let e = Env::new();
+    let motd = e.host.root.join("etc/motd");
+    e.fleet.remove("hosts/h1/files/etc/motd");
+    e.fleet.write("hosts/h1/files/etc/motd/a", "a\n");
+    e.fleet.write("hosts/h1/files/etc/motd/b", "b\n");
+    e.signed("file to dir");
+    let a = e.host.apply(&[]);
+    assert_eq!(a.code, 0, "{}\n{:?}", a.stderr, a.report);
+    assert_eq!(a.report.unwrap().outcome.as_str(), "changed");
+    assert_eq!(std::fs::read_to_string(motd.join("a")).unwrap(), "a\n");
+    assert_eq!(std::fs::read_to_string(motd.join("b")).unwrap(), "b\n");
+    assert_eq!(e.host.converge().outcome.as_str(), "converged");
+
+    e.fleet.remove("hosts/h1/files/etc/motd");
+    e.fleet.write("hosts/h1/files/etc/motd", "file again\n");
+    e.signed("dir to file");
+    let a = e.host.apply(&[]);
+    assert_eq!(a.code, 0, "{}\n{:?}", a.stderr, a.report);
+    assert_eq!(std::fs::read_to_string(&motd).unwrap(), "file again\n");
+    assert_eq!(e.host.converge().outcome.as_str(), "converged");
+}
+
+/// With root other than "/" (an image build), units and Quadlet files are written under root and
+/// no service of the host's systemd is touched; the report says so.
+#[test]
+fn units_under_another_root_are_files_only() {
+    let e = Env::new();
+    e.fleet.write(
+        "hosts/h1/units/plumb-test-image.service",
+        "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    e.fleet.write(
+        "hosts/h1/containers/web.container",
+        "[Container]\nImage=localhost/x\n",
+    );
+    e.signed("units in an image");
+    let a = e.host.apply(&[]);
+    let r = a
+        .report
+        .unwrap_or_else(|| panic!("no report: {}", a.stderr));
+    assert_eq!(a.code, 0, "{}\n{r:?}", a.stderr);
+    let unit = r
+        .resources
+        .iter()
+        .find(|x| x.name == "plumb-test-image.service")
+        .expect("the unit is reported");
+    assert!(
+        unit.detail.contains("unit and Quadlet files written only"),
+        "{}",
+        unit.detail
+    );
+    assert!(e
+        .host
+        .root
+        .join("etc/systemd/system/plumb-test-image.service")
+        .is_file());
+    assert!(e
+        .host
+        .root
+        .join("etc/containers/systemd/web.container")
+        .is_file());
+    // Nothing was enabled (no wants symlink).
+    assert!(!e
+        .host
+        .root
+        .join("etc/systemd/system/multi-user.target.wants")
+        .exists());
+    assert_eq!(e.host.converge().outcome.as_str(), "converged");
+}
+
+/// /tmp is private to plumb.service: a file there is applied, with a warning.
+#[test]
+fn a_file_under_tmp_warns() {
+    let e = Env::new();
+    e.fleet.write("hosts/h1/files/tmp/x", "x\n");
+    e.signed("tmp");
+    let a = e.host.apply(&[]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert!(a.stderr.contains("private /tmp"), "{}", a.stderr);
+}
