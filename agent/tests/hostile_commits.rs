@@ -724,6 +724,25 @@ fn cases() -> Vec<(&'static str, Act)> {
             let c = e.signed("neuter plumb");
             rejected(&c, "plumb.service").code("self-protection")
         }),
+        ("Quadlet file generating plumb.service", |e| {
+            e.fleet.write(
+                "hosts/h1/containers/plumb.container",
+                "[Container]\nImage=localhost/x\n",
+            );
+            let c = e.signed("shadow plumb");
+            rejected(&c, "containers/plumb.container generates plumb.service")
+                .code("self-protection")
+        }),
+        ("symlink target over PATH_MAX", |e| {
+            // Longer than a file system takes: built as a Git object.
+            let b = blob(&e.fleet.work, &format!("/{}", "t/".repeat(2100)));
+            let c = e.graft("hosts/h1/files/etc", &format!("120000 blob {b}\tlong"));
+            rejected(
+                &c,
+                "hosts/h1/files/etc/long: symlink target of 4201 bytes, over PATH_MAX",
+            )
+            .code("invalid-path")
+        }),
         ("plumb package removed", |e| {
             e.fleet
                 .write("hosts/h1/host.toml", "[packages]\nremove = [\"plumb\"]\n");

@@ -138,6 +138,13 @@ pub fn check(d: &Desired, g: &Guard) -> Result<(), SpecError> {
                 "[units.{SERVICE:?}] or units/{SERVICE} {what} {SERVICE}"
             )));
         }
+        // A Quadlet file generates a unit of its name: plumb.container would shadow plumb.service.
+        if let Some(c) = d.containers.values().find(|c| c.service_name() == SERVICE) {
+            return Err(refuse(format!(
+                "containers/{} generates {SERVICE}",
+                c.file_name
+            )));
+        }
         if d.packages.remove.iter().any(|p| p == "plumb") {
             return Err(refuse(
                 "[packages] remove = [\"plumb\"] removes plumb".into(),
@@ -195,6 +202,7 @@ mod tests {
             ),
             MemTree::default().file("hosts/h1/units/plumb.service.d/x.conf", "[Service]\n"),
             MemTree::default().file("hosts/h1/host.toml", "[packages]\nremove = [\"plumb\"]\n"),
+            MemTree::default().file("hosts/h1/containers/plumb.container", "[Container]\n"),
         ];
         for t in refused {
             let what = format!("{:?}", t.entries.first().map(|e| &e.0));

@@ -568,6 +568,12 @@ fn check_link_target(path: &str, target: &str) -> std::result::Result<(), String
     if target.is_empty() || target.contains('\0') {
         return Err("empty symlink target".into());
     }
+    if target.len() >= PATH_MAX {
+        return Err(format!(
+            "symlink target of {} bytes, over PATH_MAX ({PATH_MAX})",
+            target.len()
+        ));
+    }
     if target.starts_with('/') {
         return Ok(());
     }
