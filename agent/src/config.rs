@@ -338,7 +338,7 @@ pub fn count_in(v: u64, range: (u64, u64)) -> Result<u64> {
 }
 
 /// A repository URL or path reaches `git` and ssh as an argument: it may not look like an option.
-fn validate_repo(r: &str) -> Result<()> {
+pub fn validate_repo(r: &str) -> Result<()> {
     if r.trim_start().starts_with('-') {
         bail!("{r:?} starts with `-`: git would take it for an option; write the URL or an absolute path");
     }
@@ -473,7 +473,7 @@ host = "db-2"
 path = "fleet/{host}/"
 interval = "5m"
 root = "/tmp/root"
-state_dir = "/tmp/state"
+state_dir = "/tmp/plumb-config-test/state"
 mode = "detect"
 [status]
 repo = "git://127.0.0.1/status.git"
@@ -541,6 +541,44 @@ token_file = "/etc/plumb/token"
             (
                 "repo = \"x\"\nhost = \"h\"\n[status]\nheartbeat = \"x\"\n",
                 "status.heartbeat",
+            ),
+            // Issue 12: ranges, option-like repos, state_dir.
+            (
+                "repo = \"x\"\nhost = \"h\"\ninterval = \"0s\"\n",
+                "interval",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\ninterval = \"18446744073709551615s\"\n",
+                "interval",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[status]\nhistory = 0\n",
+                "status.history",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[limits]\nmax_depth = 0\n",
+                "limits.max_depth",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[limits]\nmax_includes = 99999999\n",
+                "limits.max_includes",
+            ),
+            ("repo = \"-oProxyCommand=x\"\nhost = \"h\"\n", "repo"),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[status]\nrepo = \"--receive-pack=x\"\n",
+                "status.repo",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\nstate_dir = \"/\"\n",
+                "state_dir",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\nstate_dir = \"/etc\"\n",
+                "state_dir",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\nroot = \"/srv/img\"\nstate_dir = \"/srv\"\n",
+                "state_dir",
             ),
         ];
         for (text, key) in cases {
