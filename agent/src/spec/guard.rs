@@ -55,6 +55,23 @@ fn refuse(msg: String) -> SpecError {
     )
 }
 
+/// `Alias=` and `Conflicts=` lines of a unit file naming plumb.service.
+fn names_plumb(text: &[u8]) -> Vec<&'static str> {
+    let text = String::from_utf8_lossy(text);
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        for k in ["Alias", "Conflicts"] {
+            if key.trim() == k && value.split_whitespace().any(|v| v == SERVICE) {
+                out.push(k);
+            }
+        }
+    }
+    out
+}
+
 pub fn check(d: &Desired, g: &Guard) -> Result<(), SpecError> {
     let on_host = |p: &str| g.root.join(p.trim_start_matches('/'));
     for (path, spec) in &d.files {
@@ -138,6 +155,13 @@ pub fn check(d: &Desired, g: &Guard) -> Result<(), SpecError> {
                 "[units.{SERVICE:?}] or units/{SERVICE} {what} {SERVICE}"
             )));
         }
+        // A unit that aliases itself to plumb.service, or conflicts with it, replaces or stops it.
+        for (name, u) in &d.units {
+            let texts = u.file.iter().chain(u.dropins.values());
+            if let Some(key) = texts.flat_map(|t| names_plumb(t)).next() {
+                return Err(refuse(format!("units/{name}: {key}= names {SERVICE}")));
+            }
+        }
         // A Quadlet file generates a unit of its name: plumb.container would shadow plumb.service.
         if let Some(c) = d.containers.values().find(|c| c.service_name() == SERVICE) {
             return Err(refuse(format!(
@@ -203,6 +227,14 @@ mod tests {
             MemTree::default().file("hosts/h1/units/plumb.service.d/x.conf", "[Service]\n"),
             MemTree::default().file("hosts/h1/host.toml", "[packages]\nremove = [\"plumb\"]\n"),
             MemTree::default().file("hosts/h1/containers/plumb.container", "[Container]\n"),
+            MemTree::default().file(
+                "hosts/h1/units/x.service",
+                "[Service]\nExecStart=/bin/true\n[Install]\nAlias=plumb.service\n",
+            ),
+            MemTree::default().file(
+                "hosts/h1/units/y.service",
+                "[Unit]\nConflicts=a.service plumb.service\n[Service]\nExecStart=/bin/true\n",
+            ),
         ];
         for t in refused {
             let what = format!("{:?}", t.entries.first().map(|e| &e.0));

@@ -28,6 +28,11 @@ const UNIT_KINDS: &[&str] = &[
     "device",
 ];
 const MAX_INCLUDE_DEPTH: usize = 8;
+/// Health checks run one after another while the pass holds the state lock: bounded in number
+/// and in the time they may take together.
+const MAX_HEALTH_CHECKS: usize = 100;
+const MAX_HEALTH_WAIT: Duration = Duration::from_secs(2 * 3600);
+const MAX_PACKAGES: usize = 10_000;
 
 type Result<T> = std::result::Result<T, SpecError>;
 
@@ -436,6 +441,21 @@ impl Builder {
             containers.get_mut(&file_name).expect("matched above").state = state;
         }
 
+        let wait: Duration = self.health.iter().map(|h| h.timeout).sum();
+        if self.health.len() > MAX_HEALTH_CHECKS || wait > MAX_HEALTH_WAIT {
+            return size_limit(format!(
+                "{} [[health]] checks waiting up to {} in all: at most {MAX_HEALTH_CHECKS} checks and {} of timeouts per host",
+                self.health.len(),
+                humantime::format_duration(wait),
+                humantime::format_duration(MAX_HEALTH_WAIT)
+            ));
+        }
+        let packages = self.packages.install.len() + self.packages.remove.len();
+        if packages > MAX_PACKAGES {
+            return size_limit(format!(
+                "{packages} packages in [packages]: at most {MAX_PACKAGES} per host"
+            ));
+        }
         if let Some(both) = self
             .packages
             .install
@@ -885,6 +905,68 @@ mod tests {
             .unwrap_err()
             .message
             .contains("files total 14 bytes"));
+    }
+
+    /// Issue 12: bounds and their reason codes.
+    #[test]
+    fn hostile_bounds_have_their_reasons() {
+        let code = |t: MemTree| load_mem(t).expect_err("must be rejected");
+        let deep = format!("hosts/h1/files/{}f", "d/".repeat(40));
+        let e = code(MemTree::default().file(&deep, "x"));
+        assert_eq!(e.reason, Reason::SizeLimit, "{}", e.message);
+        assert!(e.message.contains("limits.max_depth"), "{}", e.message);
+        let e =
+            code(MemTree::default().file(&format!("hosts/h1/files/etc/{}", "n".repeat(256)), "x"));
+        assert_eq!(e.reason, Reason::InvalidPath, "{}", e.message);
+        assert!(e.message.contains("NAME_MAX"), "{}", e.message);
+        assert!(load_mem(
+            MemTree::default().file(&format!("hosts/h1/files/etc/{}", "n".repeat(255)), "x")
+        )
+        .is_ok());
+        for p in [
+            "proc/sysrq-trigger",
+            "sys/x",
+            "dev/sda",
+            "run/x",
+            "etc/.motd.plumb-new",
+        ] {
+            let e = code(MemTree::default().file(&format!("hosts/h1/files/{p}"), "x"));
+            assert_eq!(e.reason, Reason::InvalidPath, "{p}: {}", e.message);
+        }
+        let e = code(MemTree::default().link("hosts/h1/files/etc/x", "../../../x"));
+        assert_eq!(e.reason, Reason::InvalidPath);
+        let many = "[[health]]\ncommand = [\"/bin/true\"]\ntimeout = \"1h\"\n".repeat(3);
+        let e = code(MemTree::default().file("hosts/h1/host.toml", &many));
+        assert_eq!(e.reason, Reason::SizeLimit, "{}", e.message);
+        let e = code(MemTree::default().file(
+            "hosts/h1/host.toml",
+            "[[health]]\ncommand = [\"/bin/true\"]\ntimeout = \"99999999999d\"\n",
+        ));
+        assert_eq!(e.reason, Reason::InvalidSpec);
+        // A diamond of includes is applied once; more distinct roles than the limit is refused.
+        let mut t = MemTree::default()
+            .file("roles/a/host.toml", "include = [\"roles/c\"]")
+            .file("roles/b/host.toml", "include = [\"roles/c\"]")
+            .file(
+                "roles/c/host.toml",
+                "[[health]]\ncommand = [\"/bin/true\"]\n",
+            )
+            .file(
+                "hosts/h1/host.toml",
+                "include = [\"roles/a\", \"roles/b\", \"roles/a\"]",
+            );
+        assert_eq!(load_mem(t).unwrap().health.len(), 1);
+        t = MemTree::default()
+            .file("hosts/h1/host.toml", "include = [\"roles/a\", \"roles/b\"]")
+            .file("roles/a/host.toml", "")
+            .file("roles/b/host.toml", "");
+        let one = Limits {
+            max_includes: 1,
+            ..Limits::default()
+        };
+        let e = load(&t, "hosts/h1", &one).unwrap_err();
+        assert_eq!(e.reason, Reason::SizeLimit);
+        assert!(e.message.contains("limits.max_includes"), "{}", e.message);
     }
 
     #[test]

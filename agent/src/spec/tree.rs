@@ -214,3 +214,44 @@ impl FleetTree for MemTree {
         "test tree".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_tree_stops_at_max_depth_and_never_follows_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("hosts/h1/files/a/b/c/d");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), "x").unwrap();
+        std::fs::write(t.path().join("hosts/h1/files/a/top"), "y").unwrap();
+        let tree = DirTree {
+            root: t.path().to_path_buf(),
+        };
+        let all = tree.walk("hosts/h1", 32).unwrap().unwrap();
+        let names: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "files",
+                "files/a",
+                "files/a/b",
+                "files/a/b/c",
+                "files/a/b/c/d",
+                "files/a/b/c/d/f",
+                "files/a/top"
+            ]
+        );
+        // Two levels entered: the third is listed (for the caller to refuse), not read.
+        let cut = tree.walk("hosts/h1", 2).unwrap().unwrap();
+        let names: Vec<&str> = cut.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["files", "files/a", "files/a/b", "files/a/top"]);
+
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("web")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("roles")).unwrap();
+        let e = tree.walk("roles/web", 32).unwrap_err();
+        assert!(format!("{e:#}").contains("roles is a symlink"), "{e:#}");
+    }
+}
