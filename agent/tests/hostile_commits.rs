@@ -743,6 +743,12 @@ fn cases() -> Vec<(&'static str, Act)> {
             )
             .code("invalid-path")
         }),
+        ("a host.toml of one 400 KB line", |e| {
+            let line = format!("include = {}{}\n", "[".repeat(200_000), "]".repeat(200_000));
+            e.fleet.write("hosts/h1/host.toml", &line);
+            let c = e.signed("nested");
+            rejected(&c, "hosts/h1/host.toml: TOML parse error").code("invalid-spec")
+        }),
         ("plumb package removed", |e| {
             e.fleet
                 .write("hosts/h1/host.toml", "[packages]\nremove = [\"plumb\"]\n");
@@ -823,6 +829,8 @@ fn check_cases(part: usize) {
             let problems: Vec<String> = [
                 (a.code != 1).then(|| format!("exit code {} (want 1)", a.code)),
                 (took > PASS_BOUND).then(|| format!("took {took:?} (bound {PASS_BOUND:?})")),
+                (r.message.len() > 4096)
+                    .then(|| format!("a message of {} bytes (bound 4096)", r.message.len())),
                 (expect.code.is_empty() || code != expect.code)
                     .then(|| format!("reason {code} (want {:?})", expect.code)),
                 (r.outcome.as_str() != expect.outcome)

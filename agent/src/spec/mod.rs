@@ -140,12 +140,44 @@ impl SpecError {
     pub fn new(reason: crate::reason::Reason, message: impl Into<String>) -> SpecError {
         SpecError {
             reason,
-            message: message.into(),
+            message: bounded(message.into()),
         }
     }
 
     /// A malformed spec (`invalid-spec`).
     pub fn invalid(message: impl Into<String>) -> SpecError {
         SpecError::new(crate::reason::Reason::InvalidSpec, message)
+    }
+}
+
+/// Longest message a rejection carries into the report, the status branch and the journal: a
+/// parse error quotes its line, and a hostile file can be one line of megabytes.
+pub const MAX_MESSAGE: usize = 2048;
+
+fn bounded(mut m: String) -> String {
+    if m.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let dropped = m.len() - cut;
+        m.truncate(cut);
+        m.push_str(&format!("... ({dropped} bytes more)"));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_are_bounded() {
+        let e = super::SpecError::invalid("é".repeat(5000));
+        assert!(
+            e.message.len() < super::MAX_MESSAGE + 40,
+            "{}",
+            e.message.len()
+        );
+        assert!(e.message.ends_with("bytes more)"));
+        assert_eq!(super::SpecError::invalid("short").message, "short");
     }
 }
