@@ -154,17 +154,26 @@ impl SpecError {
 /// parse error quotes its line, and a hostile file can be one line of megabytes.
 pub const MAX_MESSAGE: usize = 2048;
 
-fn bounded(mut m: String) -> String {
-    if m.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !m.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let dropped = m.len() - cut;
-        m.truncate(cut);
-        m.push_str(&format!("... ({dropped} bytes more)"));
+/// Keeps the start (the file) and the end (what is wrong, what to do) of a long message.
+fn bounded(m: String) -> String {
+    if m.len() <= MAX_MESSAGE {
+        return m;
     }
-    m
+    let half = MAX_MESSAGE / 2;
+    let mut head = half;
+    while !m.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = m.len() - half;
+    while !m.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} ...({} bytes)... {}",
+        &m[..head],
+        tail - head,
+        &m[tail..]
+    )
 }
 
 #[cfg(test)]
@@ -177,7 +186,9 @@ mod tests {
             "{}",
             e.message.len()
         );
-        assert!(e.message.ends_with("bytes more)"));
+        assert!(e.message.contains(" bytes)... "));
+        let e = super::SpecError::invalid(format!("{}: shorten it", "p/".repeat(3000)));
+        assert!(e.message.ends_with(": shorten it"));
         assert_eq!(super::SpecError::invalid("short").message, "short");
     }
 }
