@@ -38,13 +38,14 @@ impl Guard {
     }
 }
 
-/// Unit directories whose `plumb.service` (or drop-ins for it) would replace, mask or reconfigure
-/// the agent's own service.
-const UNIT_DIRS: &[&str] = &[
-    "/etc/systemd/system",
-    "/usr/lib/systemd/system",
-    "/lib/systemd/system",
-    "/usr/local/lib/systemd/system",
+/// Where systemd looks for unit files (system.control, system.attached, system, ... below each):
+/// a `plumb.service` (or a drop-in for it) anywhere below would replace, mask or reconfigure the
+/// agent's own service. (/run is refused for every file anyway.)
+const UNIT_ROOTS: &[&str] = &[
+    "/etc/systemd/",
+    "/usr/lib/systemd/",
+    "/lib/systemd/",
+    "/usr/local/lib/systemd/",
 ];
 const SERVICE: &str = "plumb.service";
 
@@ -131,11 +132,10 @@ pub fn check(d: &Desired, g: &Guard) -> Result<(), SpecError> {
             }
         }
         {
-            let service_file = UNIT_DIRS.iter().any(|dir| {
-                path.strip_prefix(dir).is_some_and(|rest| {
-                    rest == format!("/{SERVICE}") || rest.starts_with(&format!("/{SERVICE}.d/"))
-                })
-            });
+            let service_file = UNIT_ROOTS.iter().any(|dir| path.starts_with(dir))
+                && path
+                    .split('/')
+                    .any(|c| c == SERVICE || c == format!("{SERVICE}.d"));
             if service_file {
                 return Err(refuse(format!("{at}: {path} replaces or masks {SERVICE}")));
             }
@@ -216,6 +216,11 @@ mod tests {
                 "hosts/h1/files/etc/systemd/system/plumb.service.d/x.conf",
                 "[Service]\nExecStart=\n",
             ),
+            MemTree::default().file(
+                "hosts/h1/files/etc/systemd/system.control/plumb.service.d/50-x.conf",
+                "[Service]\n",
+            ),
+            MemTree::default().file("hosts/h1/files/usr/lib/systemd/system/plumb.service", "x"),
             MemTree::default().file(
                 "hosts/h1/host.toml",
                 "[units.\"plumb.service\"]\nstate = \"stopped\"\n",
