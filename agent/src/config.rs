@@ -383,7 +383,18 @@ const SYSTEM_DIRS: &[&str] = &[
 ];
 
 /// Files plumb keeps in its state_dir: a non-empty directory without any of them is someone else's.
-const STATE_FILES: &[&str] = &["state.json", "lock", "repo.git", "report.toml", "backups"];
+const STATE_FILES: &[&str] = &[
+    "state.json",
+    "lock",
+    "repo.git",
+    "report.toml",
+    "backups",
+    "status.git",
+    "status-push.json",
+    "known_hosts",
+    "staging",
+    "unit-file-states.json",
+];
 
 /// state_dir is plumb's own: not `/`, not root (or above it), not a system directory, and not an
 /// existing directory holding other things (plumb would chmod it 0700 and write into it).
