@@ -226,6 +226,11 @@ fn fleet(
 ) -> Result<i32> {
     use crate::status::fleet::{self, FleetQuery};
     use crate::status::remote::Endpoint;
+    for (flag, url) in [("--repo", &repo), ("--fleet-repo", &fleet_repo)] {
+        if let Some(u) = url {
+            crate::config::validate_repo(u).context(flag)?;
+        }
+    }
     // With --repo the config is optional (an operator's laptop has none).
     let settings = match (&repo, Settings::load(config)) {
         (_, Ok(s)) => Some(s),
@@ -249,7 +254,8 @@ fn fleet(
         (None, None) => unreachable!("checked above"),
     };
     let heartbeat = match (heartbeat, &settings) {
-        (Some(h), _) => crate::config::parse_duration(&h).context("--heartbeat")?,
+        (Some(h), _) => crate::config::parse_duration_in(&h, crate::config::ranges::HEARTBEAT)
+            .context("--heartbeat")?,
         (None, Some(s)) => s.status.heartbeat,
         (None, None) => std::time::Duration::from_secs(3600),
     };
@@ -275,7 +281,8 @@ fn validate(dir: PathBuf, host: Option<String>) -> Result<i32> {
     let hosts: Vec<String> = match host {
         Some(h) => vec![h],
         None => {
-            let hosts_dir = dir.join("hosts");
+            // Never through a symlink: CI runs this on untrusted branches.
+            let hosts_dir = tree.dir("hosts")?.unwrap_or_else(|| dir.join("hosts"));
             let mut v: Vec<String> = std::fs::read_dir(&hosts_dir)
                 .with_context(|| {
                     format!(

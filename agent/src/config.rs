@@ -34,7 +34,7 @@ struct RawStatus {
     repo: Option<String>,
     branch: Option<String>,
     heartbeat: Option<String>,
-    history: Option<u32>,
+    history: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -55,7 +55,9 @@ struct RawAuth {
 struct RawLimits {
     max_file_size: Option<u64>,
     max_total_size: Option<u64>,
-    max_files: Option<usize>,
+    max_files: Option<u64>,
+    max_depth: Option<u64>,
+    max_includes: Option<u64>,
 }
 
 /// What the agent does with the differences it finds.
@@ -89,6 +91,10 @@ pub struct Limits {
     pub max_total_size: u64,
     /// Most files (and symlinks) for one host.
     pub max_files: usize,
+    /// Deepest directory nesting below a host or role directory (`files/etc/motd` is 3).
+    pub max_depth: usize,
+    /// Most distinct roles one host may include (directly or through other roles).
+    pub max_includes: usize,
 }
 
 impl Default for Limits {
@@ -97,8 +103,28 @@ impl Default for Limits {
             max_file_size: 16 << 20,
             max_total_size: 256 << 20,
             max_files: 20_000,
+            max_depth: 32,
+            max_includes: 128,
         }
     }
+}
+
+/// The range every duration and count of agent.toml must be in: a value out of range is an error
+/// at load, never an overflow (or a hang) in the middle of a pass.
+pub mod ranges {
+    use std::time::Duration;
+    pub const INTERVAL: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(7 * 86400));
+    pub const HEARTBEAT: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(30 * 86400));
+    pub const HEALTH_TIMEOUT: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(3600));
+    pub const HISTORY: (u64, u64) = (2, 100_000);
+    pub const MAX_FILE_SIZE: (u64, u64) = (1, 1 << 30);
+    pub const MAX_TOTAL_SIZE: (u64, u64) = (1, 64 << 30);
+    pub const MAX_FILES: (u64, u64) = (1, 1_000_000);
+    pub const MAX_DEPTH: (u64, u64) = (1, 256);
+    pub const MAX_INCLUDES: (u64, u64) = (1, 10_000);
 }
 
 /// Validated agent settings.
@@ -138,7 +164,10 @@ impl Settings {
         let at = |key: &str| format!("{}: key `{key}`", path.display());
 
         let repo = match raw.repo {
-            Some(r) if !r.trim().is_empty() => r,
+            Some(r) if !r.trim().is_empty() => {
+                validate_repo(&r).with_context(|| at("repo"))?;
+                r
+            }
             _ => bail!(
                 "{}: `repo` is not set: name the fleet repository (https://, ssh://, git://, file:// or a local path)",
                 path.display()
@@ -165,11 +194,9 @@ impl Settings {
         {
             bail!("{}: `path` = {repo_path:?} must be a relative path inside the repo without `.` or `..`", path.display());
         }
-        let interval = parse_duration(raw.interval.as_deref().unwrap_or("60s"))
-            .with_context(|| at("interval"))?;
-        if interval < Duration::from_secs(1) {
-            bail!("{}: `interval` must be at least 1s", path.display());
-        }
+        let interval =
+            parse_duration_in(raw.interval.as_deref().unwrap_or("60s"), ranges::INTERVAL)
+                .with_context(|| at("interval"))?;
         let root = raw.root.unwrap_or_else(|| "/".into());
         let state_dir = raw.state_dir.unwrap_or_else(|| "/var/lib/plumb".into());
         for (key, p) in [("root", &root), ("state_dir", &state_dir)] {
@@ -181,6 +208,7 @@ impl Settings {
                 );
             }
         }
+        validate_state_dir(&state_dir, &root).with_context(|| at("state_dir"))?;
         let mode = match raw.mode.as_deref().unwrap_or("enforce") {
             "enforce" => Mode::Enforce,
             "detect" => Mode::Detect,
@@ -193,22 +221,55 @@ impl Settings {
         let status_branch = expand(raw.status.branch.as_deref().unwrap_or("status/{host}"));
         validate_ref_name(&status_branch).with_context(|| at("status.branch"))?;
         let status_repo = raw.status.repo.unwrap_or_else(|| repo.clone());
+        validate_repo(&status_repo).with_context(|| at("status.repo"))?;
         let status = StatusSettings {
             repo: expand(&status_repo),
             repo_template: status_repo,
             branch: status_branch,
-            heartbeat: parse_duration(raw.status.heartbeat.as_deref().unwrap_or("1h"))
-                .with_context(|| at("status.heartbeat"))?,
-            history: raw.status.history.unwrap_or(100),
+            heartbeat: parse_duration_in(
+                raw.status.heartbeat.as_deref().unwrap_or("1h"),
+                ranges::HEARTBEAT,
+            )
+            .with_context(|| at("status.heartbeat"))?,
+            history: count_in(raw.status.history.unwrap_or(100), ranges::HISTORY)
+                .with_context(|| at("status.history"))? as u32,
         };
-        if status.history < 2 {
-            bail!("{}: `status.history` must be at least 2", path.display());
-        }
-        let defaults = Limits::default();
+        let d = Limits::default();
+        let l = &raw.limits;
+        let count = |v: Option<u64>, default: u64, range, key: &str| {
+            count_in(v.unwrap_or(default), range).with_context(|| at(key))
+        };
         let limits = Limits {
-            max_file_size: raw.limits.max_file_size.unwrap_or(defaults.max_file_size),
-            max_total_size: raw.limits.max_total_size.unwrap_or(defaults.max_total_size),
-            max_files: raw.limits.max_files.unwrap_or(defaults.max_files),
+            max_file_size: count(
+                l.max_file_size,
+                d.max_file_size,
+                ranges::MAX_FILE_SIZE,
+                "limits.max_file_size",
+            )?,
+            max_total_size: count(
+                l.max_total_size,
+                d.max_total_size,
+                ranges::MAX_TOTAL_SIZE,
+                "limits.max_total_size",
+            )?,
+            max_files: count(
+                l.max_files,
+                d.max_files as u64,
+                ranges::MAX_FILES,
+                "limits.max_files",
+            )? as usize,
+            max_depth: count(
+                l.max_depth,
+                d.max_depth as u64,
+                ranges::MAX_DEPTH,
+                "limits.max_depth",
+            )? as usize,
+            max_includes: count(
+                l.max_includes,
+                d.max_includes as u64,
+                ranges::MAX_INCLUDES,
+                "limits.max_includes",
+            )? as usize,
         };
         Ok(Settings {
             source_file: path.to_path_buf(),
@@ -253,6 +314,110 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     humantime::parse_duration(s.trim()).map_err(|e| {
         anyhow::anyhow!("{s:?} is not a duration ({e}); write it like \"60s\", \"5m\" or \"1h\"")
     })
+}
+
+/// A duration within `range` (inclusive): "0s", "99999999999d" and the like are refused here.
+pub fn parse_duration_in(s: &str, range: (Duration, Duration)) -> Result<Duration> {
+    let d = parse_duration(s)?;
+    if d < range.0 || d > range.1 {
+        bail!(
+            "{s:?} is out of range: use {} to {}",
+            humantime::format_duration(range.0),
+            humantime::format_duration(range.1)
+        );
+    }
+    Ok(d)
+}
+
+/// A count within `range` (inclusive).
+pub fn count_in(v: u64, range: (u64, u64)) -> Result<u64> {
+    if v < range.0 || v > range.1 {
+        bail!("{v} is out of range: use {} to {}", range.0, range.1);
+    }
+    Ok(v)
+}
+
+/// A repository URL or path reaches `git` and ssh as an argument: it may not look like an option.
+pub fn validate_repo(r: &str) -> Result<()> {
+    if r.trim_start().starts_with('-') {
+        bail!("{r:?} starts with `-`: git would take it for an option; write the URL or an absolute path");
+    }
+    if r.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        bail!("{r:?} contains whitespace or control characters");
+    }
+    Ok(())
+}
+
+/// Directories plumb must never take over as its state_dir (it is chmod-ed 0700 and filled).
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib64",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/cache",
+    "/var/lib",
+    "/var/log",
+    "/var/tmp",
+    "/etc/plumb",
+];
+
+/// Files plumb keeps in its state_dir: a non-empty directory without any of them is someone else's.
+const STATE_FILES: &[&str] = &[
+    "state.json",
+    "lock",
+    "repo.git",
+    "report.toml",
+    "backups",
+    "status.git",
+    "status-push.json",
+    "known_hosts",
+    "staging",
+    "unit-file-states.json",
+];
+
+/// state_dir is plumb's own: not `/`, not root (or above it), not a system directory, and not an
+/// existing directory holding other things (plumb would chmod it 0700 and write into it).
+fn validate_state_dir(state_dir: &Path, root: &Path) -> Result<()> {
+    let norm = |p: &Path| -> PathBuf { p.components().collect() };
+    let (sd, root) = (norm(state_dir), norm(root));
+    let shown = sd.display();
+    if root.starts_with(&sd) {
+        bail!("{shown} is the managed root or a directory above it: use a directory of plumb's own, like /var/lib/plumb");
+    }
+    if SYSTEM_DIRS.iter().any(|d| Path::new(d) == sd) {
+        bail!("{shown} is a system directory: use a directory of plumb's own, like /var/lib/plumb");
+    }
+    if let Ok(entries) = std::fs::read_dir(&sd) {
+        let names: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        if !names.is_empty() && !names.iter().any(|n| STATE_FILES.iter().any(|f| n == *f)) {
+            bail!("{shown} already exists and holds files that are not plumb's: use an empty or new directory, like /var/lib/plumb");
+        }
+    }
+    Ok(())
 }
 
 /// A host name becomes a path component and a branch name: keep it to a safe alphabet.
@@ -319,7 +484,7 @@ host = "db-2"
 path = "fleet/{host}/"
 interval = "5m"
 root = "/tmp/root"
-state_dir = "/tmp/state"
+state_dir = "/tmp/plumb-config-test/state"
 mode = "detect"
 [status]
 repo = "git://127.0.0.1/status.git"
@@ -387,6 +552,44 @@ token_file = "/etc/plumb/token"
             (
                 "repo = \"x\"\nhost = \"h\"\n[status]\nheartbeat = \"x\"\n",
                 "status.heartbeat",
+            ),
+            // Issue 12: ranges, option-like repos, state_dir.
+            (
+                "repo = \"x\"\nhost = \"h\"\ninterval = \"0s\"\n",
+                "interval",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\ninterval = \"18446744073709551615s\"\n",
+                "interval",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[status]\nhistory = 0\n",
+                "status.history",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[limits]\nmax_depth = 0\n",
+                "limits.max_depth",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[limits]\nmax_includes = 99999999\n",
+                "limits.max_includes",
+            ),
+            ("repo = \"-oProxyCommand=x\"\nhost = \"h\"\n", "repo"),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[status]\nrepo = \"--receive-pack=x\"\n",
+                "status.repo",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\nstate_dir = \"/\"\n",
+                "state_dir",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\nstate_dir = \"/etc\"\n",
+                "state_dir",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\nroot = \"/srv/img\"\nstate_dir = \"/srv\"\n",
+                "state_dir",
             ),
         ];
         for (text, key) in cases {

@@ -697,6 +697,7 @@ impl Agent {
             .tree(commit)
             .map_err(|e| SpecError::invalid(format!("{e:#}")))?;
         let desired = spec::load(&tree, &self.settings.path, &self.settings.limits)?;
+        spec::guard::check(&desired, &spec::guard::Guard::of(&self.settings))?;
         if !desired.units.is_empty() || !desired.containers.is_empty() {
             let invalid_unit = |e: String| SpecError::new(Reason::InvalidUnit, e);
             let fs =
@@ -719,6 +720,10 @@ impl Agent {
     ) -> Result<Vec<activate::Outcome>> {
         if self.stopping() {
             return Ok(vec![]);
+        }
+        if self.settings.root != std::path::Path::new("/") {
+            // Another root (an image build): the D-Bus systemd is the host's; drive none of it.
+            return Ok(crate::offline::files_only(fs, desired, detect));
         }
         activate::reconcile(fs, desired, state, &self.state_dir, changed_files, detect)
     }

@@ -157,7 +157,10 @@ mod tests {
         );
         assert_eq!(j.held("c3", &bad, 0), None);
         j.good("c1", Some("c1"), &mut bad);
-        assert!(bad.contains("c2"), "the rollback target checked again clears nothing");
+        assert!(
+            bad.contains("c2"),
+            "the rollback target checked again clears nothing"
+        );
         j.good("c3", Some("c1"), &mut bad);
         assert!(bad.is_empty() && j.causes.is_empty());
     }

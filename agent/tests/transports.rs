@@ -129,6 +129,13 @@ root, port, cert, key, token, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], 
 class H(http.server.BaseHTTPRequestHandler):
     def handle_one(self):
         with open(log, "a") as f: f.write(self.command + " " + self.path + "\n")
+        # A password on any command line (git push, git-remote-https) is world-readable: log it.
+        for p in os.listdir("/proc"):
+            if not p.isdigit() or int(p) == os.getpid(): continue
+            try: c = open("/proc/%s/cmdline" % p, "rb").read()
+            except OSError: continue
+            if token.encode() in c:
+                with open(log, "a") as f: f.write("LEAK " + c.replace(b"\0", b" ").decode("utf-8", "replace") + "\n")
         auth = self.headers.get("Authorization", "")
         if not auth.startswith("Basic ") or base64.b64decode(auth[6:]).decode().split(":", 1)[-1] != token:
             self.send_response(401); self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -261,6 +268,26 @@ fn fetch_over_https_with_a_token() {
     let out = apply(&h);
     assert!(out.status.success());
     assert_eq!(h.read("/etc/motd").unwrap(), "moved on\n");
+
+    // Issue 12: a password in the URL (no token_file) is used for the status push, and is on no
+    // command line of git push or git-remote-https (the server looks at every process's argv).
+    h.configure(
+        &format!("https://plumb:s3cret-token@127.0.0.1:{port}/fleet.git"),
+        "",
+    );
+    std::fs::write(d.join("requests.log"), "").unwrap();
+    f.write("hosts/h1/files/etc/motd", "password in the URL\n");
+    f.commit("three");
+    let out = apply(&h);
+    let log = std::fs::read_to_string(d.join("requests.log")).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("git-receive-pack"), "no push: {log}");
+    assert!(!log.contains("LEAK"), "{log}");
+    h.configure(&url, &auth);
 
     // A wrong token is refused; the secret never shows in the output or the status.
     std::fs::write(d.join("token"), "wrong-token\n").unwrap();

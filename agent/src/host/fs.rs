@@ -201,7 +201,7 @@ impl HostFs {
     /// In a batch, the fsync and rename wait for `commit_batch`.
     pub fn write_file(&self, path: &str, data: &[u8], meta: Meta) -> Result<Vec<String>> {
         let (dir, name, created) = self.parent(path, true)?.expect("created");
-        let tmp = format!(".{name}{TMP_SUFFIX}");
+        let tmp = tmp_name(&name);
         self.refuse_dir(&dir, &name, path)?;
         let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         let fd = openat(
@@ -316,7 +316,7 @@ impl HostFs {
     /// Replaces `path` atomically with a symlink to `target`.
     pub fn write_symlink(&self, path: &str, target: &str, meta: Meta) -> Result<Vec<String>> {
         let (dir, name, created) = self.parent(path, true)?.expect("created");
-        let tmp = format!(".{name}{TMP_SUFFIX}");
+        let tmp = tmp_name(&name);
         self.refuse_dir(&dir, &name, path)?;
         let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         nix::unistd::symlinkat(target, &dir, tmp.as_str())
@@ -333,10 +333,15 @@ impl HostFs {
         Ok(created)
     }
 
+    /// A directory in the way: an empty one (left by the managed files that were in it, when a
+    /// path turns from a directory into a file) is removed; one holding anything is refused.
     fn refuse_dir(&self, dir: &OwnedFd, name: &str, path: &str) -> Result<()> {
         if let Ok(st) = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
-                bail!("{} is a directory on the host: plumb does not replace directories; remove it or change Git", self.display(path));
+                self.dirs.lock().expect("not poisoned").clear();
+                if unlinkat(dir, name, UnlinkatFlags::RemoveDir).is_err() {
+                    bail!("{} is a directory on the host: plumb does not replace directories; remove it or change Git", self.display(path));
+                }
             }
         }
         Ok(())
@@ -549,7 +554,17 @@ fn components(path: &str) -> Result<Vec<&str>> {
     Ok(comps)
 }
 
-/// Is this a temp file of ours (left by a pass that was killed)?
+/// The temp file a write of `name` goes through: a fixed length (so any name up to NAME_MAX can
+/// be written), and of the `.*.plumb-new` form the spec loader refuses for managed files, so no
+/// file Git names can be mistaken for (or overwritten as) another's temp file.
+pub fn tmp_name(name: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(name.as_bytes());
+    format!(".{}{TMP_SUFFIX}", hex::encode(&h[..8]))
+}
+
+/// Is this a temp file of ours (left by a pass that was killed)? Managed names of this form are
+/// refused when a commit is loaded.
 pub fn is_tmp_name(name: &OsStr) -> bool {
     name.as_bytes().starts_with(b".") && name.as_bytes().ends_with(TMP_SUFFIX.as_bytes())
 }
@@ -717,8 +732,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("etc/d")).unwrap();
         let fs = HostFs::open(t.path()).unwrap();
+        std::fs::write(t.path().join("etc/d/keep"), "x").unwrap();
         assert!(fs.write_file("/etc/d", b"x", me()).is_err());
         assert!(t.path().join("etc/d").is_dir());
+        // An empty one (its managed files just removed) gives way.
+        std::fs::remove_file(t.path().join("etc/d/keep")).unwrap();
+        fs.write_file("/etc/d", b"x", me()).unwrap();
+        assert_eq!(std::fs::read(t.path().join("etc/d")).unwrap(), b"x");
+        // Any name up to NAME_MAX can be written: the temp name is short.
+        let long = format!("/etc/{}", "n".repeat(255));
+        fs.write_file(&long, b"y", me()).unwrap();
+        fs.write_symlink(&format!("/etc/{}", "l".repeat(255)), "d", me())
+            .unwrap();
     }
 
     #[test]
@@ -742,6 +767,10 @@ mod tests {
     #[test]
     fn tmp_names() {
         assert!(is_tmp_name(OsStr::new(".motd.plumb-new")));
+        let long = "x".repeat(255);
+        assert!(is_tmp_name(OsStr::new(&tmp_name(&long))));
+        assert!(tmp_name(&long).len() < 32);
+        assert_ne!(tmp_name("motd"), tmp_name("issue"));
         assert!(!is_tmp_name(OsStr::new("motd")));
     }
 }

@@ -83,8 +83,17 @@ pub fn plan(
     inventory: &BTreeMap<String, ManagedFile>,
 ) -> Vec<FileChange> {
     let mut changes = Vec::new();
+    // A path turning from a file into a directory (or back) in one commit: the old managed
+    // paths in the way are removed first (and not restored), so one pass converges.
+    let in_way = in_the_way(desired, inventory);
+    let missing = Ok(Observed::Missing);
     for (path, spec) in desired {
         let o = &obs[path];
+        let observed_here = match (&o.observed, &in_way) {
+            (Err(_), w) if ancestors(path).any(|a| w.contains(a)) => &missing,
+            (Ok(Observed::Dir), w) if clears_dir(path, w, inventory) => &missing,
+            (ob, _) => ob,
+        };
         let managed = inventory.get(path);
         let change = |action, drift, detail: String| FileChange {
             path: path.clone(),
@@ -92,7 +101,7 @@ pub fn plan(
             drift,
             detail,
         };
-        let observed = match &o.observed {
+        let observed = match observed_here {
             Ok(ob) => ob,
             Err(e) => {
                 changes.push(change(FileAction::Fail(e.clone()), false, String::new()));
@@ -184,22 +193,78 @@ pub fn plan(
         }
         changes.push(change(action, drift && !in_sync, detail));
     }
+    let mut first = Vec::new();
     for (path, managed) in inventory.iter().filter(|(p, _)| !desired.contains_key(*p)) {
-        let detail = if managed.backup.is_some() {
+        let blocking = in_way.contains(path.as_str());
+        let restore = managed.backup.clone().filter(|_| !blocking);
+        let detail = if restore.is_some() {
             "restored what was there before plumb"
         } else {
             "deleted"
         };
-        changes.push(FileChange {
+        let change = FileChange {
             path: path.clone(),
-            action: FileAction::Remove {
-                restore: managed.backup.clone(),
-            },
+            action: FileAction::Remove { restore },
             drift: false,
             detail: detail.into(),
-        });
+        };
+        if blocking {
+            first.push(change);
+        } else {
+            changes.push(change);
+        }
     }
-    changes
+    first.extend(changes);
+    first
+}
+
+/// "/a/b/c" -> "/a/b", "/a".
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut p = path;
+    std::iter::from_fn(move || {
+        let (parent, _) = p.rsplit_once('/')?;
+        p = parent;
+        (!parent.is_empty()).then_some(parent)
+    })
+}
+
+/// Managed paths Git dropped that stand where Git now wants a path: a file where a directory is
+/// needed (an ancestor of a desired path), or files in a directory that is to become a file.
+fn in_the_way<'a>(
+    desired: &BTreeMap<String, FileSpec>,
+    inventory: &'a BTreeMap<String, ManagedFile>,
+) -> std::collections::BTreeSet<&'a str> {
+    let gone: Vec<&str> = inventory
+        .keys()
+        .filter(|p| !desired.contains_key(*p))
+        .map(String::as_str)
+        .collect();
+    gone.into_iter()
+        .filter(|g| {
+            ancestors(g).any(|a| desired.contains_key(a))
+                || desired.keys().any(|d| ancestors(d).any(|a| a == *g))
+        })
+        .collect()
+}
+
+/// The directory at `dir` holds managed files about to be removed, and plumb made it: it goes
+/// with them (`HostFs` replaces it only once empty), and the file Git wants takes its place.
+fn clears_dir(
+    dir: &str,
+    in_way: &std::collections::BTreeSet<&str>,
+    inventory: &BTreeMap<String, ManagedFile>,
+) -> bool {
+    let below: Vec<&&str> = in_way
+        .iter()
+        .filter(|p| ancestors(p).any(|a| a == dir))
+        .collect();
+    !below.is_empty()
+        && below.iter().any(|p| {
+            inventory[**p]
+                .created_dirs
+                .iter()
+                .any(|d| d.as_str() == dir)
+        })
 }
 
 fn meta_detail(have: &Meta, want: &Meta) -> String {

@@ -33,8 +33,9 @@ pub struct LocalRepo {
 /// larger than a small file limit.
 const MIN_OBJECT_LIMIT: u64 = 16 << 20;
 
-/// Longest symlink target read from a tree (PATH_MAX).
-const MAX_LINK_TARGET: u64 = 4096;
+/// Longest symlink target read from a tree: a bound on memory; the spec rejects any target over
+/// PATH_MAX with its own message (invalid-path).
+const MAX_LINK_TARGET: u64 = 64 * 1024;
 
 /// Largest `host.toml` read, when `limits.max_file_size` is below it.
 const MIN_HOST_TOML_LIMIT: u64 = 1 << 20;
@@ -543,58 +544,76 @@ impl CommitTree {
         Ok(self.repo.find_blob(oid)?.take_data())
     }
 
-    fn walk_tree(&self, id: ObjectId, prefix: &str, out: &mut Vec<(String, Node)>) -> Result<()> {
-        let tree = self.repo.find_tree(id)?;
-        for entry in tree.iter() {
-            let entry = entry?;
-            let name = entry.filename().to_str().map_err(|_| {
-                anyhow!(
-                    "{prefix}/{:?}: file name is not UTF-8: rename it",
-                    entry.filename()
-                )
-            })?;
-            let rel = if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let mode = entry.mode();
-            let oid = entry.object_id();
-            if mode.is_tree() {
-                out.push((rel.clone(), Node::Dir));
-                self.walk_tree(oid, &rel, out)?;
-            } else if mode.is_link() {
-                let data = self.read_blob(oid, &rel, MAX_LINK_TARGET, "PATH_MAX")?;
-                let target = String::from_utf8(data)
-                    .map_err(|_| anyhow!("{rel}: symlink target is not UTF-8"))?;
-                out.push((rel, Node::Symlink { target }));
-            } else if mode.is_blob() {
-                let (limit, key) = if rel == "host.toml" {
-                    (
-                        self.max_file_size.max(MIN_HOST_TOML_LIMIT),
-                        "limits.max_file_size (at least 1 MiB for host.toml)",
+    /// Depth first, iteratively (a tree 8,000 levels deep must not overflow the stack); trees
+    /// `max_depth` levels down are listed, not entered (see `FleetTree::walk`).
+    fn walk_tree(
+        &self,
+        id: ObjectId,
+        max_depth: usize,
+        out: &mut Vec<(String, Node)>,
+    ) -> Result<()> {
+        // Trees still to list: (tree id, path prefix, depth of its entries).
+        let mut pending: Vec<(ObjectId, String, usize)> = vec![(id, String::new(), 1)];
+        while let Some((id, prefix, depth)) = pending.pop() {
+            let tree = self.repo.find_tree(id)?;
+            let mut subtrees = Vec::new();
+            for entry in tree.iter() {
+                let entry = entry?;
+                let name = entry.filename().to_str().map_err(|_| {
+                    crate::spec::SpecError::new(
+                        crate::reason::Reason::InvalidPath,
+                        format!(
+                            "{prefix}/{:?}: file name is not UTF-8: rename it",
+                            entry.filename()
+                        ),
                     )
+                })?;
+                let rel = if prefix.is_empty() {
+                    name.to_string()
                 } else {
-                    (self.max_file_size, "limits.max_file_size")
+                    format!("{prefix}/{name}")
                 };
-                let data = self.read_blob(oid, &rel, limit, key)?;
-                out.push((
-                    rel,
-                    Node::File {
-                        data,
-                        executable: mode.is_executable(),
-                    },
-                ));
-            } else {
-                bail!("{rel}: submodules are not supported in a fleet repo");
+                let mode = entry.mode();
+                let oid = entry.object_id();
+                if mode.is_tree() {
+                    out.push((rel.clone(), Node::Dir));
+                    if depth <= max_depth {
+                        subtrees.push((oid, rel, depth + 1));
+                    }
+                } else if mode.is_link() {
+                    let data = self.read_blob(oid, &rel, MAX_LINK_TARGET, "PATH_MAX")?;
+                    let target = String::from_utf8(data)
+                        .map_err(|_| anyhow!("{rel}: symlink target is not UTF-8"))?;
+                    out.push((rel, Node::Symlink { target }));
+                } else if mode.is_blob() {
+                    let (limit, key) = if rel == "host.toml" {
+                        (
+                            self.max_file_size.max(MIN_HOST_TOML_LIMIT),
+                            "limits.max_file_size (at least 1 MiB for host.toml)",
+                        )
+                    } else {
+                        (self.max_file_size, "limits.max_file_size")
+                    };
+                    let data = self.read_blob(oid, &rel, limit, key)?;
+                    out.push((
+                        rel,
+                        Node::File {
+                            data,
+                            executable: mode.is_executable(),
+                        },
+                    ));
+                } else {
+                    bail!("{rel}: submodules are not supported in a fleet repo");
+                }
             }
+            pending.extend(subtrees.into_iter().rev());
         }
         Ok(())
     }
 }
 
 impl FleetTree for CommitTree {
-    fn walk(&self, dir: &str) -> Result<Option<Vec<(String, Node)>>> {
+    fn walk(&self, dir: &str, max_depth: usize) -> Result<Option<Vec<(String, Node)>>> {
         let root = self.repo.find_tree(self.tree)?;
         let Some(entry) = root.lookup_entry_by_path(dir)? else {
             return Ok(None);
@@ -603,7 +622,7 @@ impl FleetTree for CommitTree {
             return Ok(None);
         }
         let mut out = Vec::new();
-        self.walk_tree(entry.object_id(), "", &mut out)?;
+        self.walk_tree(entry.object_id(), max_depth, &mut out)?;
         Ok(Some(out))
     }
 

@@ -208,15 +208,36 @@ pub fn principal_matches(patterns: &str, name: &str) -> bool {
     allowed
 }
 
+/// `*` and `?` wildcards, without backtracking recursion: one pass over `s`, returning to the last
+/// `*` at most once per byte of `s` (O(len(p) * len(s)) at worst, both bounded by the caller).
 fn glob(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
-        _ => false,
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    p[pi..].iter().all(|&c| c == b'*')
 }
+
+/// Longest committer email matched against allowed_signers patterns (RFC 5321 allows 254).
+const MAX_EMAIL: usize = 320;
 
 /// What a signed commit says about itself.
 pub struct SignedCommit {
@@ -262,6 +283,19 @@ pub fn verify_signature(
             "is signed by key {fingerprint}, which is not in allowed_signers"
         ));
     }
+    // The signature first: nothing the pusher wrote (the committer email) is looked at before the
+    // key in allowed_signers is known to have signed exactly this commit.
+    sig_key_verify(candidates[0], &c.payload, &sig).map_err(|_| {
+        format!(
+            "has a bad signature by key {fingerprint}: the commit does not match what was signed"
+        )
+    })?;
+    if c.committer_email.len() > MAX_EMAIL {
+        return Err(format!(
+            "has a committer email of {} bytes, over {MAX_EMAIL}",
+            c.committer_email.len()
+        ));
+    }
     let mut why = Vec::new();
     for s in candidates {
         let at = format!("allowed_signers line {}", s.line);
@@ -292,15 +326,17 @@ pub fn verify_signature(
             ));
             continue;
         }
-        return s
-            .key
-            .verify("git", &c.payload, &sig)
-            .map_err(|_| format!("has a bad signature by key {fingerprint}: the commit does not match what was signed"));
+        return Ok(());
     }
     Err(format!(
         "is signed by key {fingerprint}, but {}",
         why.join("; ")
     ))
+}
+
+/// Every candidate holds the same public key (they were picked by it), so one check covers all.
+fn sig_key_verify(s: &Signer, payload: &[u8], sig: &SshSig) -> std::result::Result<(), ()> {
+    s.key.verify("git", payload, sig).map_err(drop)
 }
 
 /// Reads what verification needs from a commit in the local repo.
@@ -485,6 +521,15 @@ mod tests {
         assert!(!principal_matches("*@example.org", "ops@example.org.evil"));
         assert!(principal_matches("o?s@*", "ops@x"));
         assert!(principal_matches("*", "anyone"));
+        assert!(principal_matches("**a*b*", "xxaxxbxx"));
+        assert!(!principal_matches("a*", ""));
+        assert!(principal_matches("*", ""));
+        // Backtracking blew up on this (issue 12): now it is one pass.
+        let pattern = "*a".repeat(30) + "b";
+        let email = "a".repeat(300);
+        let t = std::time::Instant::now();
+        assert!(!principal_matches(&pattern, &email));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

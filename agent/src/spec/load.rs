@@ -3,7 +3,7 @@
 use super::hosttoml::{HostToml, RawFile, RawUnit};
 use super::tree::{FleetTree, Node};
 use super::*;
-use crate::config::{parse_duration, Limits};
+use crate::config::{parse_duration_in, ranges, Limits};
 use crate::reason::Reason;
 
 const CONTAINER_KINDS: &[&str] = &[
@@ -28,6 +28,11 @@ const UNIT_KINDS: &[&str] = &[
     "device",
 ];
 const MAX_INCLUDE_DEPTH: usize = 8;
+/// Health checks run one after another while the pass holds the state lock: bounded in number
+/// and in the time they may take together.
+const MAX_HEALTH_CHECKS: usize = 100;
+const MAX_HEALTH_WAIT: Duration = Duration::from_secs(2 * 3600);
+const MAX_PACKAGES: usize = 10_000;
 
 type Result<T> = std::result::Result<T, SpecError>;
 
@@ -40,12 +45,34 @@ fn err<T>(msg: impl Into<String>) -> Result<T> {
 pub fn load(tree: &dyn FleetTree, host_dir: &str, limits: &Limits) -> Result<Desired> {
     let mut b = Builder::default();
     let mut stack = Vec::new();
-    b.layer(tree, host_dir, &mut stack, true)?;
+    b.layer(tree, host_dir, &mut stack, true, limits)?;
     b.finish(limits)
+}
+
+/// Reason and wording for a problem the tree walk found (a `SpecError` it raised keeps its own).
+fn walk_error(dir: &str, e: anyhow::Error) -> SpecError {
+    if e.downcast_ref::<crate::source::git::TooLarge>().is_some() {
+        return SpecError::new(Reason::SizeLimit, format!("{dir}: {e:#}"));
+    }
+    match e.downcast::<SpecError>() {
+        Ok(s) => SpecError::new(s.reason, format!("{dir}: {}", s.message)),
+        Err(e) => SpecError::invalid(format!("{dir}: {e:#}")),
+    }
+}
+
+fn size_limit<T>(msg: impl Into<String>) -> Result<T> {
+    Err(SpecError::new(Reason::SizeLimit, msg))
+}
+
+fn bad_path(msg: impl Into<String>) -> SpecError {
+    SpecError::new(Reason::InvalidPath, msg)
 }
 
 #[derive(Default)]
 struct Builder {
+    /// Layers expanded so far: a role included by many others is read and applied once (includes
+    /// form a DAG; a role including the next one 20 times over 7 levels costs 7 walks, not 20^7).
+    expanded: BTreeSet<String>,
     files: BTreeMap<String, FileSpec>,
     file_settings: BTreeMap<String, (String, RawFile)>,
     unit_files: BTreeMap<String, (String, Vec<u8>)>,
@@ -64,23 +91,29 @@ impl Builder {
         dir: &str,
         stack: &mut Vec<String>,
         is_host: bool,
+        limits: &Limits,
     ) -> Result<()> {
         if stack.iter().any(|d| d == dir) {
             return err(format!("include cycle: {} -> {dir}", stack.join(" -> ")));
         }
+        if !self.expanded.insert(dir.to_string()) {
+            return Ok(()); // already applied through another include
+        }
+        if self.expanded.len() > limits.max_includes + 1 {
+            return size_limit(format!(
+                "{}: includes more than {} roles (limits.max_includes in agent.toml)",
+                stack.first().map(String::as_str).unwrap_or(dir),
+                limits.max_includes
+            ));
+        }
         if stack.len() >= MAX_INCLUDE_DEPTH {
-            return err(format!(
+            return size_limit(format!(
                 "{dir}: includes nest deeper than {MAX_INCLUDE_DEPTH} levels"
             ));
         }
-        let entries = tree.walk(dir).map_err(|e| {
-            let reason = if e.downcast_ref::<crate::source::git::TooLarge>().is_some() {
-                Reason::SizeLimit
-            } else {
-                Reason::InvalidSpec
-            };
-            SpecError::new(reason, format!("{dir}: {e:#}"))
-        })?;
+        let entries = tree
+            .walk(dir, limits.max_depth)
+            .map_err(|e| walk_error(dir, e))?;
         let Some(entries) = entries else {
             return err(if is_host {
                 format!(
@@ -95,6 +128,16 @@ impl Builder {
                 )
             });
         };
+        if let Some((rel, _)) = entries
+            .iter()
+            .find(|(rel, _)| rel.split('/').count() > limits.max_depth)
+        {
+            let shown: String = rel.chars().take(120).collect();
+            return size_limit(format!(
+                "{dir}/{shown}...: directories nest deeper than {} levels (limits.max_depth in agent.toml)",
+                limits.max_depth
+            ));
+        }
         let host_toml = match entries.iter().find(|(p, _)| p == "host.toml") {
             Some((_, Node::File { data, .. })) => {
                 let text = std::str::from_utf8(data)
@@ -108,10 +151,9 @@ impl Builder {
         stack.push(dir.to_string());
         for inc in &host_toml.include {
             let inc_dir = inc.trim_end_matches('/');
-            check_rel_path(inc_dir).map_err(|e| {
-                SpecError::invalid(format!("{dir}/host.toml: include {inc:?}: {e}"))
-            })?;
-            self.layer(tree, inc_dir, stack, false)?;
+            check_rel_path(inc_dir)
+                .map_err(|e| bad_path(format!("{dir}/host.toml: include {inc:?}: {e}")))?;
+            self.layer(tree, inc_dir, stack, false, limits)?;
         }
         stack.pop();
         for (rel, node) in &entries {
@@ -136,8 +178,18 @@ impl Builder {
     }
 
     fn file(&mut self, origin: &str, rel: &str, node: &Node) -> Result<()> {
-        check_rel_path(rel).map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
+        check_rel_path(rel).map_err(|e| bad_path(format!("{origin}: {e}")))?;
+        if !matches!(node, Node::Dir) {
+            // Named at the file (Git has no empty directories): its directories are checked too.
+            check_host_path(rel).map_err(|e| bad_path(format!("{origin}: {e}")))?;
+        }
         let path = format!("/{rel}");
+        if rel.starts_with("tmp/") && !matches!(node, Node::Dir) {
+            tracing::warn!(
+                file = origin,
+                "{path}: plumb.service runs with a private /tmp, so other services will not see this file; use /var/tmp or /run via tmpfiles.d"
+            );
+        }
         let (content, mode) = match node {
             Node::Dir => return Ok(()),
             Node::File { data, executable } => (
@@ -145,8 +197,7 @@ impl Builder {
                 if *executable { 0o755 } else { 0o644 },
             ),
             Node::Symlink { target } => {
-                check_link_target(&path, target)
-                    .map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
+                check_link_target(&path, target).map_err(|e| bad_path(format!("{origin}: {e}")))?;
                 (Content::Symlink(target.clone()), 0o777)
             }
         };
@@ -199,6 +250,11 @@ impl Builder {
             };
             check_name(conf).map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
             check_unit_name(unit).map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
+            if dir.len() > NAME_MAX {
+                return Err(bad_path(format!(
+                    "{origin}: the drop-in directory name is over NAME_MAX ({NAME_MAX}): shorten the unit name"
+                )));
+            }
             let slot = self.dropins.entry(unit.to_string()).or_default();
             claim(slot, conf.to_string(), origin, data)
         } else {
@@ -261,8 +317,11 @@ impl Builder {
                 }
                 _ => return err(format!("{at}: set exactly one of `unit` or `command`")),
             };
-            let timeout = parse_duration(h.timeout.as_deref().unwrap_or("30s"))
-                .map_err(|e| SpecError::invalid(format!("{at}: `timeout`: {e}")))?;
+            let timeout = parse_duration_in(
+                h.timeout.as_deref().unwrap_or("30s"),
+                ranges::HEALTH_TIMEOUT,
+            )
+            .map_err(|e| SpecError::invalid(format!("{at}: `timeout`: {e}")))?;
             self.health.push(HealthCheck { probe, timeout });
         }
         Ok(())
@@ -404,6 +463,21 @@ impl Builder {
             containers.get_mut(&file_name).expect("matched above").state = state;
         }
 
+        let wait: Duration = self.health.iter().map(|h| h.timeout).sum();
+        if self.health.len() > MAX_HEALTH_CHECKS || wait > MAX_HEALTH_WAIT {
+            return size_limit(format!(
+                "{} [[health]] checks waiting up to {} in all: at most {MAX_HEALTH_CHECKS} checks and {} of timeouts per host",
+                self.health.len(),
+                humantime::format_duration(wait),
+                humantime::format_duration(MAX_HEALTH_WAIT)
+            ));
+        }
+        let packages = self.packages.install.len() + self.packages.remove.len();
+        if packages > MAX_PACKAGES {
+            return size_limit(format!(
+                "{packages} packages in [packages]: at most {MAX_PACKAGES} per host"
+            ));
+        }
         if let Some(both) = self
             .packages
             .install
@@ -443,25 +517,21 @@ impl Builder {
             sizes.push((origin, conf, data.len() as u64));
         }
         if sizes.len() > limits.max_files {
-            return too_big(format!(
+            return size_limit(format!(
                 "{} files exceed the limit of {} (limits.max_files in agent.toml)",
                 sizes.len(),
                 limits.max_files
             ));
         }
         if let Some((origin, name, _)) = sizes.iter().find(|s| s.2 > limits.max_file_size) {
-            return too_big(format!("{origin}: {name} is larger than the limit of {} bytes (limits.max_file_size in agent.toml)", limits.max_file_size));
+            return size_limit(format!("{origin}: {name} is larger than the limit of {} bytes (limits.max_file_size in agent.toml)", limits.max_file_size));
         }
         let total: u64 = sizes.iter().map(|s| s.2).sum();
         if total > limits.max_total_size {
-            return too_big(format!("files total {total} bytes, over the limit of {} (limits.max_total_size in agent.toml)", limits.max_total_size));
+            return size_limit(format!("files total {total} bytes, over the limit of {} (limits.max_total_size in agent.toml)", limits.max_total_size));
         }
         Ok(())
     }
-}
-
-fn too_big<T>(msg: String) -> Result<T> {
-    Err(SpecError::new(Reason::SizeLimit, msg))
 }
 
 /// Records `key` in `slot`; a second claim must carry the same content.
@@ -521,10 +591,56 @@ fn check_rel_path(p: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Longest name a Linux file system takes (NAME_MAX); plumb's temp names are shorter.
+const NAME_MAX: usize = 255;
+/// Longest path the kernel takes (PATH_MAX, with its NUL).
+const PATH_MAX: usize = 4096;
+/// Kernel file systems: writing there is not configuration but an action (sysrq-trigger, a block
+/// device, a cgroup knob), and /run is the runtime's, rebuilt at boot.
+const PSEUDO_ROOTS: &[&str] = &["proc", "sys", "dev", "run"];
+
+/// A host path (`rel` is below files/) plumb can write and keep: every name within NAME_MAX, the
+/// whole within PATH_MAX, not a name of plumb's temp files, not on a kernel file system.
+fn check_host_path(rel: &str) -> std::result::Result<(), String> {
+    if rel.len() + 1 >= PATH_MAX {
+        return Err(format!(
+            "the host path is {} bytes long, over PATH_MAX ({PATH_MAX}): shorten it",
+            rel.len() + 1
+        ));
+    }
+    for c in rel.split('/') {
+        if c.len() > NAME_MAX {
+            return Err(format!(
+                "the name {:?}... is {} bytes long, over NAME_MAX ({NAME_MAX}): shorten it",
+                c.chars().take(40).collect::<String>(),
+                c.len()
+            ));
+        }
+        if crate::host::fs::is_tmp_name(std::ffi::OsStr::new(c)) {
+            return Err(format!(
+                "{c:?}: names of the form .*.plumb-new are plumb's temp files: rename it"
+            ));
+        }
+    }
+    let top = rel.split('/').next().unwrap_or("");
+    if PSEUDO_ROOTS.contains(&top) {
+        return Err(format!(
+            "/{top} is a kernel or runtime file system, not configuration: plumb does not write there (use a unit or a tmpfiles.d/sysctl.d/udev file instead)"
+        ));
+    }
+    Ok(())
+}
+
 /// A relative symlink target may not climb above the root it is applied under.
 fn check_link_target(path: &str, target: &str) -> std::result::Result<(), String> {
     if target.is_empty() || target.contains('\0') {
         return Err("empty symlink target".into());
+    }
+    if target.len() >= PATH_MAX {
+        return Err(format!(
+            "symlink target of {} bytes, over PATH_MAX ({PATH_MAX})",
+            target.len()
+        ));
     }
     if target.starts_with('/') {
         return Ok(());
@@ -847,6 +963,7 @@ mod tests {
             max_file_size: f,
             max_total_size: t,
             max_files: n,
+            ..Limits::default()
         };
         assert!(load(&t, "hosts/h1", &l(4, 100, 10))
             .unwrap_err()
@@ -878,6 +995,68 @@ mod tests {
             .unwrap_err()
             .message
             .contains("files total 14 bytes"));
+    }
+
+    /// Issue 12: bounds and their reason codes.
+    #[test]
+    fn hostile_bounds_have_their_reasons() {
+        let code = |t: MemTree| load_mem(t).expect_err("must be rejected");
+        let deep = format!("hosts/h1/files/{}f", "d/".repeat(40));
+        let e = code(MemTree::default().file(&deep, "x"));
+        assert_eq!(e.reason, Reason::SizeLimit, "{}", e.message);
+        assert!(e.message.contains("limits.max_depth"), "{}", e.message);
+        let e =
+            code(MemTree::default().file(&format!("hosts/h1/files/etc/{}", "n".repeat(256)), "x"));
+        assert_eq!(e.reason, Reason::InvalidPath, "{}", e.message);
+        assert!(e.message.contains("NAME_MAX"), "{}", e.message);
+        assert!(load_mem(
+            MemTree::default().file(&format!("hosts/h1/files/etc/{}", "n".repeat(255)), "x")
+        )
+        .is_ok());
+        for p in [
+            "proc/sysrq-trigger",
+            "sys/x",
+            "dev/sda",
+            "run/x",
+            "etc/.motd.plumb-new",
+        ] {
+            let e = code(MemTree::default().file(&format!("hosts/h1/files/{p}"), "x"));
+            assert_eq!(e.reason, Reason::InvalidPath, "{p}: {}", e.message);
+        }
+        let e = code(MemTree::default().link("hosts/h1/files/etc/x", "../../../x"));
+        assert_eq!(e.reason, Reason::InvalidPath);
+        let many = "[[health]]\ncommand = [\"/bin/true\"]\ntimeout = \"1h\"\n".repeat(3);
+        let e = code(MemTree::default().file("hosts/h1/host.toml", &many));
+        assert_eq!(e.reason, Reason::SizeLimit, "{}", e.message);
+        let e = code(MemTree::default().file(
+            "hosts/h1/host.toml",
+            "[[health]]\ncommand = [\"/bin/true\"]\ntimeout = \"99999999999d\"\n",
+        ));
+        assert_eq!(e.reason, Reason::InvalidSpec);
+        // A diamond of includes is applied once; more distinct roles than the limit is refused.
+        let mut t = MemTree::default()
+            .file("roles/a/host.toml", "include = [\"roles/c\"]")
+            .file("roles/b/host.toml", "include = [\"roles/c\"]")
+            .file(
+                "roles/c/host.toml",
+                "[[health]]\ncommand = [\"/bin/true\"]\n",
+            )
+            .file(
+                "hosts/h1/host.toml",
+                "include = [\"roles/a\", \"roles/b\", \"roles/a\"]",
+            );
+        assert_eq!(load_mem(t).unwrap().health.len(), 1);
+        t = MemTree::default()
+            .file("hosts/h1/host.toml", "include = [\"roles/a\", \"roles/b\"]")
+            .file("roles/a/host.toml", "")
+            .file("roles/b/host.toml", "");
+        let one = Limits {
+            max_includes: 1,
+            ..Limits::default()
+        };
+        let e = load(&t, "hosts/h1", &one).unwrap_err();
+        assert_eq!(e.reason, Reason::SizeLimit);
+        assert!(e.message.contains("limits.max_includes"), "{}", e.message);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The fleet-repo format turned into one desired state for a host (pure: no host I/O).
 
+pub mod guard;
 mod hosttoml;
 mod load;
 pub mod tree;
@@ -145,12 +146,55 @@ impl SpecError {
     pub fn new(reason: crate::reason::Reason, message: impl Into<String>) -> SpecError {
         SpecError {
             reason,
-            message: message.into(),
+            message: bounded(message.into()),
         }
     }
 
     /// A malformed spec (`invalid-spec`).
     pub fn invalid(message: impl Into<String>) -> SpecError {
         SpecError::new(crate::reason::Reason::InvalidSpec, message)
+    }
+}
+
+/// Longest message a rejection carries into the report, the status branch and the journal: a
+/// parse error quotes its line, and a hostile file can be one line of megabytes.
+pub const MAX_MESSAGE: usize = 2048;
+
+/// Keeps the start (the file) and the end (what is wrong, what to do) of a long message.
+fn bounded(m: String) -> String {
+    if m.len() <= MAX_MESSAGE {
+        return m;
+    }
+    let half = MAX_MESSAGE / 2;
+    let mut head = half;
+    while !m.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = m.len() - half;
+    while !m.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} ...({} bytes)... {}",
+        &m[..head],
+        tail - head,
+        &m[tail..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_are_bounded() {
+        let e = super::SpecError::invalid("é".repeat(5000));
+        assert!(
+            e.message.len() < super::MAX_MESSAGE + 40,
+            "{}",
+            e.message.len()
+        );
+        assert!(e.message.contains(" bytes)... "));
+        let e = super::SpecError::invalid(format!("{}: shorten it", "p/".repeat(3000)));
+        assert!(e.message.ends_with(": shorten it"));
+        assert_eq!(super::SpecError::invalid("short").message, "short");
     }
 }

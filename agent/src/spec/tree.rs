@@ -16,25 +16,97 @@ pub enum Node {
 pub trait FleetTree {
     /// Every entry below `dir` (repo-relative, `/`-separated), depth first, with paths relative to
     /// `dir`; `None` when `dir` is not a directory of the tree. Names must be UTF-8.
-    fn walk(&self, dir: &str) -> Result<Option<Vec<(String, Node)>>>;
+    /// Directories `max_depth` levels down are listed but not entered, so the caller sees (and
+    /// refuses) anything deeper without the walk ever going there: walks are iterative, and no
+    /// tree, however deep, costs more than `max_depth` levels of work.
+    fn walk(&self, dir: &str, max_depth: usize) -> Result<Option<Vec<(String, Node)>>>;
     /// Describes the tree in errors ("commit 3f2a9c1", "checkout ./fleet").
     fn describe(&self) -> String;
 }
 
-/// A fleet-repo checkout on disk. Symlinks are read as symlinks, never followed.
+/// A path of the tree that is not where it claims to be (a symlinked directory on the way).
+fn outside(msg: String) -> anyhow::Error {
+    crate::spec::SpecError::new(crate::reason::Reason::InvalidPath, msg).into()
+}
+
+/// A fleet-repo checkout on disk (`plumb validate`, run by CI on untrusted branches). Symlinks are
+/// read as symlinks, never followed, on the way to a host or role directory too: nothing outside
+/// the checkout is ever read.
 pub struct DirTree {
     pub root: PathBuf,
 }
 
-impl FleetTree for DirTree {
-    fn walk(&self, dir: &str) -> Result<Option<Vec<(String, Node)>>> {
-        let base = self.root.join(dir);
-        match std::fs::symlink_metadata(&base) {
-            Ok(m) if m.is_dir() => {}
-            _ => return Ok(None),
+impl DirTree {
+    /// `rel` under the checkout, every component checked not to be a symlink; `None` when it is
+    /// not a directory.
+    pub fn dir(&self, rel: &str) -> Result<Option<PathBuf>> {
+        let mut p = self.root.clone();
+        for c in rel.split('/').filter(|c| !c.is_empty()) {
+            if c == ".." || c == "." {
+                return Err(outside(format!("{rel}: `.` and `..` are not allowed")));
+            }
+            p.push(c);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_symlink() => {
+                    return Err(outside(format!(
+                    "{} is a symlink: plumb never reads outside the checkout; make it a directory",
+                    p.strip_prefix(&self.root).unwrap_or(&p).display()
+                )))
+                }
+                Ok(m) if m.is_dir() => {}
+                _ => return Ok(None),
+            }
         }
+        Ok(Some(p))
+    }
+}
+
+impl FleetTree for DirTree {
+    fn walk(&self, dir: &str, max_depth: usize) -> Result<Option<Vec<(String, Node)>>> {
+        let Some(base) = self.dir(dir)? else {
+            return Ok(None);
+        };
         let mut out = Vec::new();
-        walk_dir(&base, "", &mut out)?;
+        // Pending entries, popped in name order: (path, path relative to `dir`, depth).
+        let mut stack: Vec<(PathBuf, String, usize)> = Vec::new();
+        push_children(&base, "", 1, &mut stack)?;
+        while let Some((path, rel, depth)) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if meta.is_symlink() {
+                let target = std::fs::read_link(&path)
+                    .with_context(|| format!("reading link {}", path.display()))?;
+                let Some(target) = target.to_str() else {
+                    bail!("{}: symlink target is not UTF-8", path.display());
+                };
+                out.push((
+                    rel,
+                    Node::Symlink {
+                        target: target.to_string(),
+                    },
+                ));
+            } else if meta.is_dir() {
+                out.push((rel.clone(), Node::Dir));
+                if depth <= max_depth {
+                    push_children(&path, &rel, depth + 1, &mut stack)?;
+                }
+            } else if meta.is_file() {
+                let data =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                out.push((
+                    rel,
+                    Node::File {
+                        data,
+                        executable: meta.permissions().mode() & 0o111 != 0,
+                    },
+                ));
+            } else {
+                bail!(
+                    "{}: not a regular file, directory or symlink",
+                    path.display()
+                );
+            }
+        }
         Ok(Some(out))
     }
 
@@ -43,20 +115,26 @@ impl FleetTree for DirTree {
     }
 }
 
-fn walk_dir(dir: &Path, prefix: &str, out: &mut Vec<(String, Node)>) -> Result<()> {
+/// Pushes the entries of `dir` onto `stack` so that they pop in name order.
+fn push_children(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    stack: &mut Vec<(PathBuf, String, usize)>,
+) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading directory {}", dir.display()))?
         .collect::<std::io::Result<_>>()
         .with_context(|| format!("reading directory {}", dir.display()))?;
-    entries.sort_by_key(|e| e.file_name());
+    entries.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
     for entry in entries {
         let os_name = entry.file_name();
         let Some(name) = os_name.to_str() else {
-            bail!(
+            return Err(outside(format!(
                 "{}: file name {:?} is not UTF-8: rename it",
                 dir.display(),
                 os_name
-            );
+            )));
         };
         if prefix.is_empty() && name == ".git" {
             continue;
@@ -66,40 +144,7 @@ fn walk_dir(dir: &Path, prefix: &str, out: &mut Vec<(String, Node)>) -> Result<(
         } else {
             format!("{prefix}/{name}")
         };
-        let path = entry.path();
-        let meta = std::fs::symlink_metadata(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if meta.is_symlink() {
-            let target = std::fs::read_link(&path)
-                .with_context(|| format!("reading link {}", path.display()))?;
-            let Some(target) = target.to_str() else {
-                bail!("{}: symlink target is not UTF-8", path.display());
-            };
-            out.push((
-                rel,
-                Node::Symlink {
-                    target: target.to_string(),
-                },
-            ));
-        } else if meta.is_dir() {
-            out.push((rel.clone(), Node::Dir));
-            walk_dir(&path, &rel, out)?;
-        } else if meta.is_file() {
-            let data =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            out.push((
-                rel,
-                Node::File {
-                    data,
-                    executable: meta.permissions().mode() & 0o111 != 0,
-                },
-            ));
-        } else {
-            bail!(
-                "{}: not a regular file, directory or symlink",
-                path.display()
-            );
-        }
+        stack.push((entry.path(), rel, depth));
     }
     Ok(())
 }
@@ -143,7 +188,7 @@ impl MemTree {
 }
 
 impl FleetTree for MemTree {
-    fn walk(&self, dir: &str) -> Result<Option<Vec<(String, Node)>>> {
+    fn walk(&self, dir: &str, _max_depth: usize) -> Result<Option<Vec<(String, Node)>>> {
         let prefix = format!("{dir}/");
         let mut out: Vec<(String, Node)> = Vec::new();
         for (path, node) in &self.entries {
@@ -167,5 +212,46 @@ impl FleetTree for MemTree {
 
     fn describe(&self) -> String {
         "test tree".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_tree_stops_at_max_depth_and_never_follows_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("hosts/h1/files/a/b/c/d");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), "x").unwrap();
+        std::fs::write(t.path().join("hosts/h1/files/a/top"), "y").unwrap();
+        let tree = DirTree {
+            root: t.path().to_path_buf(),
+        };
+        let all = tree.walk("hosts/h1", 32).unwrap().unwrap();
+        let names: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "files",
+                "files/a",
+                "files/a/b",
+                "files/a/b/c",
+                "files/a/b/c/d",
+                "files/a/b/c/d/f",
+                "files/a/top"
+            ]
+        );
+        // Two levels entered: the third is listed (for the caller to refuse), not read.
+        let cut = tree.walk("hosts/h1", 2).unwrap().unwrap();
+        let names: Vec<&str> = cut.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["files", "files/a", "files/a/b", "files/a/top"]);
+
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("web")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("roles")).unwrap();
+        let e = tree.walk("roles/web", 32).unwrap_err();
+        assert!(format!("{e:#}").contains("roles is a symlink"), "{e:#}");
     }
 }

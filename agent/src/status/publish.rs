@@ -325,7 +325,7 @@ impl Publisher {
                 "--force-with-lease={dst}:{}",
                 expected.map(|e| e.to_string()).unwrap_or_default()
             ))
-            .arg(&self.endpoint.url)
+            .args(super::git_cli::push_args(&self.endpoint))
             .arg(format!("{commit}:{dst}"));
         let out = command::run(&mut cmd, self.timeout)
             .with_context(|| format!("pushing {} to {}", self.branch, self.endpoint.redacted()))?;
