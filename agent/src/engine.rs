@@ -1,7 +1,9 @@
 //! One reconcile pass: fetch -> verify -> load -> observe -> plan -> apply -> record.
 
 use crate::config::{Mode, Settings};
+use crate::health::Verdict;
 use crate::host::fs::HostFs;
+use crate::host::Host;
 use crate::reason::Reason;
 use crate::resource::activate;
 use crate::resource::file::{self, FileAction, FileChange};
@@ -226,21 +228,35 @@ impl Agent {
             },
         };
 
-        let fs = HostFs::open(&self.settings.root)?;
+        let host = Host::open(&self.settings.root)?;
         let detect = self.settings.mode == Mode::Detect || opts.dry_run;
-        let mut run = self.converge(&fs, &desired, &mut state, detect)?;
+        let mut run = self.converge(&host, &desired, &mut state, detect)?;
         let mut healthy = run.failed == 0;
         if !detect {
             state.applied_commit = Some(target.to_string());
             if run.touched_host() && !run.stopped && !desired.health.is_empty() {
-                if let Err(failure) = self.health_checks(&desired) {
-                    healthy = false;
-                    report.outcome = Outcome::Failed;
-                    report.reason = Some(Reason::HealthCheckFailed);
-                    notes.insert(
-                        0,
-                        self.roll_back(&fs, target, &failure, &mut state, &mut run)?,
-                    );
+                match health_checks(&host, &desired) {
+                    Ok(Verdict::Healthy) => {}
+                    Ok(Verdict::Unhealthy(failure)) => {
+                        healthy = false;
+                        report.outcome = Outcome::Failed;
+                        report.reason = Some(Reason::HealthCheckFailed);
+                        notes.insert(
+                            0,
+                            self.roll_back(&host, target, &failure, &mut state, &mut run)?,
+                        );
+                    }
+                    Err(fault) => {
+                        // Nothing judged: not marked good, not marked bad, not rolled back.
+                        tracing::warn!(error = %fault, "health check could not be run; the commit is not judged");
+                        healthy = false;
+                        report.outcome = Outcome::Failed;
+                        report.reason = Some(Reason::CheckFault);
+                        notes.insert(
+                            0,
+                            format!("{fault}; the commit is neither marked good nor rolled back"),
+                        );
+                    }
                 }
             }
             if healthy {
@@ -431,32 +447,11 @@ impl Agent {
             })
     }
 
-    /// Runs `[[health]]`; unit checks get a connection to systemd.
-    fn health_checks(&self, desired: &Desired) -> std::result::Result<(), crate::health::Failure> {
-        let needs_bus = desired
-            .health
-            .iter()
-            .any(|h| matches!(h.probe, spec::HealthProbe::Unit(_)));
-        let mut bus = match needs_bus.then(activate::Bus::open) {
-            Some(Ok(b)) => Some(b),
-            Some(Err(e)) => {
-                tracing::warn!(error = %format!("{e:#}"), "no D-Bus connection for unit health checks");
-                None
-            }
-            None => None,
-        };
-        crate::health::run(
-            &desired.health,
-            bus.as_mut()
-                .map(|b| b as &mut dyn crate::health::UnitStates),
-        )
-    }
-
     /// A health check failed after applying `bad`: mark it bad, re-apply the last good commit,
     /// and say what happened.
     fn roll_back(
         &self,
-        fs: &HostFs,
+        host: &Host,
         bad: ObjectId,
         failure: &crate::health::Failure,
         state: &mut State,
@@ -485,7 +480,7 @@ impl Agent {
             }
         };
         tracing::warn!(bad = %bad, good = %good, "rolling back to the last good commit");
-        let back = self.converge(fs, &desired, state, false)?;
+        let back = self.converge(host, &desired, state, false)?;
         run.lines.extend(back.lines);
         run.resources = back.resources;
         run.failed = back.failed;
@@ -501,7 +496,7 @@ impl Agent {
     /// DESIGN order, updating the inventory in `state`.
     fn converge(
         &self,
-        fs: &HostFs,
+        host: &Host,
         desired: &Desired,
         state: &mut State,
         detect: bool,
@@ -509,7 +504,7 @@ impl Agent {
         let mut run = Converged::default();
         // Packages first: files and units may need what they install, and files are observed
         // after the packages that may ship them.
-        for p in self.packages_step(desired, state, detect, &mut run.lines) {
+        for p in self.packages_step(host, desired, state, detect, &mut run.lines) {
             run.count(p.state, p.drift);
             run.resources.push(ResourceReport {
                 kind: Kind::Package,
@@ -518,13 +513,13 @@ impl Agent {
                 detail: p.detail,
             });
         }
-        self.converge_files(fs, desired, state, detect, &mut run)?;
+        self.converge_files(&host.fs, desired, state, detect, &mut run)?;
         for activate::Outcome {
             report: r,
             drift,
             masked,
             line,
-        } in self.systemd_step(fs, desired, state, &run.changed_paths, detect)?
+        } in self.systemd_step(host, desired, state, &run.changed_paths, detect)?
         {
             if masked && r.state == ResourceState::Drifted {
                 run.masked += 1;
@@ -657,6 +652,7 @@ impl Agent {
     /// Observes, plans and (unless `detect`) applies `[packages]`, updating the inventory.
     fn packages_step(
         &self,
+        host: &Host,
         desired: &Desired,
         state: &mut State,
         detect: bool,
@@ -678,7 +674,7 @@ impl Agent {
             return package::report_only(&desired.packages, &changes);
         }
         // The inventory changes are saved with the rest of the state at the end of the pass.
-        let results = package::apply(&desired.packages, &changes, state, &self.state_dir);
+        let results = package::apply(host, &desired.packages, &changes, state, &self.state_dir);
         lines.extend(
             results
                 .iter()
@@ -710,7 +706,7 @@ impl Agent {
     /// Units and Quadlet containers (see `resource::activate::reconcile`).
     fn systemd_step(
         &self,
-        fs: &HostFs,
+        host: &Host,
         desired: &Desired,
         state: &mut State,
         changed_files: &std::collections::BTreeSet<String>,
@@ -719,7 +715,7 @@ impl Agent {
         if self.stopping() {
             return Ok(vec![]);
         }
-        activate::reconcile(fs, desired, state, &self.state_dir, changed_files, detect)
+        activate::reconcile(host, desired, state, &self.state_dir, changed_files, detect)
     }
 
     fn blank_report(&self, state: &State) -> Report {
@@ -757,6 +753,28 @@ impl Agent {
             None => Ok(None),
         }
     }
+}
+
+/// Runs `[[health]]` on the pass's bus (connected now if the pass had no need of it before).
+fn health_checks(
+    host: &Host,
+    desired: &Desired,
+) -> std::result::Result<Verdict, crate::health::Fault> {
+    let needs_bus = desired
+        .health
+        .iter()
+        .any(|h| matches!(h.probe, spec::HealthProbe::Unit(_)));
+    let mut bus = if needs_bus {
+        host.bus().map_err(|e| e.to_string())
+    } else {
+        Err("no unit checks".to_string())
+    };
+    crate::health::run(
+        &desired.health,
+        bus.as_mut()
+            .map(|b| b as &mut dyn crate::health::UnitStates)
+            .map_err(|e| e.clone()),
+    )
 }
 
 /// Hands the memory a pass freed back to the OS. glibc keeps it in the arena of the thread that

@@ -1,9 +1,48 @@
-//! The only layer with side effects on the host.
+//! The only layer with side effects on the host. A pass gets one [`Host`]: the file system under
+//! `root`, and the system bus, connected the first time something needs it and then shared.
 
+pub mod bus;
 pub mod command;
 pub mod fs;
 pub mod packagekit;
 pub mod packages;
 pub mod pkgcmd;
+pub mod runtime;
 pub mod systemd;
 pub mod unit_dirs;
+
+use anyhow::Result;
+use std::cell::OnceCell;
+use std::path::Path;
+
+/// Everything a pass may touch on the host.
+pub struct Host {
+    pub fs: fs::HostFs,
+    /// Connected on first use; a failure is kept, so a pass without a bus tries once.
+    bus: OnceCell<std::result::Result<bus::Bus, String>>,
+}
+
+impl Host {
+    pub fn open(root: &Path) -> Result<Host> {
+        Ok(Host {
+            fs: fs::HostFs::open(root)?,
+            bus: OnceCell::new(),
+        })
+    }
+
+    /// The file system under `root` is the host's own (`root = "/"`): only then do its services
+    /// and packages belong to the system plumb runs on.
+    pub fn is_system_root(&self) -> bool {
+        self.fs.root() == Path::new("/")
+    }
+
+    /// The pass's connection to the system bus; the error says why there is none.
+    pub fn bus(&self) -> std::result::Result<&bus::Bus, String> {
+        self.bus
+            .get_or_init(|| {
+                bus::Bus::open().map_err(|e| format!("could not talk to systemd over D-Bus: {e:#}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}

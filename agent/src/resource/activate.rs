@@ -2,179 +2,20 @@
 //! stop what is pruned, write unit and Quadlet files, one daemon-reload, enable/disable, then
 //! stop/start/restart, every job awaited.
 
+use crate::host::bus::Bus;
 use crate::host::fs::{HostFs, Meta};
-use crate::host::systemd::{journal_tail, FileStates, JobResult, Systemd};
+use crate::host::systemd::{journal_tail, FileStates, JobResult};
+use crate::host::Host;
+use crate::resource::service::{FileOp, Live, RunAction, SystemdChange};
 use crate::resource::{container, unit};
 use crate::spec::Desired;
 use crate::state::{ManagedUnit, State, StateDir};
 use crate::status::report::{Kind, ResourceReport, ResourceState};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::path::Path;
-
-/// What systemd says about one unit.
-pub use crate::host::systemd::UnitState as Live;
 
 /// Lines of a failed unit's journal put into its report.
 const JOURNAL_LINES: u32 = 10;
-
-impl Live {
-    /// Running or on its way there: nothing to start.
-    pub fn running(&self) -> bool {
-        matches!(
-            self.active_state.as_str(),
-            "active" | "activating" | "reloading" | "refreshing"
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileOp {
-    Write { path: String, data: Vec<u8> },
-    Remove { path: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunAction {
-    Start,
-    Stop,
-    Restart,
-}
-
-/// Everything one unit (or Quadlet file) needs, applied phase by phase with all the others.
-#[derive(Debug, Clone)]
-pub struct SystemdChange {
-    pub kind: Kind,
-    /// The resource: "app.service", or the Quadlet file "web.container".
-    pub name: String,
-    /// The systemd unit acted on ("web.service" for "web.container").
-    pub unit: String,
-    pub files: Vec<FileOp>,
-    /// Some(true): EnableUnitFiles; Some(false): DisableUnitFiles.
-    pub enable: Option<bool>,
-    pub run: Option<RunAction>,
-    /// A unit stopped before `run` (a socket's service, before the socket restarts).
-    pub stop_first: Option<String>,
-    /// It left Git: stopped and disabled first, then its files removed.
-    pub prune: bool,
-    /// Git did not change it; the host did.
-    pub drift: bool,
-    /// Masked on the host: reported, left alone.
-    pub masked: bool,
-    /// Why nothing can be done for it (reported as failed, or drifted when masked).
-    pub blocked: Option<String>,
-    /// What differs, for people.
-    pub why: Vec<String>,
-    /// The inventory entry once its files are written; None when pruned.
-    pub record: Option<ManagedUnit>,
-}
-
-impl SystemdChange {
-    pub fn new(kind: Kind, name: &str, unit: &str) -> SystemdChange {
-        SystemdChange {
-            kind,
-            name: name.into(),
-            unit: unit.into(),
-            files: vec![],
-            enable: None,
-            run: None,
-            stop_first: None,
-            prune: false,
-            drift: false,
-            masked: false,
-            blocked: None,
-            why: vec![],
-            record: None,
-        }
-    }
-
-    pub fn touches_host(&self) -> bool {
-        self.blocked.is_none()
-            && (!self.files.is_empty() || self.enable.is_some() || self.run.is_some() || self.prune)
-    }
-
-    /// "restart unit app.service (unit file or drop-in changed, drift)" for plan and logs.
-    pub fn describe(&self) -> String {
-        let kind = match self.kind {
-            Kind::Container => "container",
-            _ => "unit",
-        };
-        let verb = if self.prune {
-            "prune"
-        } else {
-            match (self.run, self.enable, self.files.is_empty()) {
-                (Some(RunAction::Restart), ..) => "restart",
-                (Some(RunAction::Start), ..) => "start",
-                (Some(RunAction::Stop), ..) => "stop",
-                (None, Some(true), _) => "enable",
-                (None, Some(false), _) => "disable",
-                (None, None, false) => "update",
-                (None, None, true) => "keep",
-            }
-        };
-        let mut why = self.why.join(", ");
-        if self.drift {
-            why.push_str(if why.is_empty() { "drift" } else { ", drift" });
-        }
-        let unit = if self.unit != self.name {
-            format!(" -> {}", self.unit)
-        } else {
-            String::new()
-        };
-        format!("{verb} {kind} {}{unit} ({why})", self.name)
-    }
-}
-
-/// The pass's one connection to systemd, with the runtime that drives it: the daemon's (the pass
-/// runs on one of its blocking threads) or, for `plumb apply`, a small one owned here.
-pub struct Bus {
-    runtime: Runtime,
-    pub systemd: Systemd,
-}
-
-enum Runtime {
-    Shared(tokio::runtime::Handle),
-    Owned(tokio::runtime::Runtime),
-}
-
-impl Bus {
-    /// Opens the system bus (`DBUS_SYSTEM_BUS_ADDRESS` overrides where it is).
-    pub fn open() -> Result<Bus> {
-        let runtime = match tokio::runtime::Handle::try_current() {
-            Ok(h) => Runtime::Shared(h),
-            Err(_) => Runtime::Owned(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting a runtime for D-Bus")?,
-            ),
-        };
-        let systemd = block(&runtime, async {
-            let conn = zbus::Connection::system()
-                .await
-                .context("connecting to the system D-Bus")?;
-            Systemd::new(&conn).await
-        })?;
-        Ok(Bus { runtime, systemd })
-    }
-
-    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        block(&self.runtime, f)
-    }
-
-    pub fn live(&self, unit: &str) -> Result<Live, String> {
-        self.block_on(self.systemd.unit_state(unit))
-            .map_err(|e| format!("{e:#}"))
-    }
-}
-
-fn block<F: Future>(rt: &Runtime, f: F) -> F::Output {
-    match rt {
-        Runtime::Shared(h) => h.block_on(f),
-        Runtime::Owned(r) => r.block_on(f),
-    }
-}
 
 /// One unit's or container's line in the report, whether it had drifted, and the line for plan
 /// and logs when something was (or would be) done.
@@ -192,7 +33,7 @@ pub struct Outcome {
 /// container, so file-only hosts never need D-Bus. The inventory's intent is saved in
 /// `state_dir` before the host is touched.
 pub fn reconcile(
-    fs: &HostFs,
+    host: &Host,
     desired: &Desired,
     state: &mut State,
     state_dir: &StateDir,
@@ -213,10 +54,10 @@ pub fn reconcile(
     if names().is_empty() {
         return Ok(vec![]);
     }
-    let bus = match Bus::open() {
+    let fs = &host.fs;
+    let bus = match host.bus() {
         Ok(b) => b,
         Err(e) => {
-            let e = format!("could not talk to systemd over D-Bus: {e:#}");
             tracing::error!(error = %e);
             return Ok(names()
                 .into_iter()
@@ -258,7 +99,7 @@ pub fn reconcile(
     };
     let mut live = |u: &str| match known.remove(u) {
         Some(s) => Ok(s),
-        None => bus.live(u),
+        None => bus.live(u).map_err(|e| format!("{e:#}")),
     };
     let uobs = unit::observe(fs, &desired.units, &state.units, &mut live);
     let cobs = container::observe(fs, &desired.containers, &state.containers, &mut live);
@@ -277,7 +118,7 @@ pub fn reconcile(
             record_intent(&changes, &mut state.units, &mut state.containers);
             state_dir.save(state)?;
         }
-        apply(&bus, fs, &changes, &mut state.units, &mut state.containers)
+        apply(bus, fs, &changes, &mut state.units, &mut state.containers)
     };
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
@@ -704,24 +545,4 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
             Err(msg)
         })
         .collect()
-}
-
-/// Empties (or creates) a scratch directory plumb owns.
-pub fn reset_dir(dir: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
-}
-
-/// Looks a program up in PATH.
-pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")
-        .unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }

@@ -2,7 +2,7 @@
 //! generator makes of each (web.container -> web.service) started, stopped or restarted.
 
 use crate::host::fs::{HostFs, Observed};
-use crate::resource::activate::{FileOp, Live, RunAction, SystemdChange};
+use crate::resource::service::{FileOp, Live, RunAction, SystemdChange};
 use crate::resource::unit::{file_op, observe_path};
 use crate::spec::{ContainerSpec, RunState};
 use crate::state::ManagedUnit;
@@ -166,7 +166,7 @@ pub fn validate(
         tracing::warn!("{QUADLET_GENERATOR} not found: Quadlet files are installed unchecked");
         return Ok(());
     }
-    crate::resource::activate::reset_dir(staging).map_err(|e| format!("{e:#}"))?;
+    crate::state::reset_dir(staging).map_err(|e| format!("{e:#}"))?;
     let result = (|| {
         for (name, spec) in desired {
             let p = staging.join(name);

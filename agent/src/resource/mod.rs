@@ -4,4 +4,5 @@ pub mod activate;
 pub mod container;
 pub mod file;
 pub mod package;
+pub mod service;
 pub mod unit;

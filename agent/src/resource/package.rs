@@ -4,10 +4,11 @@
 
 use crate::host::packages::Backend;
 use crate::host::pkgcmd;
+use crate::host::Host;
 use crate::spec::Packages;
 use crate::state::{ManagedPackage, State, StateDir};
 use crate::status::report::ResourceState;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -199,6 +200,7 @@ fn desired_ok(desired: &Packages) -> BTreeMap<String, PackageResult> {
 /// gets its own result; the inventory in `state` follows what landed and is saved by the caller
 /// (intent is saved here before installing, so a killed pass still knows what plumb installed).
 pub fn apply(
+    host: &Host,
     desired: &Packages,
     changes: &[PackageChange],
     state: &mut State,
@@ -289,11 +291,14 @@ pub fn apply(
 
     let install: Vec<String> = to_install.iter().map(|c| c.name.clone()).collect();
     let remove: Vec<String> = to_remove.iter().map(|c| c.name.clone()).collect();
-    let done = block_on(run_backend(&install, &remove, state_dir)).unwrap_or_else(|e| {
-        let mut done = all_failed(&install, &e);
-        done.extend(all_failed(&remove, &e));
-        done
-    });
+    let conn = host.bus().map(|b| b.connection());
+    let done = crate::host::runtime::handle()
+        .map(|rt| rt.block_on(run_backend(conn, &install, &remove, state_dir)))
+        .unwrap_or_else(|e| {
+            let mut done = all_failed(&install, &e);
+            done.extend(all_failed(&remove, &e));
+            done
+        });
 
     for (name, result) in done {
         let c = changes
@@ -338,8 +343,13 @@ pub fn apply(
 type Done = Vec<(String, std::result::Result<String, String>)>;
 
 /// Chooses the backend, then installs all of `install` and removes all of `remove`.
-async fn run_backend(install: &[String], remove: &[String], state_dir: &StateDir) -> Done {
-    let backend = match Backend::choose().await {
+async fn run_backend(
+    conn: std::result::Result<&zbus::Connection, String>,
+    install: &[String],
+    remove: &[String],
+    state_dir: &StateDir,
+) -> Done {
+    let backend = match Backend::choose(conn).await {
         Ok(b) => b,
         Err(e) => {
             let mut done = all_failed(install, &e);
@@ -488,20 +498,6 @@ fn cache_age(state_dir: &StateDir) -> Option<Duration> {
     let at: u64 = text.trim().parse().ok()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(Duration::from_secs(now.saturating_sub(at)))
-}
-
-/// Runs D-Bus work from the synchronous pass: on the daemon's runtime when the pass runs in its
-/// blocking pool (its main thread drives the I/O), else on a runtime made for this call
-/// (`plumb apply`).
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => Ok(handle.block_on(f)),
-        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a runtime for D-Bus")?
-            .block_on(f)),
-    }
 }
 
 #[cfg(test)]
@@ -725,7 +721,9 @@ mod tests {
                 drift: false,
             },
         ];
-        let r = apply(&desired, &changes, &mut state, &sd);
+        let root = tempfile::tempdir().unwrap();
+        let host = Host::open(root.path()).unwrap();
+        let r = apply(&host, &desired, &changes, &mut state, &sd);
         assert_eq!(state.packages, inv(&[("pre", false)]));
         let got: Vec<(&str, ResourceState)> =
             r.iter().map(|r| (r.name.as_str(), r.state)).collect();

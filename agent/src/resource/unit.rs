@@ -5,7 +5,7 @@
 //! unit; `apply` (in `activate`) runs the changes of units and containers together in phases.
 
 use crate::host::fs::{HostFs, Observed};
-use crate::resource::activate::{FileOp, Live, RunAction, SystemdChange};
+use crate::resource::service::{FileOp, Live, RunAction, SystemdChange};
 use crate::spec::{RunState, UnitSpec};
 use crate::state::ManagedUnit;
 use crate::status::report::Kind;
@@ -382,11 +382,11 @@ pub fn validate(
         return Ok(());
     }
     let program = "systemd-analyze";
-    if crate::resource::activate::find_program(program).is_none() {
+    if crate::host::command::find_program(program).is_none() {
         tracing::warn!("systemd-analyze not found: unit files are installed unchecked");
         return Ok(());
     }
-    crate::resource::activate::reset_dir(staging).map_err(|e| format!("{e:#}"))?;
+    crate::state::reset_dir(staging).map_err(|e| format!("{e:#}"))?;
     let result = (|| {
         let mut args = Vec::new();
         for spec in &staged {
@@ -836,7 +836,7 @@ mod tests {
     /// The real `systemd-analyze` of this machine, when it has one.
     #[test]
     fn validate_with_systemd_analyze() {
-        if crate::resource::activate::find_program("systemd-analyze").is_none() {
+        if crate::host::command::find_program("systemd-analyze").is_none() {
             eprintln!("skipped: no systemd-analyze here (the node system tests cover it)");
             return;
         }
