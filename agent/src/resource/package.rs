@@ -2,15 +2,15 @@
 //! `[packages]`, apply in one transaction per direction through PackageKit, or apt-get/dnf when
 //! PackageKit is not there.
 
+use super::{Apply, Context, Outcome, Step};
 use crate::host::packages::Backend;
 use crate::host::pkgcmd;
 use crate::host::Host;
-use crate::spec::Packages;
+use crate::spec::{Desired, Packages};
 use crate::state::{ManagedPackage, State, StateDir};
-use crate::status::report::ResourceState;
+use crate::status::report::{Kind, ResourceReport, ResourceState};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Package lists older than this are refreshed before an install.
@@ -46,8 +46,8 @@ pub struct PackageChange {
     pub drift: bool,
 }
 
-impl PackageChange {
-    pub fn touches_host(&self) -> bool {
+impl Step for PackageChange {
+    fn touches_host(&self) -> bool {
         matches!(
             self.action,
             PackageAction::Install | PackageAction::Remove | PackageAction::Prune
@@ -55,7 +55,7 @@ impl PackageChange {
     }
 
     /// "install package curl (removed on the host)" for plan and logs.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let verb = match self.action {
             PackageAction::Install if self.drift => "reinstall",
             PackageAction::Install => "install",
@@ -82,23 +82,93 @@ pub struct PackageResult {
     pub drift: bool,
 }
 
-/// The installed set, read once per pass; `None` when nothing asks about packages, so a host
-/// without packages in Git never runs the query.
-pub fn observe(
-    root: &Path,
-    desired: &Packages,
-    inventory: &BTreeMap<String, ManagedPackage>,
-) -> Option<Result<BTreeSet<String>, String>> {
-    if desired.install.is_empty() && desired.remove.is_empty() && inventory.is_empty() {
-        return None;
+/// `[packages]`: installed and removed through PackageKit, or apt-get/dnf.
+pub struct PackageKind;
+
+impl super::Kind for PackageKind {
+    const NAME: &'static str = "package";
+    type Want = Packages;
+    /// The installed set, read once per pass.
+    type Have = Result<BTreeSet<String>, String>;
+    type Change = PackageChange;
+
+    fn want(desired: &Desired) -> &Self::Want {
+        &desired.packages
     }
-    if root != Path::new("/") {
-        return Some(Err(format!(
-            "packages are managed only when root = \"/\" (root is {})",
-            root.display()
-        )));
+
+    /// A host without packages in Git or the inventory never runs the query.
+    fn in_use(want: &Self::Want, state: &State) -> bool {
+        !(want.install.is_empty() && want.remove.is_empty() && state.packages.is_empty())
     }
-    Some(pkgcmd::installed().map_err(|e| format!("{e:#}")))
+
+    fn observe(host: &Host, _: &Self::Want, _: &State, _: &StateDir) -> Self::Have {
+        if !host.is_system_root() {
+            return Err(format!(
+                "packages are managed only when root = \"/\" (root is {})",
+                host.fs.root().display()
+            ));
+        }
+        pkgcmd::installed().map_err(|e| format!("{e:#}"))
+    }
+
+    fn plan(
+        want: &Self::Want,
+        have: &Self::Have,
+        state: &State,
+        _: &Context,
+    ) -> Vec<PackageChange> {
+        plan(want, have, &state.packages)
+    }
+
+    fn report(want: &Self::Want, _: &Self::Have, changes: &[PackageChange]) -> Vec<Outcome> {
+        report_only(want, changes)
+            .into_iter()
+            .map(|r| {
+                let lines = changes
+                    .iter()
+                    .filter(|c| c.name == r.name && c.touches_host())
+                    .map(|c| c.describe())
+                    .collect();
+                r.outcome(lines)
+            })
+            .collect()
+    }
+
+    /// The inventory changes are saved with the rest of the state at the end of the pass.
+    fn apply(
+        host: &Host,
+        want: &Self::Want,
+        _: &Self::Have,
+        changes: &[PackageChange],
+        run: &mut Apply,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        Ok(apply(host, want, changes, run.state, run.state_dir)
+            .into_iter()
+            .map(|r| {
+                let lines = match r.state {
+                    ResourceState::Ok | ResourceState::Failed => vec![],
+                    _ => vec![format!("package {}: {}", r.name, r.detail)],
+                };
+                r.outcome(lines)
+            })
+            .collect())
+    }
+}
+
+impl PackageResult {
+    fn outcome(self, lines: Vec<String>) -> Outcome {
+        Outcome {
+            report: ResourceReport {
+                kind: Kind::Package,
+                name: self.name,
+                state: self.state,
+                detail: self.detail,
+            },
+            drift: self.drift,
+            masked: false,
+            lines,
+        }
+    }
 }
 
 /// Desired x installed x inventory -> changes, in name order. Pure.
@@ -661,9 +731,16 @@ mod tests {
 
     #[test]
     fn no_query_without_packages() {
-        assert!(observe(Path::new("/"), &pkgs(&[], &[]), &inv(&[])).is_none());
-        let other_root = observe(Path::new("/tmp/x"), &pkgs(&["a"], &[]), &inv(&[]));
-        assert!(matches!(other_root, Some(Err(e)) if e.contains("root")));
+        use crate::resource::Kind;
+        let empty = State::default();
+        assert!(!PackageKind::in_use(&pkgs(&[], &[]), &empty));
+        assert!(PackageKind::in_use(&pkgs(&["a"], &[]), &empty));
+        let root = tempfile::tempdir().unwrap();
+        let sd = tempfile::tempdir().unwrap();
+        let host = Host::open(root.path()).unwrap();
+        let sd = StateDir::open(sd.path()).unwrap();
+        let other_root = PackageKind::observe(&host, &pkgs(&["a"], &[]), &empty, &sd);
+        assert!(matches!(other_root, Err(e) if e.contains("root")));
     }
 
     #[test]
