@@ -567,12 +567,11 @@ impl Agent {
             .map_err(|e| SpecError::invalid(format!("{e:#}")))?;
         let desired = spec::load(&tree, &self.settings.path, &self.settings.limits)?;
         if !desired.units.is_empty() || !desired.containers.is_empty() {
-            let invalid_unit = |e: String| SpecError::new(Reason::InvalidUnit, e);
-            let fs =
-                HostFs::open(&self.settings.root).map_err(|e| invalid_unit(format!("{e:#}")))?;
+            let fs = HostFs::open(&self.settings.root)
+                .map_err(|e| SpecError::new(Reason::InvalidUnit, format!("{e:#}")))?;
             let staging = self.state_dir.path().join("staging");
-            unit::validate(&fs, &desired.units, &staging).map_err(invalid_unit)?;
-            container::validate(&fs, &desired.containers, &staging).map_err(invalid_unit)?;
+            unit::validate(&fs, &desired.units, &staging)?;
+            container::validate(&fs, &desired.containers, &staging)?;
         }
         Ok(desired)
     }
@@ -624,9 +623,9 @@ fn health_checks(
         .iter()
         .any(|h| matches!(h.probe, spec::HealthProbe::Unit(_)));
     let mut bus = if needs_bus {
-        host.bus().map_err(|e| e.to_string())
+        host.bus()
     } else {
-        Err("no unit checks".to_string())
+        Err(crate::host::Fault("no unit checks".into()))
     };
     crate::health::run(
         &desired.health,

@@ -65,7 +65,7 @@ pub fn describe(probe: &HealthProbe) -> String {
 /// connection to systemd, or why there is none.
 pub fn run(
     checks: &[HealthCheck],
-    mut units: std::result::Result<&mut dyn UnitStates, String>,
+    mut units: std::result::Result<&mut dyn UnitStates, crate::host::Fault>,
 ) -> std::result::Result<Verdict, Fault> {
     for c in checks {
         let check = describe(&c.probe);
@@ -76,7 +76,7 @@ pub fn run(
         let finding = match &c.probe {
             HealthProbe::Command(argv) => run_command(argv, c.timeout).map_err(fault)?,
             HealthProbe::Unit(u) => {
-                let s = units.as_deref_mut().map_err(|e| fault(e.clone()))?;
+                let s = units.as_deref_mut().map_err(|e| fault(e.to_string()))?;
                 wait_active(s, u, c.timeout, UNIT_SETTLE)
                     .map_err(fault)?
                     .map_err(|e| match crate::host::systemd::journal_tail(u, 10) {
@@ -308,7 +308,8 @@ mod tests {
             "{fault}"
         );
         // No bus at all: a fault as well.
-        let got = run(&checks, Err("could not talk to systemd over D-Bus".into()));
+        let no_bus = crate::host::Fault("could not talk to systemd over D-Bus".into());
+        let got = run(&checks, Err(no_bus));
         assert!(got
             .unwrap_err()
             .message
@@ -324,6 +325,7 @@ mod tests {
             probe: HealthProbe::Command(argv(&["/bin/true"])),
             timeout: Duration::from_secs(5),
         }];
-        assert_eq!(run(&ok, Err("no bus".into())), Ok(Verdict::Healthy));
+        let no_bus = crate::host::Fault("no bus".into());
+        assert_eq!(run(&ok, Err(no_bus)), Ok(Verdict::Healthy));
     }
 }

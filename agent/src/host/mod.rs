@@ -13,13 +13,38 @@ pub mod unit_dirs;
 
 use anyhow::Result;
 use std::cell::OnceCell;
+
+/// Something on the host could not be read or changed (an I/O or D-Bus error): the message
+/// names what and why. Per resource it becomes a failed resource; it never judges a commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Fault(pub String);
+
+impl Fault {
+    /// The whole chain of an `anyhow` error, on one line.
+    pub fn of(e: &anyhow::Error) -> Fault {
+        Fault(format!("{e:#}"))
+    }
+}
+
+impl From<&str> for Fault {
+    fn from(e: &str) -> Fault {
+        Fault(e.into())
+    }
+}
+
+impl From<anyhow::Error> for Fault {
+    fn from(e: anyhow::Error) -> Fault {
+        Fault::of(&e)
+    }
+}
 use std::path::Path;
 
 /// Everything a pass may touch on the host.
 pub struct Host {
     pub fs: fs::HostFs,
     /// Connected on first use; a failure is kept, so a pass without a bus tries once.
-    bus: OnceCell<std::result::Result<bus::Bus, String>>,
+    bus: OnceCell<std::result::Result<bus::Bus, Fault>>,
 }
 
 impl Host {
@@ -37,10 +62,11 @@ impl Host {
     }
 
     /// The pass's connection to the system bus; the error says why there is none.
-    pub fn bus(&self) -> std::result::Result<&bus::Bus, String> {
+    pub fn bus(&self) -> std::result::Result<&bus::Bus, Fault> {
         self.bus
             .get_or_init(|| {
-                bus::Bus::open().map_err(|e| format!("could not talk to systemd over D-Bus: {e:#}"))
+                bus::Bus::open()
+                    .map_err(|e| Fault(format!("could not talk to systemd over D-Bus: {e:#}")))
             })
             .as_ref()
             .map_err(Clone::clone)

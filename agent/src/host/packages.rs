@@ -14,7 +14,9 @@ pub enum Backend {
 
 impl Backend {
     /// PackageKit on the pass's bus connection when it answers, else apt-get or dnf.
-    pub async fn choose(conn: std::result::Result<&zbus::Connection, String>) -> Result<Backend> {
+    pub async fn choose(
+        conn: std::result::Result<&zbus::Connection, super::Fault>,
+    ) -> Result<Backend> {
         let why = match conn {
             Ok(conn) => match packagekit::probe(conn).await {
                 Ok(()) => return Ok(Backend::PackageKit(conn.clone())),

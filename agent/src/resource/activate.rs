@@ -7,7 +7,7 @@ use super::{Apply, Context, Outcome, Step};
 use crate::host::bus::Bus;
 use crate::host::fs::{HostFs, Meta};
 use crate::host::systemd::{journal_tail, FileStates, JobResult};
-use crate::host::Host;
+use crate::host::{Fault, Host};
 use crate::resource::service::{FileOp, Live, RunAction, SystemdChange};
 use crate::resource::{container, unit};
 use crate::spec::Desired;
@@ -29,7 +29,7 @@ pub enum Seen {
         containers: BTreeMap<String, container::ContainerObs>,
     },
     /// No connection to systemd: every unit and container fails with this.
-    NoBus(String),
+    NoBus(Fault),
 }
 
 impl super::Kind for ServiceKind {
@@ -59,7 +59,7 @@ impl super::Kind for ServiceKind {
         let mut known = batch_states(host, bus, want, state, state_dir);
         let mut live = |u: &str| match known.remove(u) {
             Some(s) => Ok(s),
-            None => bus.live(u).map_err(|e| format!("{e:#}")),
+            None => bus.live(u).map_err(Fault::from),
         };
         Seen::Observed {
             units: unit::observe(&host.fs, &want.units, &state.units, &mut live),
@@ -78,7 +78,7 @@ impl super::Kind for ServiceKind {
                 .into_iter()
                 .map(|(kind, name)| {
                     let mut c = SystemdChange::new(kind, &name, &unit_of(kind, &name));
-                    c.blocked = Some(e.clone());
+                    c.blocked = Some(e.to_string());
                     c
                 })
                 .collect(),
@@ -352,7 +352,7 @@ impl Activation<'_> {
             .collect();
         for (&i, r) in stops.iter().zip(run_jobs(self.bus, &jobs)) {
             if let Err(e) = r {
-                self.errors[i] = Some(e);
+                self.errors[i] = Some(e.to_string());
             }
         }
         let sd = &self.bus.systemd;
@@ -474,7 +474,7 @@ impl Activation<'_> {
             if jobs[k].0 != changes[i].unit {
                 // A stop ahead of this change's own job: only its failure is worth saying.
                 if let Err(e) = r {
-                    self.errors[i] = Some(e);
+                    self.errors[i] = Some(e.to_string());
                 }
                 continue;
             }
@@ -487,7 +487,7 @@ impl Activation<'_> {
                     }
                     .into(),
                 ),
-                Err(e) => self.errors[i] = Some(e),
+                Err(e) => self.errors[i] = Some(e.to_string()),
             }
         }
     }
@@ -566,7 +566,7 @@ fn write_files(fs: &HostFs, c: &SystemdChange) -> Result<()> {
 
 /// Runs jobs together and waits for each. A start that does not end `done`, or leaves its unit
 /// failed, is an error quoting the unit's Result and the end of its journal.
-fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
+fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
     if jobs.is_empty() {
         return vec![];
     }
@@ -592,7 +592,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
                 RunAction::Stop => "stop",
                 RunAction::Restart => "restart",
             };
-            let result = result.map_err(|e| format!("{e:#}"))?;
+            let result = result.map_err(Fault::from)?;
             let failed_after = action != RunAction::Stop
                 && after
                     .as_ref()
@@ -614,7 +614,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
                         _ => sd.start(unit).await,
                     }
                 };
-                result = bus.block_on(retry).map_err(|e| format!("{e:#}"))?;
+                result = bus.block_on(retry).map_err(Fault::from)?;
                 let now = bus.live(unit).ok();
                 if result == JobResult::Done
                     && now.as_ref().is_some_and(|s| s.active_state != "failed")
@@ -632,7 +632,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
                 .unwrap_or_else(|e| format!("(no journal: {e:#})"));
             let msg = format!("{verb} failed (job {result}{why}); last log lines: {log}");
             tracing::error!(unit, action = verb, error = %msg, "job failed");
-            Err(msg)
+            Err(Fault(msg))
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 
 use super::{Apply, Context, Outcome, Step};
 use crate::host::fs::{HostFs, Meta, Observed};
-use crate::host::Host;
+use crate::host::{Fault, Host};
 use crate::spec::{Content, Desired, FileSpec};
 use crate::state::{Backup, ManagedFile, State, StateDir};
 use crate::status::report::{Kind, ResourceReport, ResourceState};
@@ -173,8 +173,8 @@ impl FileAction {
 /// What the host has at one path, and the owner ids Git's names resolve to.
 #[derive(Debug, Clone)]
 pub struct FileObs {
-    pub observed: Result<Observed, String>,
-    pub ids: Result<(u32, u32), String>,
+    pub observed: Result<Observed, Fault>,
+    pub ids: Result<(u32, u32), Fault>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,11 +232,11 @@ pub fn observe(
         let ids = fs
             .uid(&spec.owner)
             .and_then(|u| Ok((u, fs.gid(&spec.group)?)))
-            .map_err(|e| format!("{e:#}"));
+            .map_err(Fault::from);
         out.insert(
             path.clone(),
             FileObs {
-                observed: fs.observe(path).map_err(|e| format!("{e:#}")),
+                observed: fs.observe(path).map_err(Fault::from),
                 ids,
             },
         );
@@ -245,7 +245,7 @@ pub fn observe(
         out.insert(
             path.clone(),
             FileObs {
-                observed: fs.observe(path).map_err(|e| format!("{e:#}")),
+                observed: fs.observe(path).map_err(Fault::from),
                 ids: Ok((0, 0)),
             },
         );
@@ -272,14 +272,22 @@ pub fn plan(
         let observed = match &o.observed {
             Ok(ob) => ob,
             Err(e) => {
-                changes.push(change(FileAction::Fail(e.clone()), false, String::new()));
+                changes.push(change(
+                    FileAction::Fail(e.to_string()),
+                    false,
+                    String::new(),
+                ));
                 continue;
             }
         };
         let (uid, gid) = match &o.ids {
             Ok(ids) => *ids,
             Err(e) => {
-                changes.push(change(FileAction::Fail(e.clone()), false, String::new()));
+                changes.push(change(
+                    FileAction::Fail(e.to_string()),
+                    false,
+                    String::new(),
+                ));
                 continue;
             }
         };

@@ -5,7 +5,7 @@
 use super::{Apply, Context, Outcome, Step};
 use crate::host::packages::Backend;
 use crate::host::pkgcmd;
-use crate::host::Host;
+use crate::host::{Fault, Host};
 use crate::spec::{Desired, Packages};
 use crate::state::{ManagedPackage, State, StateDir};
 use crate::status::report::{Kind, ResourceReport, ResourceState};
@@ -89,7 +89,7 @@ impl super::Kind for PackageKind {
     const NAME: &'static str = "package";
     type Want = Packages;
     /// The installed set, read once per pass.
-    type Have = Result<BTreeSet<String>, String>;
+    type Have = Result<BTreeSet<String>, Fault>;
     type Change = PackageChange;
 
     fn want(desired: &Desired) -> &Self::Want {
@@ -103,12 +103,12 @@ impl super::Kind for PackageKind {
 
     fn observe(host: &Host, _: &Self::Want, _: &State, _: &StateDir) -> Self::Have {
         if !host.is_system_root() {
-            return Err(format!(
+            return Err(Fault(format!(
                 "packages are managed only when root = \"/\" (root is {})",
                 host.fs.root().display()
-            ));
+            )));
         }
-        pkgcmd::installed().map_err(|e| format!("{e:#}"))
+        pkgcmd::installed().map_err(Fault::from)
     }
 
     fn plan(
@@ -174,7 +174,7 @@ impl PackageResult {
 /// Desired x installed x inventory -> changes, in name order. Pure.
 pub fn plan(
     desired: &Packages,
-    installed: &Result<BTreeSet<String>, String>,
+    installed: &Result<BTreeSet<String>, Fault>,
     inventory: &BTreeMap<String, ManagedPackage>,
 ) -> Vec<PackageChange> {
     let change = |name: &String, action, drift| PackageChange {
@@ -189,7 +189,7 @@ pub fn plan(
                 .install
                 .iter()
                 .chain(&desired.remove)
-                .map(|n| change(n, PackageAction::Fail(e.clone()), false))
+                .map(|n| change(n, PackageAction::Fail(e.to_string()), false))
                 .collect();
         }
     };
@@ -414,7 +414,7 @@ type Done = Vec<(String, std::result::Result<String, String>)>;
 
 /// Chooses the backend, then installs all of `install` and removes all of `remove`.
 async fn run_backend(
-    conn: std::result::Result<&zbus::Connection, String>,
+    conn: std::result::Result<&zbus::Connection, Fault>,
     install: &[String],
     remove: &[String],
     state_dir: &StateDir,
@@ -581,7 +581,7 @@ mod tests {
         }
     }
 
-    fn set(names: &[&str]) -> Result<BTreeSet<String>, String> {
+    fn set(names: &[&str]) -> Result<BTreeSet<String>, Fault> {
         Ok(names.iter().map(|s| s.to_string()).collect())
     }
 
@@ -605,7 +605,7 @@ mod tests {
         use PackageAction::*;
         type Case = (
             Packages,
-            Result<BTreeSet<String>, String>,
+            Result<BTreeSet<String>, Fault>,
             BTreeMap<String, ManagedPackage>,
             Vec<(&'static str, PackageAction, bool)>,
         );
@@ -740,7 +740,7 @@ mod tests {
         let host = Host::open(root.path()).unwrap();
         let sd = StateDir::open(sd.path()).unwrap();
         let other_root = PackageKind::observe(&host, &pkgs(&["a"], &[]), &empty, &sd);
-        assert!(matches!(other_root, Err(e) if e.contains("root")));
+        assert!(matches!(other_root, Err(e) if e.0.contains("root")));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! unit; `apply` (in `activate`) runs the changes of units and containers together in phases.
 
 use crate::host::fs::{HostFs, Observed};
+use crate::host::Fault;
+use crate::reason::Reason;
 use crate::resource::service::{FileOp, Live, RunAction, SystemdChange};
+use crate::spec::SpecError;
 use crate::spec::{RunState, UnitSpec};
 use crate::state::ManagedUnit;
 use crate::status::report::Kind;
@@ -27,11 +30,11 @@ pub fn dropin_path(name: &str, conf: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct UnitObs {
     /// The unit file under /etc/systemd/system.
-    pub file: Result<Observed, String>,
+    pub file: Result<Observed, Fault>,
     /// Drop-ins Git names or plumb wrote before, by file name.
-    pub dropins: BTreeMap<String, Result<Observed, String>>,
+    pub dropins: BTreeMap<String, Result<Observed, Fault>>,
     /// What systemd says about the unit.
-    pub live: Result<Live, String>,
+    pub live: Result<Live, Fault>,
 }
 
 /// Reads the files of every desired and inventoried unit, and asks `live` for systemd's view.
@@ -39,7 +42,7 @@ pub fn observe(
     fs: &HostFs,
     desired: &BTreeMap<String, UnitSpec>,
     inventory: &BTreeMap<String, ManagedUnit>,
-    live: &mut dyn FnMut(&str) -> Result<Live, String>,
+    live: &mut dyn FnMut(&str) -> Result<Live, Fault>,
 ) -> BTreeMap<String, UnitObs> {
     let names: BTreeSet<&String> = desired.keys().chain(inventory.keys()).collect();
     let mut out = BTreeMap::new();
@@ -67,8 +70,8 @@ pub fn observe(
     out
 }
 
-pub fn observe_path(fs: &HostFs, path: &str) -> Result<Observed, String> {
-    fs.observe(path).map_err(|e| format!("{e:#}"))
+pub fn observe_path(fs: &HostFs, path: &str) -> Result<Observed, Fault> {
+    fs.observe(path).map_err(Fault::from)
 }
 
 /// Identifies what Git asks of a unit; equal to the inventory's means Git did not change it.
@@ -174,7 +177,7 @@ pub fn plan(
             match file_op(&path, want.map(|d| d.as_slice()), have) {
                 Ok(Some(op)) => c.files.push(op),
                 Ok(None) => {}
-                Err(e) => file_errors.push(e),
+                Err(e) => file_errors.push(e.to_string()),
             }
         }
         if !file_errors.is_empty() {
@@ -331,14 +334,16 @@ fn or_unknown(s: &str) -> &str {
 pub fn file_op(
     path: &str,
     want: Option<&[u8]>,
-    have: &Result<Observed, String>,
-) -> Result<Option<FileOp>, String> {
-    let have = have.as_ref().map_err(|e| e.clone())?;
+    have: &Result<Observed, Fault>,
+) -> Result<Option<FileOp>, Fault> {
+    let have = have.as_ref().map_err(Clone::clone)?;
     match (want, have) {
-        (_, Observed::Dir) => Err(format!(
+        (_, Observed::Dir) => Err(Fault(format!(
             "{path} is a directory on the host: plumb does not replace directories"
-        )),
-        (_, Observed::Other) => Err(format!("{path}: a device, socket or fifo is in the way")),
+        ))),
+        (_, Observed::Other) => Err(Fault(format!(
+            "{path}: a device, socket or fifo is in the way"
+        ))),
         (None, Observed::Missing) => Ok(None),
         (None, _) => Ok(Some(FileOp::Remove { path: path.into() })),
         (Some(d), Observed::File { data, meta }) if data == d && meta.mode == 0o644 => Ok(None),
@@ -356,7 +361,7 @@ pub fn validate(
     fs: &HostFs,
     desired: &BTreeMap<String, UnitSpec>,
     staging: &Path,
-) -> Result<(), String> {
+) -> Result<(), SpecError> {
     let mut staged = Vec::new();
     for (name, spec) in desired {
         let mut differs = false;
@@ -386,7 +391,7 @@ pub fn validate(
         tracing::warn!("systemd-analyze not found: unit files are installed unchecked");
         return Ok(());
     }
-    crate::state::reset_dir(staging).map_err(|e| format!("{e:#}"))?;
+    crate::state::reset_dir(staging).map_err(|e| invalid(format!("{e:#}")))?;
     let result = (|| {
         let mut args = Vec::new();
         for spec in &staged {
@@ -422,7 +427,11 @@ pub fn validate(
         }
     })();
     let _ = std::fs::remove_dir_all(staging);
-    result
+    result.map_err(invalid)
+}
+
+fn invalid(message: String) -> SpecError {
+    SpecError::new(Reason::InvalidUnit, message)
 }
 
 fn write_staged(path: &Path, data: &[u8]) -> Result<(), String> {
@@ -467,7 +476,7 @@ mod tests {
         }
     }
 
-    fn on_disk(data: &str) -> Result<Observed, String> {
+    fn on_disk(data: &str) -> Result<Observed, Fault> {
         Ok(Observed::File {
             data: data.as_bytes().to_vec(),
             meta: Meta {
@@ -478,7 +487,7 @@ mod tests {
         })
     }
 
-    fn live(active: &str, ufs: &str) -> Result<Live, String> {
+    fn live(active: &str, ufs: &str) -> Result<Live, Fault> {
         Ok(Live {
             load_state: if ufs.is_empty() {
                 "not-found"
@@ -492,7 +501,7 @@ mod tests {
         })
     }
 
-    fn obs(file: Result<Observed, String>, live: Result<Live, String>) -> UnitObs {
+    fn obs(file: Result<Observed, Fault>, live: Result<Live, Fault>) -> UnitObs {
         UnitObs {
             file,
             dropins: BTreeMap::new(),
@@ -858,15 +867,19 @@ mod tests {
             "[Service]\nExecStart=/bin/true\nRestrat=always\n",
         );
         let e = validate(&fs, &typo, &staging).unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidUnit);
+        let e = e.message;
         assert!(e.contains("typo.service:3") && e.contains("Restrat"), "{e}");
         let bad = one("bad.service", "[Service]\nType=bogus\n");
-        let e = validate(&fs, &bad, &staging).unwrap_err();
+        let e = validate(&fs, &bad, &staging).unwrap_err().message;
         assert!(e.contains("bad.service"), "{e}");
         let mut dropin = unit("d.service", Some("[Service]\nExecStart=/bin/true\n"));
         dropin
             .dropins
             .insert("x.conf".into(), b"[Service]\nNicee=3\n".to_vec());
-        let e = validate(&fs, &[("d.service".to_string(), dropin)].into(), &staging).unwrap_err();
+        let e = validate(&fs, &[("d.service".to_string(), dropin)].into(), &staging)
+            .unwrap_err()
+            .message;
         assert!(e.contains("d.service.d/x.conf:2"), "{e}");
         assert!(!staging.exists(), "staging left behind");
         // What is already on the host as Git has it is not checked again.
