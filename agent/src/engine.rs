@@ -637,6 +637,7 @@ fn health_checks(
 
 /// Hands the memory a pass freed back to the OS. glibc keeps it in the arena of the thread that
 /// ran the pass (~2 MiB after 1,000 files), which `plumb run` would carry while idle.
+#[allow(unsafe_code)]
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is involved.

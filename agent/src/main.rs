@@ -2,7 +2,7 @@ use clap::Parser;
 
 fn main() {
     let cli = plumb::cli::Cli::parse();
-    plumb::logging::init();
+    plumb::logging::init(cli.verbose);
     // The process's one runtime: the command runs on its blocking pool, this thread drives it.
     let result = plumb::host::runtime::build()
         .and_then(|rt| plumb::host::runtime::run_blocking(&rt, move || plumb::cli::run(cli)))

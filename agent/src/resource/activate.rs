@@ -335,7 +335,7 @@ impl Activation<'_> {
             .filter(|&i| self.changes[i].touches_host() && self.errors[i].is_none())
     }
 
-    /// 1. What leaves Git stops and is disabled while its files still say what it is.
+    /// Step 1: what leaves Git stops and is disabled while its files still say what it is.
     fn stop_pruned(&mut self) {
         let changes = self.changes;
         let pruned: Vec<usize> = (0..changes.len())
@@ -366,8 +366,8 @@ impl Activation<'_> {
         }
     }
 
-    /// 2. Unit files, drop-ins and Quadlet files, and the inventory that follows them. Whether
-    /// any file (may have) changed: then systemd reloads.
+    /// Step 2: unit files, drop-ins and Quadlet files, and the inventory that follows them.
+    /// Returns whether any file (may have) changed: then systemd reloads.
     fn write_files(
         &mut self,
         fs: &HostFs,
@@ -397,7 +397,7 @@ impl Activation<'_> {
         reload
     }
 
-    /// 3. One daemon-reload, only when a file changed.
+    /// Step 3: one daemon-reload, only when a file changed.
     fn reload(&mut self) {
         if let Err(e) = self.bus.block_on(self.bus.systemd.reload()) {
             let e = format!("systemd daemon-reload failed: {e:#}");
@@ -408,8 +408,8 @@ impl Activation<'_> {
         }
     }
 
-    /// 4. Enablement (Quadlet units have none: the generator applies their [Install]). One call
-    /// for all; if it fails, one per unit, to say which.
+    /// Step 4: enablement (Quadlet units have none: the generator applies their [Install]).
+    /// One call for all; if it fails, one per unit, to say which.
     fn enablement(&mut self, want: bool) {
         let changes = self.changes;
         let idx: Vec<usize> = self
@@ -442,7 +442,7 @@ impl Activation<'_> {
         }
     }
 
-    /// 5. Stops first (with the units stopped ahead of another's job), then starts and
+    /// Step 5: stops first (with the units stopped ahead of another's job), then starts and
     /// restarts; the jobs of each group run together, each awaited.
     fn run_jobs(&mut self, stops: bool) {
         let changes = self.changes;
