@@ -3,9 +3,9 @@
 //! binary, and superseded by a newer commit. (The unit-check variant runs in a node:
 //! tests/tests/health.rs.)
 
-mod trustkit;
+mod common;
 
-use trustkit::*;
+use common::trust::*;
 
 fn health(root: &std::path::Path) -> String {
     // The check: the app's config must say ok. Run without a shell by plumb; sh is the program.

@@ -4,6 +4,7 @@ use super::hosttoml::{HostToml, RawFile, RawUnit};
 use super::tree::{FleetTree, Node};
 use super::*;
 use crate::config::{parse_duration, Limits};
+use crate::reason::Reason;
 
 const CONTAINER_KINDS: &[&str] = &[
     "container",
@@ -32,6 +33,10 @@ type Result<T> = std::result::Result<T, SpecError>;
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
     Err(SpecError::invalid(msg.into()))
+}
+
+fn size_limit<T>(msg: String) -> Result<T> {
+    Err(SpecError::new(Reason::SizeLimit, msg))
 }
 
 /// Loads `host_dir` (e.g. "hosts/web-01") from `tree`. Every problem is a `SpecError` naming the
@@ -130,7 +135,8 @@ impl Builder {
     }
 
     fn file(&mut self, origin: &str, rel: &str, node: &Node) -> Result<()> {
-        check_rel_path(rel).map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
+        check_rel_path(rel)
+            .map_err(|e| SpecError::new(Reason::InvalidPath, format!("{origin}: {e}")))?;
         let path = format!("/{rel}");
         let (content, mode) = match node {
             Node::Dir => return Ok(()),
@@ -140,7 +146,7 @@ impl Builder {
             ),
             Node::Symlink { target } => {
                 check_link_target(&path, target)
-                    .map_err(|e| SpecError::invalid(format!("{origin}: {e}")))?;
+                    .map_err(|e| SpecError::new(Reason::InvalidPath, format!("{origin}: {e}")))?;
                 (Content::Symlink(target.clone()), 0o777)
             }
         };
@@ -418,18 +424,18 @@ impl Builder {
             sizes.push((origin, conf, data.len() as u64));
         }
         if sizes.len() > limits.max_files {
-            return err(format!(
+            return size_limit(format!(
                 "{} files exceed the limit of {} (limits.max_files in agent.toml)",
                 sizes.len(),
                 limits.max_files
             ));
         }
         if let Some((origin, name, _)) = sizes.iter().find(|s| s.2 > limits.max_file_size) {
-            return err(format!("{origin}: {name} is larger than the limit of {} bytes (limits.max_file_size in agent.toml)", limits.max_file_size));
+            return size_limit(format!("{origin}: {name} is larger than the limit of {} bytes (limits.max_file_size in agent.toml)", limits.max_file_size));
         }
         let total: u64 = sizes.iter().map(|s| s.2).sum();
         if total > limits.max_total_size {
-            return err(format!("files total {total} bytes, over the limit of {} (limits.max_total_size in agent.toml)", limits.max_total_size));
+            return size_limit(format!("files total {total} bytes, over the limit of {} (limits.max_total_size in agent.toml)", limits.max_total_size));
         }
         Ok(())
     }
@@ -764,6 +770,18 @@ mod tests {
             .message
             .contains("max_files"));
         assert!(load(&t, "hosts/h1", &l(5, 6, 2)).is_ok());
+        // Issue 12: a limit is its own reason code.
+        assert_eq!(
+            load(&t, "hosts/h1", &l(4, 100, 10)).unwrap_err().reason,
+            Reason::SizeLimit
+        );
+        let outside = MemTree::default().file("hosts/h1/files/a/../b", "x");
+        assert_eq!(
+            load(&outside, "hosts/h1", &l(100, 100, 10))
+                .unwrap_err()
+                .reason,
+            Reason::InvalidPath
+        );
         // Unit, drop-in and Quadlet files count too.
         let t = t
             .file("hosts/h1/units/a.service", "123456")
