@@ -149,177 +149,226 @@ pub fn plan(
     let triggered = triggered(desired);
     let mut out = Vec::new();
     for (name, spec) in desired {
-        let o = &obs[name];
         let managed = inventory.get(name);
-        let digest = digest(spec);
-        let git_unchanged = managed.and_then(|m| m.digest.as_deref()) == Some(digest.as_str());
-        let mut c = SystemdChange::new(Kind::Unit, name, name);
-        c.record = Some(ManagedUnit {
-            digest: Some(digest.clone()),
-            has_file: spec.file.is_some(),
-            dropins: spec.dropins.keys().cloned().collect(),
-        });
-
-        // Files: the unit file, its drop-ins, and drop-ins plumb wrote that left Git.
-        let mut file_errors = Vec::new();
-        let mut wants = Vec::new();
-        match &spec.file {
-            Some(data) => wants.push((unit_path(name), Some(data), &o.file)),
-            None if managed.is_some_and(|m| m.has_file) => {
-                wants.push((unit_path(name), None, &o.file))
-            }
-            None => {}
-        }
-        for (conf, obs) in &o.dropins {
-            wants.push((dropin_path(name, conf), spec.dropins.get(conf), obs));
-        }
-        for (path, want, have) in wants {
-            match file_op(&path, want.map(|d| d.as_slice()), have) {
-                Ok(Some(op)) => c.files.push(op),
-                Ok(None) => {}
-                Err(e) => file_errors.push(e.to_string()),
-            }
-        }
-        if !file_errors.is_empty() {
-            c.blocked = Some(file_errors.join("; "));
-            out.push(c);
-            continue;
-        }
-        let files_changed = !c.files.is_empty();
-        let writes_unit_file = c
-            .files
-            .iter()
-            .any(|op| matches!(op, FileOp::Write { path, .. } if *path == unit_path(name)));
-        if files_changed {
-            c.why.push(if managed.is_none() && spec.file.is_some() {
-                "unit file installed".to_string()
-            } else {
-                "unit file or drop-in changed".to_string()
-            });
-        }
-
-        let live = match &o.live {
-            Ok(l) => l,
-            Err(e) => {
-                c.blocked = Some(format!("could not read its state from systemd: {e}"));
-                out.push(c);
-                continue;
-            }
-        };
-        if live.is_masked() && !writes_unit_file {
-            c.files.clear();
-            c.masked = true;
-            c.blocked = Some(format!(
-                "masked on the host ({}): plumb does not unmask it; run `systemctl unmask {name}` or let Git ship the unit file",
-                if live.unit_file_state.is_empty() { &live.load_state } else { &live.unit_file_state }
-            ));
-            out.push(c);
-            continue;
-        }
-
-        // Enablement.
-        let enabled = spec
-            .enabled
-            .or_else(|| (spec.file.is_some() && !is_template(name)).then(|| has_install(spec)));
-        let ufs = live.unit_file_state.as_str();
-        match enabled {
-            Some(true) if ufs != "enabled" || (writes_unit_file && has_install(spec)) => {
-                if ufs != "enabled" && !files_changed {
-                    c.why.push(format!("was {}", or_unknown(ufs)));
-                }
-                c.enable = Some(true);
-            }
-            Some(false) if ufs == "enabled" => {
-                c.why.push("disable".into());
-                c.enable = Some(false);
-            }
-            _ => {}
-        }
-
-        // Run state.
-        let want = spec
-            .state
-            .or(if triggered.contains(name) || is_template(name) {
-                None
-            } else {
-                Some(RunState::Started)
-            });
-        let running = live.running();
-        let restart_for = spec.restart_on.iter().find(|p| changed_files.contains(*p));
-        match want {
-            Some(RunState::Started) => {
-                if (files_changed || restart_for.is_some()) && restartable(name) && running {
-                    c.run = Some(RunAction::Restart);
-                    if let Some(p) = restart_for {
-                        c.why.push(format!("{p} changed"));
-                    }
-                } else if !running {
-                    c.run = Some(RunAction::Start);
-                    if !files_changed {
-                        c.why
-                            .push(format!("was {}", or_unknown(&live.active_state)));
-                    }
-                }
-            }
-            Some(RunState::Stopped) if running => {
-                c.run = Some(RunAction::Stop);
-                c.why.push(format!("was {}", live.active_state));
-            }
-            Some(RunState::Stopped) => {}
-            // Left to its trigger: a running one picks up its new file through a restart.
-            None => {
-                if (files_changed || restart_for.is_some()) && running && restartable(name) {
-                    c.run = Some(RunAction::Restart);
-                }
-            }
-        }
-        // systemd refuses to start a socket while its service runs: that service stops first
-        // (the next connection starts it again, with the new socket).
-        if c.run == Some(RunAction::Restart) && name.ends_with(".socket") {
-            c.stop_first = trigger_of(spec);
-        }
-        // Git did not change, yet the host needs work: somebody changed the host.
-        c.drift = git_unchanged && (files_changed || c.enable.is_some() || c.run.is_some());
-        if c.run == Some(RunAction::Restart) && !files_changed && restart_for.is_some() {
-            c.drift = false;
-        }
-        if c.touches_host() || !git_unchanged {
+        let git_unchanged =
+            managed.and_then(|m| m.digest.as_deref()) == Some(digest(spec).as_str());
+        let c = plan_one(name, spec, &obs[name], managed, &triggered, changed_files);
+        if c.blocked.is_some() || c.touches_host() || !git_unchanged {
             out.push(c);
         }
     }
     for (name, m) in inventory.iter().filter(|(n, _)| !desired.contains_key(*n)) {
-        let o = &obs[name];
-        let mut c = SystemdChange::new(Kind::Unit, name, name);
-        c.prune = true;
-        if m.has_file {
-            if let Ok(live) = &o.live {
-                if live.running() {
-                    c.run = Some(RunAction::Stop);
-                }
-                if live.unit_file_state == "enabled" {
-                    c.enable = Some(false);
-                }
-            }
-            c.files.push(FileOp::Remove {
-                path: unit_path(name),
-            });
-            c.why
-                .push("left Git: stopped, disabled, unit file removed".into());
-        } else if m.dropins.is_empty() {
-            c.why
-                .push("left Git: no longer managed, left as it is".into());
-        } else {
-            c.why
-                .push("left Git: drop-ins removed, unit left as it is".into());
-        }
-        for conf in &m.dropins {
-            c.files.push(FileOp::Remove {
-                path: dropin_path(name, conf),
-            });
-        }
-        out.push(c);
+        out.push(plan_prune(name, m, &obs[name]));
     }
     out
+}
+
+/// One unit Git names: its files, then (unless blocked) enablement and run state.
+fn plan_one(
+    name: &str,
+    spec: &UnitSpec,
+    o: &UnitObs,
+    managed: Option<&ManagedUnit>,
+    triggered: &BTreeSet<String>,
+    changed_files: &BTreeSet<String>,
+) -> SystemdChange {
+    let digest = digest(spec);
+    let git_unchanged = managed.and_then(|m| m.digest.as_deref()) == Some(digest.as_str());
+    let mut c = SystemdChange::new(Kind::Unit, name, name);
+    c.record = Some(ManagedUnit {
+        digest: Some(digest.clone()),
+        has_file: spec.file.is_some(),
+        dropins: spec.dropins.keys().cloned().collect(),
+    });
+    if let Err(e) = plan_files(&mut c, spec, o, managed) {
+        c.blocked = Some(e);
+        return c;
+    }
+    let files_changed = !c.files.is_empty();
+    let writes_unit_file = c
+        .files
+        .iter()
+        .any(|op| matches!(op, FileOp::Write { path, .. } if *path == unit_path(name)));
+    if files_changed {
+        c.why.push(if managed.is_none() && spec.file.is_some() {
+            "unit file installed".to_string()
+        } else {
+            "unit file or drop-in changed".to_string()
+        });
+    }
+    let live = match &o.live {
+        Ok(l) => l,
+        Err(e) => {
+            c.blocked = Some(format!("could not read its state from systemd: {e}"));
+            return c;
+        }
+    };
+    if live.is_masked() && !writes_unit_file {
+        c.files.clear();
+        c.masked = true;
+        c.blocked = Some(format!(
+            "masked on the host ({}): plumb does not unmask it; run `systemctl unmask {name}` or let Git ship the unit file",
+            if live.unit_file_state.is_empty() { &live.load_state } else { &live.unit_file_state }
+        ));
+        return c;
+    }
+    plan_enablement(&mut c, spec, live, files_changed, writes_unit_file);
+    let restart_for = spec.restart_on.iter().find(|p| changed_files.contains(*p));
+    plan_run(&mut c, spec, live, triggered, files_changed, restart_for);
+    // Git did not change, yet the host needs work: somebody changed the host.
+    c.drift = git_unchanged && (files_changed || c.enable.is_some() || c.run.is_some());
+    if c.run == Some(RunAction::Restart) && !files_changed && restart_for.is_some() {
+        c.drift = false;
+    }
+    c
+}
+
+/// The unit file, its drop-ins, and drop-ins plumb wrote that left Git. The error: why they
+/// cannot be written.
+fn plan_files(
+    c: &mut SystemdChange,
+    spec: &UnitSpec,
+    o: &UnitObs,
+    managed: Option<&ManagedUnit>,
+) -> Result<(), String> {
+    let name = c.name.clone();
+    let mut wants = Vec::new();
+    match &spec.file {
+        Some(data) => wants.push((unit_path(&name), Some(data), &o.file)),
+        None if managed.is_some_and(|m| m.has_file) => {
+            wants.push((unit_path(&name), None, &o.file))
+        }
+        None => {}
+    }
+    for (conf, obs) in &o.dropins {
+        wants.push((dropin_path(&name, conf), spec.dropins.get(conf), obs));
+    }
+    let mut file_errors = Vec::new();
+    for (path, want, have) in wants {
+        match file_op(&path, want.map(|d| d.as_slice()), have) {
+            Ok(Some(op)) => c.files.push(op),
+            Ok(None) => {}
+            Err(e) => file_errors.push(e.to_string()),
+        }
+    }
+    if file_errors.is_empty() {
+        Ok(())
+    } else {
+        Err(file_errors.join("; "))
+    }
+}
+
+/// Enable or disable, from `enabled` or the unit file's [Install].
+fn plan_enablement(
+    c: &mut SystemdChange,
+    spec: &UnitSpec,
+    live: &Live,
+    files_changed: bool,
+    writes_unit_file: bool,
+) {
+    let enabled = spec
+        .enabled
+        .or_else(|| (spec.file.is_some() && !is_template(&c.name)).then(|| has_install(spec)));
+    let ufs = live.unit_file_state.as_str();
+    match enabled {
+        Some(true) if ufs != "enabled" || (writes_unit_file && has_install(spec)) => {
+            if ufs != "enabled" && !files_changed {
+                c.why.push(format!("was {}", or_unknown(ufs)));
+            }
+            c.enable = Some(true);
+        }
+        Some(false) if ufs == "enabled" => {
+            c.why.push("disable".into());
+            c.enable = Some(false);
+        }
+        _ => {}
+    }
+}
+
+/// Start, stop or restart: `state`, else started unless a trigger or template owns it.
+fn plan_run(
+    c: &mut SystemdChange,
+    spec: &UnitSpec,
+    live: &Live,
+    triggered: &BTreeSet<String>,
+    files_changed: bool,
+    restart_for: Option<&String>,
+) {
+    let name = c.name.clone();
+    let want = spec
+        .state
+        .or(if triggered.contains(&name) || is_template(&name) {
+            None
+        } else {
+            Some(RunState::Started)
+        });
+    let running = live.running();
+    match want {
+        Some(RunState::Started) => {
+            if (files_changed || restart_for.is_some()) && restartable(&name) && running {
+                c.run = Some(RunAction::Restart);
+                if let Some(p) = restart_for {
+                    c.why.push(format!("{p} changed"));
+                }
+            } else if !running {
+                c.run = Some(RunAction::Start);
+                if !files_changed {
+                    c.why
+                        .push(format!("was {}", or_unknown(&live.active_state)));
+                }
+            }
+        }
+        Some(RunState::Stopped) if running => {
+            c.run = Some(RunAction::Stop);
+            c.why.push(format!("was {}", live.active_state));
+        }
+        Some(RunState::Stopped) => {}
+        // Left to its trigger: a running one picks up its new file through a restart.
+        None => {
+            if (files_changed || restart_for.is_some()) && running && restartable(&name) {
+                c.run = Some(RunAction::Restart);
+            }
+        }
+    }
+    // systemd refuses to start a socket while its service runs: that service stops first
+    // (the next connection starts it again, with the new socket).
+    if c.run == Some(RunAction::Restart) && name.ends_with(".socket") {
+        c.stop_first = trigger_of(spec);
+    }
+}
+
+/// A unit that left Git: stopped, disabled and its files removed when plumb installed it; only
+/// its drop-ins removed when plumb only added those.
+fn plan_prune(name: &str, m: &ManagedUnit, o: &UnitObs) -> SystemdChange {
+    let mut c = SystemdChange::new(Kind::Unit, name, name);
+    c.prune = true;
+    if m.has_file {
+        if let Ok(live) = &o.live {
+            if live.running() {
+                c.run = Some(RunAction::Stop);
+            }
+            if live.unit_file_state == "enabled" {
+                c.enable = Some(false);
+            }
+        }
+        c.files.push(FileOp::Remove {
+            path: unit_path(name),
+        });
+        c.why
+            .push("left Git: stopped, disabled, unit file removed".into());
+    } else if m.dropins.is_empty() {
+        c.why
+            .push("left Git: no longer managed, left as it is".into());
+    } else {
+        c.why
+            .push("left Git: drop-ins removed, unit left as it is".into());
+    }
+    for conf in &m.dropins {
+        c.files.push(FileOp::Remove {
+            path: dropin_path(name, conf),
+        });
+    }
+    c
 }
 
 fn or_unknown(s: &str) -> &str {

@@ -3,4 +3,5 @@
 pub mod backoff;
 pub mod git;
 pub mod probe;
+pub mod repo;
 pub mod verify;

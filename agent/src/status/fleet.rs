@@ -45,7 +45,7 @@ pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
         return read_per_host(q);
     }
     let dir = scratch_dir()?;
-    let repo = remote::open_bare(dir.path(), Some(&q.status))?;
+    let repo = crate::source::repo::open_bare(dir.path(), Some(q.status.ssh_command()))?;
     let spec = format!("+refs/heads/{STATUS_PREFIX}*:refs/remotes/origin/{STATUS_PREFIX}*");
     let fetched = remote::fetch(&repo, &q.status, &[spec], Some(NonZeroU32::MIN))?;
     let head = remote::remote_head(&repo, &q.fleet, &q.branch)?;
@@ -76,7 +76,7 @@ const HOSTS_DIR: &str = "hosts";
 /// A host that has not reported yet is left out, as with a shared status repository.
 fn read_per_host(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
     let dir = scratch_dir()?;
-    let repo = remote::open_bare(dir.path(), Some(&q.fleet))?;
+    let repo = crate::source::repo::open_bare(dir.path(), Some(q.fleet.ssh_command()))?;
     let fleet_ref = format!("refs/heads/{}", q.branch);
     let spec = format!("+{fleet_ref}:refs/remotes/origin/{}", q.branch);
     let fetched = remote::fetch(&repo, &q.fleet, &[spec], Some(NonZeroU32::MIN))?;
