@@ -269,9 +269,8 @@ pub fn plan(
             drift,
             detail,
         };
-        let observed = match &o.observed {
-            Ok(ob) => ob,
-            Err(e) => {
+        let (uid, gid) = match (&o.observed, &o.ids) {
+            (Err(e), _) | (_, Err(e)) => {
                 changes.push(change(
                     FileAction::Fail(e.to_string()),
                     false,
@@ -279,90 +278,16 @@ pub fn plan(
                 ));
                 continue;
             }
+            (Ok(_), Ok(ids)) => *ids,
         };
-        let (uid, gid) = match &o.ids {
-            Ok(ids) => *ids,
-            Err(e) => {
-                changes.push(change(
-                    FileAction::Fail(e.to_string()),
-                    false,
-                    String::new(),
-                ));
-                continue;
-            }
-        };
+        let observed = o.observed.as_ref().expect("checked");
         let want = Meta {
             mode: spec.mode,
             uid,
             gid,
         };
         let drift = managed.and_then(|m| m.digest.as_deref()) == Some(spec.digest().as_str());
-        let first_claim = managed.is_none();
-        let (action, detail) = match (&spec.content, observed) {
-            (_, Observed::Dir) => (
-                FileAction::Fail(
-                    "a directory is in the way on the host: plumb does not replace directories"
-                        .into(),
-                ),
-                String::new(),
-            ),
-            (_, Observed::Other) => (
-                FileAction::Fail("a device, socket or fifo is in the way on the host".into()),
-                String::new(),
-            ),
-            (_, Observed::Missing) => (
-                FileAction::Write { backup: false },
-                if drift {
-                    "deleted on the host"
-                } else {
-                    "created"
-                }
-                .into(),
-            ),
-            (Content::Regular(data), Observed::File { data: have, meta }) => {
-                if have != data {
-                    (
-                        FileAction::Write {
-                            backup: first_claim,
-                        },
-                        "content differs".into(),
-                    )
-                } else if *meta != want {
-                    (FileAction::SetMeta, meta_detail(meta, &want))
-                } else {
-                    (FileAction::Record, String::new())
-                }
-            }
-            (Content::Symlink(t), Observed::Symlink { target, meta }) => {
-                if t != target {
-                    (
-                        FileAction::Write {
-                            backup: first_claim,
-                        },
-                        format!("symlink target {target} -> {t}"),
-                    )
-                } else if (meta.uid, meta.gid) != (want.uid, want.gid) {
-                    (
-                        FileAction::Write { backup: false },
-                        "symlink owner differs".into(),
-                    )
-                } else {
-                    (FileAction::Record, String::new())
-                }
-            }
-            (Content::Regular(_), Observed::Symlink { .. }) => (
-                FileAction::Write {
-                    backup: first_claim,
-                },
-                "a symlink is in place of the file".into(),
-            ),
-            (Content::Symlink(_), Observed::File { .. }) => (
-                FileAction::Write {
-                    backup: first_claim,
-                },
-                "a file is in place of the symlink".into(),
-            ),
-        };
+        let (action, detail) = action_for(&spec.content, observed, &want, drift, managed.is_none());
         let in_sync = action == FileAction::Record;
         if in_sync && drift {
             continue; // matches, and the inventory already knows it
@@ -385,6 +310,80 @@ pub fn plan(
         });
     }
     changes
+}
+
+/// What makes one path match Git, and why (for people). Pure.
+fn action_for(
+    content: &Content,
+    observed: &Observed,
+    want: &Meta,
+    drift: bool,
+    first_claim: bool,
+) -> (FileAction, String) {
+    match (content, observed) {
+        (_, Observed::Dir) => (
+            FileAction::Fail(
+                "a directory is in the way on the host: plumb does not replace directories".into(),
+            ),
+            String::new(),
+        ),
+        (_, Observed::Other) => (
+            FileAction::Fail("a device, socket or fifo is in the way on the host".into()),
+            String::new(),
+        ),
+        (_, Observed::Missing) => (
+            FileAction::Write { backup: false },
+            if drift {
+                "deleted on the host"
+            } else {
+                "created"
+            }
+            .into(),
+        ),
+        (Content::Regular(data), Observed::File { data: have, meta }) => {
+            if have != data {
+                (
+                    FileAction::Write {
+                        backup: first_claim,
+                    },
+                    "content differs".into(),
+                )
+            } else if meta != want {
+                (FileAction::SetMeta, meta_detail(meta, want))
+            } else {
+                (FileAction::Record, String::new())
+            }
+        }
+        (Content::Symlink(t), Observed::Symlink { target, meta }) => {
+            if t != target {
+                (
+                    FileAction::Write {
+                        backup: first_claim,
+                    },
+                    format!("symlink target {target} -> {t}"),
+                )
+            } else if (meta.uid, meta.gid) != (want.uid, want.gid) {
+                (
+                    FileAction::Write { backup: false },
+                    "symlink owner differs".into(),
+                )
+            } else {
+                (FileAction::Record, String::new())
+            }
+        }
+        (Content::Regular(_), Observed::Symlink { .. }) => (
+            FileAction::Write {
+                backup: first_claim,
+            },
+            "a symlink is in place of the file".into(),
+        ),
+        (Content::Symlink(_), Observed::File { .. }) => (
+            FileAction::Write {
+                backup: first_claim,
+            },
+            "a file is in place of the symlink".into(),
+        ),
+    }
 }
 
 fn meta_detail(have: &Meta, want: &Meta) -> String {

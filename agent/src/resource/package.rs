@@ -277,63 +277,7 @@ pub fn apply(
     state_dir: &StateDir,
 ) -> Vec<PackageResult> {
     let mut out = desired_ok(desired);
-    let set = |out: &mut BTreeMap<String, PackageResult>,
-               name: &str,
-               state: ResourceState,
-               detail: String,
-               drift: bool| {
-        let name = name.to_string();
-        out.insert(
-            name.clone(),
-            PackageResult {
-                name,
-                state,
-                detail,
-                drift,
-            },
-        );
-    };
-    let mut to_install = Vec::new();
-    let mut to_remove = Vec::new();
-    for c in changes {
-        // The name reaches a command line or D-Bus next: checked again, whatever the loader did.
-        if c.touches_host() {
-            if let Err(e) = pkgcmd::check_name(&c.name) {
-                set(
-                    &mut out,
-                    &c.name,
-                    ResourceState::Failed,
-                    format!("{e:#}"),
-                    false,
-                );
-                continue;
-            }
-        }
-        match &c.action {
-            PackageAction::Fail(e) => {
-                set(&mut out, &c.name, ResourceState::Failed, e.clone(), false)
-            }
-            PackageAction::Adopt => {
-                state
-                    .packages
-                    .insert(c.name.clone(), ManagedPackage::default());
-            }
-            PackageAction::Forget { kept } => {
-                state.packages.remove(&c.name);
-                if *kept {
-                    set(
-                        &mut out,
-                        &c.name,
-                        ResourceState::Ok,
-                        "no longer managed; kept: it was installed before plumb".into(),
-                        false,
-                    );
-                }
-            }
-            PackageAction::Install => to_install.push(c),
-            PackageAction::Remove | PackageAction::Prune => to_remove.push(c),
-        }
-    }
+    let (to_install, to_remove) = inventory_only(changes, state, &mut out);
     if to_install.is_empty() && to_remove.is_empty() {
         return out.into_values().collect();
     }
@@ -369,44 +313,117 @@ pub fn apply(
             done.extend(all_failed(&remove, &e));
             done
         });
-
     for (name, result) in done {
         let c = changes
             .iter()
             .find(|c| c.name == name)
             .expect("a result is for a planned change");
-        match result {
-            Ok(detail) => {
-                tracing::info!(kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "applied");
-                let st = match c.action {
-                    PackageAction::Install if c.drift => ResourceState::DriftCorrected,
-                    PackageAction::Install => ResourceState::Changed,
-                    PackageAction::Prune => {
-                        state.packages.remove(&name);
-                        ResourceState::Pruned
-                    }
-                    _ => {
-                        state.packages.remove(&name);
-                        ResourceState::Changed
-                    }
-                };
-                let detail = if c.drift {
-                    format!("{detail}: it had been removed on the host")
-                } else {
-                    detail
-                };
-                set(&mut out, &name, st, detail, c.drift);
-            }
-            Err(e) => {
-                tracing::error!(kind = "package", name = %name, error = %e, "failed");
-                if fresh.contains(&name) {
-                    state.packages.remove(&name);
-                }
-                set(&mut out, &name, ResourceState::Failed, e, c.drift);
-            }
-        }
+        record_result(c, result, &fresh, state, &mut out);
     }
     out.into_values().collect()
+}
+
+fn set(
+    out: &mut BTreeMap<String, PackageResult>,
+    name: &str,
+    state: ResourceState,
+    detail: String,
+    drift: bool,
+) {
+    let name = name.to_string();
+    out.insert(
+        name.clone(),
+        PackageResult {
+            name,
+            state,
+            detail,
+            drift,
+        },
+    );
+}
+
+/// Applies what only the inventory learns (adopt, forget) and refuses bad names; returns the
+/// changes that need the package manager: (installs, removals).
+fn inventory_only<'a>(
+    changes: &'a [PackageChange],
+    state: &mut State,
+    out: &mut BTreeMap<String, PackageResult>,
+) -> (Vec<&'a PackageChange>, Vec<&'a PackageChange>) {
+    let mut to_install = Vec::new();
+    let mut to_remove = Vec::new();
+    for c in changes {
+        // The name reaches a command line or D-Bus next: checked again, whatever the loader did.
+        if c.touches_host() {
+            if let Err(e) = pkgcmd::check_name(&c.name) {
+                set(out, &c.name, ResourceState::Failed, format!("{e:#}"), false);
+                continue;
+            }
+        }
+        match &c.action {
+            PackageAction::Fail(e) => set(out, &c.name, ResourceState::Failed, e.clone(), false),
+            PackageAction::Adopt => {
+                state
+                    .packages
+                    .insert(c.name.clone(), ManagedPackage::default());
+            }
+            PackageAction::Forget { kept } => {
+                state.packages.remove(&c.name);
+                if *kept {
+                    set(
+                        out,
+                        &c.name,
+                        ResourceState::Ok,
+                        "no longer managed; kept: it was installed before plumb".into(),
+                        false,
+                    );
+                }
+            }
+            PackageAction::Install => to_install.push(c),
+            PackageAction::Remove | PackageAction::Prune => to_remove.push(c),
+        }
+    }
+    (to_install, to_remove)
+}
+
+/// One package's result from the backend, into the report and the inventory.
+fn record_result(
+    c: &PackageChange,
+    result: std::result::Result<String, String>,
+    fresh: &BTreeSet<String>,
+    state: &mut State,
+    out: &mut BTreeMap<String, PackageResult>,
+) {
+    let name = &c.name;
+    match result {
+        Ok(detail) => {
+            tracing::info!(kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "applied");
+            let st = match c.action {
+                PackageAction::Install if c.drift => ResourceState::DriftCorrected,
+                PackageAction::Install => ResourceState::Changed,
+                PackageAction::Prune => {
+                    state.packages.remove(name);
+                    ResourceState::Pruned
+                }
+                _ => {
+                    state.packages.remove(name);
+                    ResourceState::Changed
+                }
+            };
+            let detail = if c.drift {
+                format!("{detail}: it had been removed on the host")
+            } else {
+                detail
+            };
+            set(out, name, st, detail, c.drift);
+        }
+        Err(e) => {
+            tracing::error!(kind = "package", name = %name, error = %e, "failed");
+            if fresh.contains(name) {
+                state.packages.remove(name);
+            }
+            set(out, name, ResourceState::Failed, e, c.drift);
+        }
+    }
 }
 
 /// One result per name: what was done ("installed via PackageKit"), or why not.
