@@ -337,8 +337,16 @@ impl Agent {
     ) -> Result<()> {
         state.applied_commit = Some(target.to_string());
         let mut healthy = run.failed == 0;
-        if run.touched_host() && !run.stopped && !desired.health.is_empty() {
-            match health_checks(host, desired) {
+        let target_hex = target.to_string();
+        let unjudged = state.unjudged_commit.as_deref() == Some(target_hex.as_str());
+        if state.unjudged_commit.is_some() && !unjudged {
+            state.unjudged_commit = None; // another commit is applied now
+        }
+        let due = run.touched_host() || unjudged;
+        if due && !run.stopped && !desired.health.is_empty() {
+            let checked = health_checks(host, desired);
+            state.unjudged_commit = checked.is_err().then(|| target_hex.clone());
+            match checked {
                 Ok(Verdict::Healthy) => {}
                 Ok(Verdict::Unhealthy(failure)) => {
                     healthy = false;
@@ -348,7 +356,8 @@ impl Agent {
                     draft.notes.insert(0, note);
                 }
                 Err(fault) => {
-                    // Nothing judged: not marked good, not marked bad, not rolled back.
+                    // Nothing judged: not marked good, not marked bad, not rolled back; the next
+                    // pass checks again.
                     tracing::warn!(error = %fault, "health check could not be run; the commit is not judged");
                     healthy = false;
                     draft.report.outcome = Outcome::Failed;

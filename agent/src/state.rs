@@ -15,6 +15,10 @@ pub struct State {
     pub last_good_commit: Option<String>,
     /// Commits whose health checks failed: never applied again (a newer commit clears them).
     pub bad_commits: BTreeSet<String>,
+    /// Applied, but its health checks could not be run (a fault): they run again on the next
+    /// pass, changes or not, and until then it is neither good nor bad.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unjudged_commit: Option<String>,
     pub files: BTreeMap<String, ManagedFile>,
     pub units: BTreeMap<String, ManagedUnit>,
     pub containers: BTreeMap<String, ManagedUnit>,
