@@ -6,6 +6,7 @@
 //! reading a unit's state, no bus at all. Nothing is judged; the next pass retries).
 
 use crate::host::command;
+use crate::host::Fault as HostFault;
 use crate::spec::{HealthCheck, HealthProbe};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -65,18 +66,18 @@ pub fn describe(probe: &HealthProbe) -> String {
 /// connection to systemd, or why there is none.
 pub fn run(
     checks: &[HealthCheck],
-    mut units: std::result::Result<&mut dyn UnitStates, crate::host::Fault>,
+    mut units: std::result::Result<&mut dyn UnitStates, HostFault>,
 ) -> std::result::Result<Verdict, Fault> {
     for c in checks {
         let check = describe(&c.probe);
-        let fault = |message: String| Fault {
+        let fault = |e: HostFault| Fault {
             check: check.clone(),
-            message,
+            message: e.0,
         };
         let finding = match &c.probe {
             HealthProbe::Command(argv) => run_command(argv, c.timeout).map_err(fault)?,
             HealthProbe::Unit(u) => {
-                let s = units.as_deref_mut().map_err(|e| fault(e.to_string()))?;
+                let s = units.as_deref_mut().map_err(|e| fault(e.clone()))?;
                 wait_active(s, u, c.timeout, UNIT_SETTLE)
                     .map_err(fault)?
                     .map_err(|e| match crate::host::systemd::journal_tail(u, 10) {
@@ -103,13 +104,13 @@ pub fn wait_active(
     unit: &str,
     timeout: Duration,
     settle: Duration,
-) -> std::result::Result<Finding, String> {
+) -> std::result::Result<Finding, HostFault> {
     let start = Instant::now();
     let mut active_since: Option<Instant> = None;
     loop {
         let state = s
             .active_state(unit)
-            .map_err(|e| format!("reading the state of {unit}: {e:#}"))?;
+            .map_err(|e| HostFault(format!("reading the state of {unit}: {e:#}")))?;
         match (state.as_str(), active_since) {
             ("active", None) => active_since = Some(Instant::now()),
             ("active", Some(t)) if t.elapsed() >= settle => return Ok(Ok(())),
@@ -134,8 +135,8 @@ pub fn wait_active(
 /// within `timeout` passes. On timeout the command's whole process group is killed. A program
 /// that is not there (or not executable) fails the check; the outer error (a fault) is plumb
 /// failing to run it at all.
-pub fn run_command(argv: &[String], timeout: Duration) -> std::result::Result<Finding, String> {
-    let (program, args) = argv.split_first().ok_or("empty command")?;
+pub fn run_command(argv: &[String], timeout: Duration) -> std::result::Result<Finding, HostFault> {
+    let (program, args) = argv.split_first().ok_or(HostFault::from("empty command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args);
     let ran = match command::run_merged(cmd, timeout, MAX_OUTPUT) {
@@ -148,7 +149,7 @@ pub fn run_command(argv: &[String], timeout: Duration) -> std::result::Result<Fi
         {
             return Ok(Err(format!("cannot run {program}: {e}")))
         }
-        Err(e) => return Err(format!("running {program}: {e}")),
+        Err(e) => return Err(HostFault(format!("running {program}: {e}"))),
     };
     let output = ran.output.trim_end();
     let shown = if output.is_empty() {
