@@ -3,18 +3,18 @@
 
 use crate::config::{Mode, Settings};
 use crate::health::Verdict;
-use crate::host::fs::HostFs;
 use crate::host::Host;
 use crate::reason::Reason;
-use crate::resource::{self, container, unit};
+use crate::resource;
 use crate::source::backoff::FetchBackoff;
 use crate::source::git::{redact_url, LocalRepo, Remote};
-use crate::source::verify;
-use crate::spec::{self, Desired, SpecError};
+use crate::spec::{self, Desired};
 use crate::state::{State, StateDir};
 use crate::status::report::{now_rfc3339, Kind, Outcome, Report, ResourceReport, ResourceState};
 use anyhow::{Context, Result};
 use gix::ObjectId;
+
+mod admit;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -107,16 +107,6 @@ impl Draft {
             fetch_failed: self.fetch_failed,
         }
     }
-}
-
-/// Why the fetched commit is not applied: the outcome to report, a stable reason, and a message
-/// naming the commit.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-struct Refusal {
-    outcome: Outcome,
-    reason: Reason,
-    message: String,
 }
 
 /// Everything a pass found out.
@@ -437,86 +427,6 @@ impl Agent {
         }
     }
 
-    /// May the host move to `commit`? Checks trust (fast-forward from the applied commit,
-    /// signatures), the bad-commit list, then loads the spec. The error is the outcome to report
-    /// and a message naming the commit and the reason.
-    fn admit(
-        &self,
-        commit: ObjectId,
-        state: &State,
-        opts: PassOptions,
-    ) -> std::result::Result<Desired, Refusal> {
-        let rejected = |reason: Reason, why: String| Refusal {
-            outcome: Outcome::Rejected,
-            reason,
-            message: format!("rejected {}: {why}", short(&commit)),
-        };
-        let applied = match &state.applied_commit {
-            Some(h) => Some(
-                ObjectId::from_hex(h.as_bytes())
-                    .map_err(|_| rejected(Reason::InvalidSpec, format!("state.json names an invalid applied commit {h:?}")))?,
-            ),
-            None => self.applied_from_status().map_err(|e| Refusal {
-                outcome: Outcome::Failed,
-                reason: Reason::FetchFailed,
-                message: format!("not applying {}: could not read the last applied commit from the status branch: {e:#}", short(&commit)),
-            })?,
-        };
-        let policy = verify::Policy {
-            applied,
-            allowed_signers: self.settings.allowed_signers.as_deref(),
-            allow_rewind: opts.allow_rewind,
-        };
-        verify::check(&self.repo, &self.remote(), commit, &policy)
-            .map_err(|e| rejected(e.reason, e.message))?;
-        if !opts.allow_rewind && state.bad_commits.contains(&commit.to_string()) {
-            return Err(Refusal {
-                outcome: Outcome::Failed,
-                reason: Reason::BadCommit,
-                message: format!(
-                    "not applying {}: its health checks failed before, so it stays rolled back; push a fix (a newer commit) or run `plumb apply --allow-rewind` to retry it",
-                    short(&commit)
-                ),
-            });
-        }
-        self.load(commit).map_err(|e| rejected(e.reason, e.message))
-    }
-
-    /// The `applied_commit` of this host's status branch, for when state.json has none (a wiped
-    /// state_dir must not reopen a rewind). `None` when there is no status branch yet.
-    fn applied_from_status(&self) -> Result<Option<ObjectId>> {
-        let status = Remote {
-            url: self.settings.status.repo.clone(),
-            ..self.remote()
-        };
-        let local = "refs/plumb/status";
-        self.repo.fetch_ref(
-            &status,
-            &format!("refs/heads/{}", self.settings.status.branch),
-            local,
-            std::num::NonZeroU32::MIN,
-        )?;
-        let Some(tip) = self.repo.resolve(local)? else {
-            return Ok(None);
-        };
-        let Some(text) = self.repo.read_blob(tip, "status.toml")? else {
-            return Ok(None);
-        };
-        let report = Report::from_toml(&String::from_utf8_lossy(&text))
-            .context("parsing status.toml of the status branch")?;
-        if report.applied_commit.is_empty() {
-            return Ok(None);
-        }
-        ObjectId::from_hex(report.applied_commit.as_bytes())
-            .map(Some)
-            .with_context(|| {
-                format!(
-                    "status.toml names an invalid applied_commit {:?}",
-                    report.applied_commit
-                )
-            })
-    }
-
     /// A health check failed after applying `bad`: mark it bad, re-apply the last good commit,
     /// and say what happened.
     fn roll_back(
@@ -565,24 +475,6 @@ impl Agent {
     /// The daemon asked to stop: finish the current change, then return.
     pub fn stopping(&self) -> bool {
         self.stop.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Reads the host's desired state at `commit`; the error says why the commit is unusable.
-    /// Unit and Quadlet files it would change are validated here, before anything is installed.
-    fn load(&self, commit: ObjectId) -> std::result::Result<Desired, SpecError> {
-        let tree = self
-            .repo
-            .tree(commit)
-            .map_err(|e| SpecError::invalid(format!("{e:#}")))?;
-        let desired = spec::load(&tree, &self.settings.path, &self.settings.limits)?;
-        if !desired.units.is_empty() || !desired.containers.is_empty() {
-            let fs = HostFs::open(&self.settings.root)
-                .map_err(|e| SpecError::new(Reason::InvalidUnit, format!("{e:#}")))?;
-            let staging = self.state_dir.path().join("staging");
-            unit::validate(&fs, &desired.units, &staging)?;
-            container::validate(&fs, &desired.containers, &staging)?;
-        }
-        Ok(desired)
     }
 
     fn blank_report(&self, state: &State) -> Report {
