@@ -17,6 +17,9 @@ pub struct Cli {
     /// Agent configuration file.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
+    /// More log output: -v debug, -vv trace (else PLUMB_LOG, else info).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -18,11 +18,8 @@ enum Phase {
 }
 
 pub fn run(settings: Settings) -> Result<i32> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    rt.block_on(run_loop(settings))
+    // On the process's runtime (`main` runs commands on its blocking pool and drives it).
+    crate::host::runtime::handle()?.block_on(run_loop(settings))
 }
 
 async fn run_loop(settings: Settings) -> Result<i32> {

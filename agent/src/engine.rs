@@ -1,19 +1,20 @@
-//! One reconcile pass: fetch -> verify -> load -> observe -> plan -> apply -> record.
+//! One reconcile pass, phase by phase: fetch -> verify -> load -> observe -> plan -> apply ->
+//! health -> record. Observe, plan and apply run per resource kind (see `resource::Kind`).
 
 use crate::config::{Mode, Settings};
-use crate::host::fs::HostFs;
+use crate::health::Verdict;
+use crate::host::Host;
 use crate::reason::Reason;
-use crate::resource::activate;
-use crate::resource::file::{self, FileAction, FileChange};
-use crate::resource::{container, package, unit};
+use crate::resource;
 use crate::source::backoff::FetchBackoff;
 use crate::source::git::{redact_url, LocalRepo, Remote};
-use crate::source::verify;
-use crate::spec::{self, Desired, SpecError};
+use crate::spec::{self, Desired};
 use crate::state::{State, StateDir};
 use crate::status::report::{now_rfc3339, Kind, Outcome, Report, ResourceReport, ResourceState};
 use anyhow::{Context, Result};
 use gix::ObjectId;
+
+mod admit;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -40,13 +41,23 @@ struct Converged {
     changed: usize,
     /// Units left masked on the host (reported as drift, not unmasked).
     masked: usize,
-    /// Managed files this pass changed: units with `restart_on` them restart.
-    changed_paths: std::collections::BTreeSet<String>,
     /// SIGTERM arrived: the pass stopped between two changes.
     stopped: bool,
 }
 
 impl Converged {
+    fn add(&mut self, outcomes: Vec<resource::Outcome>) {
+        for o in outcomes {
+            if o.masked && o.report.state == ResourceState::Drifted {
+                self.masked += 1;
+            } else {
+                self.count(o.report.state, o.drift);
+            }
+            self.lines.extend(o.lines);
+            self.resources.push(o.report);
+        }
+    }
+
     fn count(&mut self, st: ResourceState, drift: bool) {
         match st {
             ResourceState::Failed => self.failed += 1,
@@ -62,6 +73,39 @@ impl Converged {
     /// Something on the host was changed (health checks are due).
     fn touched_host(&self) -> bool {
         !self.lines.is_empty()
+    }
+}
+
+/// The report of a pass as its phases fill it in.
+struct Draft {
+    report: Report,
+    notes: Vec<String>,
+    fetch_failed: bool,
+}
+
+impl Draft {
+    /// The pass's one info line (with its reason) and its result.
+    fn finish(mut self, changes: Vec<String>) -> PassResult {
+        self.report.message = self.notes.join("; ");
+        let failed = self
+            .report
+            .resources
+            .iter()
+            .filter(|r| r.state == ResourceState::Failed)
+            .count();
+        tracing::info!(
+            commit = %self.report.desired_commit,
+            outcome = self.report.outcome.as_str(),
+            reason = self.report.reason.map(|r| r.as_str()).unwrap_or(""),
+            changes = changes.len(),
+            failed,
+            "pass done"
+        );
+        PassResult {
+            report: self.report,
+            changes,
+            fetch_failed: self.fetch_failed,
+        }
     }
 }
 
@@ -141,184 +185,225 @@ impl Agent {
         Ok(())
     }
 
+    /// fetch -> verify -> load -> observe -> plan -> apply -> health -> record.
     fn reconcile(&mut self, opts: PassOptions) -> Result<PassResult> {
         let mut state = self.state_dir.load()?;
-        let mut report = self.blank_report(&state);
-        let mut notes: Vec<String> = Vec::new();
-
-        let (desired_commit, fetch_failed) = match self.fetch_if_due(opts.fetch_now) {
-            Ok(commit) => (Some(commit), false),
-            Err(e) => {
-                notes.push(format!("could not fetch: {e}"));
-                (self.repo.fetched(&self.settings.branch)?, true)
-            }
+        let mut draft = Draft {
+            report: self.blank_report(&state),
+            notes: vec![],
+            fetch_failed: false,
         };
-        if fetch_failed {
-            report.reason = Some(Reason::FetchFailed);
-        }
-        let Some(desired_commit) = desired_commit else {
-            report.outcome = Outcome::Failed;
-            report.message = notes.join("; ");
-            return Ok(PassResult {
-                report,
-                changes: vec![],
-                fetch_failed,
-            });
+        let Some(fetched) = self.fetch_phase(opts, &mut draft)? else {
+            return Ok(draft.finish(vec![]));
         };
-        report.desired_commit = desired_commit.to_string();
-
+        draft.report.desired_commit = fetched.to_string();
         if self.settings.mode == Mode::Suspend {
-            report.outcome = if report.applied_commit == report.desired_commit {
-                Outcome::Converged
-            } else {
-                Outcome::Drifted
-            };
-            notes.push("mode = suspend: nothing checked or applied".into());
-            report.message = notes.join("; ");
-            return Ok(PassResult {
-                report,
-                changes: vec![],
-                fetch_failed,
-            });
+            self.suspended(&mut draft);
+            return Ok(draft.finish(vec![]));
         }
+        let Some((target, desired)) = self.verify_and_load(fetched, &state, opts, &mut draft)
+        else {
+            return Ok(draft.finish(vec![]));
+        };
+        let host = Host::open(&self.settings.root)?;
+        let detect = self.settings.mode == Mode::Detect || opts.dry_run;
+        let mut run = self.converge(&host, &desired, &mut state, detect)?;
+        if !detect {
+            self.health_phase(&host, target, &desired, &mut state, &mut run, &mut draft)?;
+        }
+        Ok(self.summarize(draft, run, &state, detect, opts.dry_run))
+    }
 
-        // Which commit to apply: the new one if it is trusted and valid, else stay on the one
-        // applied before.
-        let admitted = match self.admit(desired_commit, &state, opts) {
-            Ok(d) => Some((desired_commit, d)),
-            Err((outcome, reason, why)) => {
-                tracing::warn!(commit = %desired_commit, reason = %reason, "not applying commit: {why}");
-                report.outcome = outcome;
-                report.reason = Some(reason);
-                notes.insert(0, why);
+    /// Fetch: the commit to consider (the last fetched one when the fetch fails), or `None`
+    /// when nothing was ever fetched.
+    fn fetch_phase(&mut self, opts: PassOptions, draft: &mut Draft) -> Result<Option<ObjectId>> {
+        match self.fetch_if_due(opts.fetch_now) {
+            Ok(commit) => Ok(Some(commit)),
+            Err(e) => {
+                draft.notes.push(format!("could not fetch: {e}"));
+                draft.fetch_failed = true;
+                draft.report.reason = Some(Reason::FetchFailed);
+                let last = self.repo.fetched(&self.settings.branch)?;
+                if last.is_none() {
+                    draft.report.outcome = Outcome::Failed;
+                }
+                Ok(last)
+            }
+        }
+    }
+
+    /// `mode = suspend`: report whether the host is on the fetched commit; check nothing.
+    fn suspended(&self, draft: &mut Draft) {
+        let r = &mut draft.report;
+        r.outcome = if r.applied_commit == r.desired_commit {
+            Outcome::Converged
+        } else {
+            Outcome::Drifted
+        };
+        draft
+            .notes
+            .push("mode = suspend: nothing checked or applied".into());
+    }
+
+    /// Verify and load: the fetched commit if it is trusted and valid, else (the refusal
+    /// reported) the one applied before; `None` when there is none to converge to.
+    fn verify_and_load(
+        &self,
+        fetched: ObjectId,
+        state: &State,
+        opts: PassOptions,
+        draft: &mut Draft,
+    ) -> Option<(ObjectId, Desired)> {
+        match self.admit(fetched, state, opts) {
+            Ok(d) => return Some((fetched, d)),
+            Err(r) => {
+                tracing::warn!(commit = %fetched, reason = %r.reason, "not applying commit: {r}");
+                draft.report.outcome = r.outcome;
+                draft.report.reason = Some(r.reason);
+                draft.notes.insert(0, r.message);
+            }
+        }
+        let prev = state
+            .applied_commit
+            .as_deref()
+            .and_then(|h| ObjectId::from_hex(h.as_bytes()).ok())?;
+        match self.load(prev) {
+            Ok(d) => Some((prev, d)),
+            Err(e) => {
+                draft.notes.push(format!(
+                    "the applied commit cannot be read either: {}",
+                    e.message
+                ));
                 None
             }
-        };
-        let (target, desired) = match admitted {
-            Some(t) => t,
-            None => match state
-                .applied_commit
-                .as_deref()
-                .map(|h| ObjectId::from_hex(h.as_bytes()))
-            {
-                Some(Ok(prev)) => match self.load(prev) {
-                    Ok(d) => (prev, d),
-                    Err(e) => {
-                        notes.push(format!(
-                            "the applied commit cannot be read either: {}",
-                            e.message
-                        ));
-                        report.message = notes.join("; ");
-                        return Ok(PassResult {
-                            report,
-                            changes: vec![],
-                            fetch_failed,
-                        });
-                    }
-                },
-                _ => {
-                    report.message = notes.join("; ");
-                    return Ok(PassResult {
-                        report,
-                        changes: vec![],
-                        fetch_failed,
-                    });
-                }
-            },
-        };
+        }
+    }
 
-        let fs = HostFs::open(&self.settings.root)?;
-        let detect = self.settings.mode == Mode::Detect || opts.dry_run;
-        let mut run = self.converge(&fs, &desired, &mut state, detect)?;
+    /// Observe, plan and apply every kind, in `resource::ORDER` (or, with `detect`, only say how
+    /// the host differs), updating the inventory in `state`.
+    fn converge(
+        &self,
+        host: &Host,
+        desired: &Desired,
+        state: &mut State,
+        detect: bool,
+    ) -> Result<Converged> {
+        let mut run = Converged::default();
+        let mut ctx = resource::Context::default();
+        let mut apply = resource::Apply {
+            state,
+            state_dir: &self.state_dir,
+            stop: &self.stop,
+            stopped: false,
+        };
+        for kind in resource::ORDER {
+            if apply.stopping() {
+                apply.stopped = true;
+                break;
+            }
+            let outcomes = if kind == resource::KindId::Services && !host.is_system_root() {
+                // Another root (an image build): the D-Bus systemd is the host's; drive none of it.
+                crate::offline::files_only(&host.fs, desired, detect)
+            } else {
+                kind.converge(host, desired, &ctx, detect, &mut apply)?
+            };
+            if !detect {
+                ctx.changed_paths.extend(changed_files(&outcomes));
+            }
+            run.add(outcomes);
+        }
+        if apply.stopped {
+            run.stopped = true;
+            run.failed += 1;
+        }
+        run.resources
+            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        Ok(run)
+    }
+
+    /// Health: the commit is applied; judged good, bad (rolled back), or not at all (a fault).
+    fn health_phase(
+        &self,
+        host: &Host,
+        target: ObjectId,
+        desired: &Desired,
+        state: &mut State,
+        run: &mut Converged,
+        draft: &mut Draft,
+    ) -> Result<()> {
+        state.applied_commit = Some(target.to_string());
         let mut healthy = run.failed == 0;
-        if !detect {
-            state.applied_commit = Some(target.to_string());
-            if run.touched_host() && !run.stopped && !desired.health.is_empty() {
-                if let Err(failure) = self.health_checks(&desired) {
+        let target_hex = target.to_string();
+        let unjudged = state.unjudged_commit.as_deref() == Some(target_hex.as_str());
+        if state.unjudged_commit.is_some() && !unjudged {
+            state.unjudged_commit = None; // another commit is applied now
+        }
+        let due = run.touched_host() || unjudged;
+        if due && !run.stopped && !desired.health.is_empty() {
+            let checked = health_checks(host, desired);
+            state.unjudged_commit = checked.is_err().then(|| target_hex.clone());
+            match checked {
+                Ok(Verdict::Healthy) => {}
+                Ok(Verdict::Unhealthy(failure)) => {
                     healthy = false;
-                    report.outcome = Outcome::Failed;
-                    report.reason = Some(Reason::HealthCheckFailed);
-                    notes.insert(
+                    draft.report.outcome = Outcome::Failed;
+                    draft.report.reason = Some(Reason::HealthCheckFailed);
+                    let note = self.roll_back(host, target, &failure, state, run)?;
+                    draft.notes.insert(0, note);
+                }
+                Err(fault) => {
+                    // Nothing judged: not marked good, not marked bad, not rolled back; the next
+                    // pass checks again.
+                    tracing::warn!(error = %fault, "health check could not be run; the commit is not judged");
+                    healthy = false;
+                    draft.report.outcome = Outcome::Failed;
+                    draft.report.reason = Some(Reason::CheckFault);
+                    draft.notes.insert(
                         0,
-                        self.roll_back(&fs, target, &failure, &mut state, &mut run)?,
+                        format!("{fault}; the commit is neither marked good nor rolled back"),
                     );
                 }
             }
-            if healthy {
-                if state.last_good_commit.as_deref() != Some(&target.to_string()) {
-                    state.bad_commits.clear(); // a newer good commit supersedes them
-                }
-                state.last_good_commit = Some(target.to_string());
+        }
+        if healthy {
+            if state.last_good_commit.as_deref() != Some(&target.to_string()) {
+                state.bad_commits.clear(); // a newer good commit supersedes them
             }
-            self.state_dir.save(&state)?;
+            state.last_good_commit = Some(target.to_string());
         }
-        let Converged {
-            lines,
-            resources,
-            failed,
-            drifted,
-            changed,
-            masked,
-            stopped,
-            ..
-        } = run;
-        if stopped {
-            notes.push("stopped (SIGTERM) before all changes were applied".into());
-        }
-        report.resources = resources;
+        self.state_dir.save(state)
+    }
+
+    /// Record: the outcome, its reason and the message of a pass that converged (or tried).
+    fn summarize(
+        &self,
+        mut draft: Draft,
+        run: Converged,
+        state: &State,
+        detect: bool,
+        dry_run: bool,
+    ) -> PassResult {
+        let report = &mut draft.report;
         report.applied_commit = state.applied_commit.clone().unwrap_or_default();
         report.last_good_commit = state.last_good_commit.clone().unwrap_or_default();
         if !matches!(report.outcome, Outcome::Rejected | Outcome::Failed) {
-            report.outcome = if failed > 0 {
+            report.outcome = if run.failed > 0 {
                 report.reason = Some(Reason::ApplyFailed);
                 Outcome::Failed
-            } else if drifted + masked > 0 {
+            } else if run.drifted + run.masked > 0 {
                 Outcome::Drifted
-            } else if changed > 0 {
+            } else if run.changed > 0 {
                 Outcome::Changed
             } else {
                 Outcome::Converged
             };
         }
-        if failed > 0 {
-            notes.push(format!("{failed} resource(s) failed"));
-        }
-        if drifted > 0 {
-            notes.push(if detect {
-                format!(
-                    "{drifted} resource(s) drifted from Git ({})",
-                    if opts.dry_run {
-                        "plan: nothing changed"
-                    } else {
-                        "not corrected: mode = detect"
-                    }
-                )
-            } else {
-                format!("drift corrected on {drifted} resource(s)")
-            });
-        }
-        if masked > 0 {
-            notes.push(format!(
-                "{masked} unit(s) masked on the host: reported, not unmasked"
-            ));
-        }
-        if detect && changed > 0 {
-            notes.push(format!("{changed} change(s) pending"));
-        }
-        report.message = notes.join("; ");
-        tracing::info!(
-            commit = %report.desired_commit,
-            outcome = report.outcome.as_str(),
-            reason = report.reason.map(|r| r.as_str()).unwrap_or(""),
-            changes = lines.len(),
-            failed,
-            "pass done"
-        );
-        Ok(PassResult {
-            report,
-            changes: lines,
-            fetch_failed,
-        })
+        draft.notes.extend(run_notes(&run, detect, dry_run));
+        let Converged {
+            lines, resources, ..
+        } = run;
+        draft.report.resources = resources;
+        draft.finish(lines)
     }
 
     /// Fetches the branch unless failed fetches hold it back; the error is the last fetch error
@@ -348,116 +433,11 @@ impl Agent {
         }
     }
 
-    /// May the host move to `commit`? Checks trust (fast-forward from the applied commit,
-    /// signatures), the bad-commit list, then loads the spec. The error is the outcome to report
-    /// and a message naming the commit and the reason.
-    fn admit(
-        &self,
-        commit: ObjectId,
-        state: &State,
-        opts: PassOptions,
-    ) -> std::result::Result<Desired, (Outcome, Reason, String)> {
-        let rejected = |reason: Reason, why: String| {
-            (
-                Outcome::Rejected,
-                reason,
-                format!("rejected {}: {why}", short(&commit)),
-            )
-        };
-        let applied = match &state.applied_commit {
-            Some(h) => Some(
-                ObjectId::from_hex(h.as_bytes())
-                    .map_err(|_| rejected(Reason::InvalidSpec, format!("state.json names an invalid applied commit {h:?}")))?,
-            ),
-            None => self.applied_from_status().map_err(|e| {
-                (
-                    Outcome::Failed,
-                    Reason::FetchFailed,
-                    format!("not applying {}: could not read the last applied commit from the status branch: {e:#}", short(&commit)),
-                )
-            })?,
-        };
-        let policy = verify::Policy {
-            applied,
-            allowed_signers: self.settings.allowed_signers.as_deref(),
-            allow_rewind: opts.allow_rewind,
-        };
-        verify::check(&self.repo, &self.remote(), commit, &policy)
-            .map_err(|e| rejected(e.reason, e.message))?;
-        if !opts.allow_rewind && state.bad_commits.contains(&commit.to_string()) {
-            return Err((
-                Outcome::Failed,
-                Reason::BadCommit,
-                format!(
-                    "not applying {}: its health checks failed before, so it stays rolled back; push a fix (a newer commit) or run `plumb apply --allow-rewind` to retry it",
-                    short(&commit)
-                ),
-            ));
-        }
-        self.load(commit).map_err(|e| rejected(e.reason, e.message))
-    }
-
-    /// The `applied_commit` of this host's status branch, for when state.json has none (a wiped
-    /// state_dir must not reopen a rewind). `None` when there is no status branch yet.
-    fn applied_from_status(&self) -> Result<Option<ObjectId>> {
-        let status = Remote {
-            url: self.settings.status.repo.clone(),
-            ..self.remote()
-        };
-        let local = "refs/plumb/status";
-        self.repo.fetch_ref(
-            &status,
-            &format!("refs/heads/{}", self.settings.status.branch),
-            local,
-            std::num::NonZeroU32::MIN,
-        )?;
-        let Some(tip) = self.repo.resolve(local)? else {
-            return Ok(None);
-        };
-        let Some(text) = self.repo.read_blob(tip, "status.toml")? else {
-            return Ok(None);
-        };
-        let report = Report::from_toml(&String::from_utf8_lossy(&text))
-            .context("parsing status.toml of the status branch")?;
-        if report.applied_commit.is_empty() {
-            return Ok(None);
-        }
-        ObjectId::from_hex(report.applied_commit.as_bytes())
-            .map(Some)
-            .with_context(|| {
-                format!(
-                    "status.toml names an invalid applied_commit {:?}",
-                    report.applied_commit
-                )
-            })
-    }
-
-    /// Runs `[[health]]`; unit checks get a connection to systemd.
-    fn health_checks(&self, desired: &Desired) -> std::result::Result<(), crate::health::Failure> {
-        let needs_bus = desired
-            .health
-            .iter()
-            .any(|h| matches!(h.probe, spec::HealthProbe::Unit(_)));
-        let mut bus = match needs_bus.then(activate::Bus::open) {
-            Some(Ok(b)) => Some(b),
-            Some(Err(e)) => {
-                tracing::warn!(error = %format!("{e:#}"), "no D-Bus connection for unit health checks");
-                None
-            }
-            None => None,
-        };
-        crate::health::run(
-            &desired.health,
-            bus.as_mut()
-                .map(|b| b as &mut dyn crate::health::UnitStates),
-        )
-    }
-
     /// A health check failed after applying `bad`: mark it bad, re-apply the last good commit,
     /// and say what happened.
     fn roll_back(
         &self,
-        fs: &HostFs,
+        host: &Host,
         bad: ObjectId,
         failure: &crate::health::Failure,
         state: &mut State,
@@ -486,7 +466,7 @@ impl Agent {
             }
         };
         tracing::warn!(bad = %bad, good = %good, "rolling back to the last good commit");
-        let back = self.converge(fs, &desired, state, false)?;
+        let back = self.converge(host, &desired, state, false)?;
         run.lines.extend(back.lines);
         run.resources = back.resources;
         run.failed = back.failed;
@@ -498,234 +478,9 @@ impl Agent {
         ))
     }
 
-    /// Makes the host match `desired` (or, with `detect`, only says how it differs), in the
-    /// DESIGN order, updating the inventory in `state`.
-    fn converge(
-        &self,
-        fs: &HostFs,
-        desired: &Desired,
-        state: &mut State,
-        detect: bool,
-    ) -> Result<Converged> {
-        let mut run = Converged::default();
-        // Packages first: files and units may need what they install, and files are observed
-        // after the packages that may ship them.
-        for p in self.packages_step(desired, state, detect, &mut run.lines) {
-            run.count(p.state, p.drift);
-            run.resources.push(ResourceReport {
-                kind: Kind::Package,
-                name: p.name,
-                state: p.state,
-                detail: p.detail,
-            });
-        }
-        self.converge_files(fs, desired, state, detect, &mut run)?;
-        for activate::Outcome {
-            report: r,
-            drift,
-            masked,
-            line,
-        } in self.systemd_step(fs, desired, state, &run.changed_paths, detect)?
-        {
-            if masked && r.state == ResourceState::Drifted {
-                run.masked += 1;
-            } else {
-                run.count(r.state, drift);
-            }
-            run.lines.extend(line);
-            run.resources.push(r);
-        }
-        run.resources
-            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-        Ok(run)
-    }
-
-    fn converge_files(
-        &self,
-        fs: &HostFs,
-        desired: &Desired,
-        state: &mut State,
-        detect: bool,
-        run: &mut Converged,
-    ) -> Result<()> {
-        let observed = file::observe(fs, &desired.files, &state.files);
-        let planned = file::plan(&desired.files, &observed, &state.files);
-        if !detect
-            && planned
-                .iter()
-                .any(|c| c.touches_host() || c.action == FileAction::Record)
-        {
-            // Record intent first: a pass killed mid-way still knows every path it may have written.
-            for c in planned
-                .iter()
-                .filter(|c| matches!(c.action, FileAction::Write { backup: false }))
-            {
-                state.files.entry(c.path.clone()).or_default();
-            }
-            self.state_dir.save(state)?;
-        }
-        let mut reported = std::collections::BTreeSet::new();
-        // File writes are synced together after the loop (see `HostFs::begin_batch`).
-        fs.begin_batch();
-        for c in &planned {
-            if self.stopping() {
-                run.stopped = true;
-                run.failed += 1;
-                break;
-            }
-            let spec = desired.files.get(&c.path);
-            let ids = observed[&c.path].ids.clone().unwrap_or((0, 0));
-            let (state_after, detail) = if let FileAction::Fail(e) = &c.action {
-                (ResourceState::Failed, e.clone())
-            } else if detect {
-                if c.touches_host() {
-                    run.lines.push(describe(c));
-                    if let (Some(s), Ok(o)) = (spec, &observed[&c.path].observed) {
-                        if let Some(d) = file::diff(s, o) {
-                            run.lines.push(d);
-                        }
-                    }
-                }
-                let st = if c.touches_host() {
-                    ResourceState::Drifted
-                } else {
-                    ResourceState::Ok
-                };
-                (st, c.detail.clone())
-            } else {
-                match file::apply(fs, &self.state_dir, c, spec, ids, &mut state.files) {
-                    Ok(()) => {
-                        if c.touches_host() {
-                            tracing::info!(kind = "file", name = %c.path, action = action_name(c), drift = c.drift, "applied");
-                            run.lines.push(describe(c));
-                        }
-                        (resource_state(c), c.detail.clone())
-                    }
-                    Err(e) => {
-                        tracing::error!(kind = "file", name = %c.path, error = %format!("{e:#}"), "failed");
-                        (ResourceState::Failed, format!("{e:#}"))
-                    }
-                }
-            };
-            if c.touches_host() && state_after != ResourceState::Failed && !detect {
-                run.changed_paths.insert(c.path.clone());
-            }
-            run.count(state_after, c.drift);
-            reported.insert(c.path.clone());
-            run.resources.push(ResourceReport {
-                kind: Kind::File,
-                name: c.path.clone(),
-                state: state_after,
-                detail,
-            });
-        }
-        for path in desired.files.keys().filter(|p| !reported.contains(*p)) {
-            run.resources.push(ResourceReport {
-                kind: Kind::File,
-                name: path.clone(),
-                state: ResourceState::Ok,
-                detail: String::new(),
-            });
-        }
-        // The files are in place, durably, before units restart on them and before the state
-        // says the commit is applied. If that
-        // fails (a full disk), no staged file was put in place: each written one is reported
-        // failed, and the next pass writes it again (its content differs from the inventory's).
-        if let Err(e) = fs.commit_batch() {
-            let e = format!("{e:#}");
-            tracing::error!(kind = "file", error = %e, "failed to put the written files in place");
-            for r in run.resources.iter_mut().filter(|r| {
-                r.kind == Kind::File
-                    && matches!(
-                        r.state,
-                        ResourceState::Changed | ResourceState::DriftCorrected
-                    )
-            }) {
-                r.state = ResourceState::Failed;
-                r.detail = e.clone();
-                run.failed += 1;
-                run.changed_paths.remove(&r.name);
-            }
-        }
-        Ok(())
-    }
-
     /// The daemon asked to stop: finish the current change, then return.
     pub fn stopping(&self) -> bool {
         self.stop.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Observes, plans and (unless `detect`) applies `[packages]`, updating the inventory.
-    fn packages_step(
-        &self,
-        desired: &Desired,
-        state: &mut State,
-        detect: bool,
-        lines: &mut Vec<String>,
-    ) -> Vec<package::PackageResult> {
-        let Some(installed) =
-            package::observe(&self.settings.root, &desired.packages, &state.packages)
-        else {
-            return vec![];
-        };
-        let changes = package::plan(&desired.packages, &installed, &state.packages);
-        if detect {
-            lines.extend(
-                changes
-                    .iter()
-                    .filter(|c| c.touches_host())
-                    .map(|c| c.describe()),
-            );
-            return package::report_only(&desired.packages, &changes);
-        }
-        // The inventory changes are saved with the rest of the state at the end of the pass.
-        let results = package::apply(&desired.packages, &changes, state, &self.state_dir);
-        lines.extend(
-            results
-                .iter()
-                .filter(|r| !matches!(r.state, ResourceState::Ok | ResourceState::Failed))
-                .map(|r| format!("package {}: {}", r.name, r.detail)),
-        );
-        results
-    }
-
-    /// Reads the host's desired state at `commit`; the error says why the commit is unusable.
-    /// Unit and Quadlet files it would change are validated here, before anything is installed.
-    fn load(&self, commit: ObjectId) -> std::result::Result<Desired, SpecError> {
-        let tree = self
-            .repo
-            .tree(commit)
-            .map_err(|e| SpecError::invalid(format!("{e:#}")))?;
-        let desired = spec::load(&tree, &self.settings.path, &self.settings.limits)?;
-        spec::guard::check(&desired, &spec::guard::Guard::of(&self.settings))?;
-        if !desired.units.is_empty() || !desired.containers.is_empty() {
-            let invalid_unit = |e: String| SpecError::new(Reason::InvalidUnit, e);
-            let fs =
-                HostFs::open(&self.settings.root).map_err(|e| invalid_unit(format!("{e:#}")))?;
-            let staging = self.state_dir.path().join("staging");
-            unit::validate(&fs, &desired.units, &staging).map_err(invalid_unit)?;
-            container::validate(&fs, &desired.containers, &staging).map_err(invalid_unit)?;
-        }
-        Ok(desired)
-    }
-
-    /// Units and Quadlet containers (see `resource::activate::reconcile`).
-    fn systemd_step(
-        &self,
-        fs: &HostFs,
-        desired: &Desired,
-        state: &mut State,
-        changed_files: &std::collections::BTreeSet<String>,
-        detect: bool,
-    ) -> Result<Vec<activate::Outcome>> {
-        if self.stopping() {
-            return Ok(vec![]);
-        }
-        if self.settings.root != std::path::Path::new("/") {
-            // Another root (an image build): the D-Bus systemd is the host's; drive none of it.
-            return Ok(crate::offline::files_only(fs, desired, detect));
-        }
-        activate::reconcile(fs, desired, state, &self.state_dir, changed_files, detect)
     }
 
     fn blank_report(&self, state: &State) -> Report {
@@ -765,8 +520,31 @@ impl Agent {
     }
 }
 
+/// Runs `[[health]]` on the pass's bus (connected now if the pass had no need of it before).
+fn health_checks(
+    host: &Host,
+    desired: &Desired,
+) -> std::result::Result<Verdict, crate::health::Fault> {
+    let needs_bus = desired
+        .health
+        .iter()
+        .any(|h| matches!(h.probe, spec::HealthProbe::Unit(_)));
+    let mut bus = if needs_bus {
+        host.bus()
+    } else {
+        Err(crate::host::Fault("no unit checks".into()))
+    };
+    crate::health::run(
+        &desired.health,
+        bus.as_mut()
+            .map(|b| b as &mut dyn crate::health::UnitStates)
+            .map_err(|e| e.clone()),
+    )
+}
+
 /// Hands the memory a pass freed back to the OS. glibc keeps it in the arena of the thread that
 /// ran the pass (~2 MiB after 1,000 files), which `plumb run` would carry while idle.
+#[allow(unsafe_code)]
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is involved.
@@ -779,35 +557,52 @@ fn short(id: &ObjectId) -> String {
     id.to_hex_with_len(7).to_string()
 }
 
-fn action_name(c: &FileChange) -> &'static str {
-    match c.action {
-        FileAction::Record => "record",
-        FileAction::Write { .. } => "write",
-        FileAction::SetMeta => "set-meta",
-        FileAction::Remove { restore: Some(_) } => "restore",
-        FileAction::Remove { restore: None } => "delete",
-        FileAction::Fail(_) => "fail",
+/// What the message says about the resources.
+fn run_notes(run: &Converged, detect: bool, dry_run: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    if run.stopped {
+        notes.push("stopped (SIGTERM) before all changes were applied".into());
     }
+    if run.failed > 0 {
+        notes.push(format!("{} resource(s) failed", run.failed));
+    }
+    if run.drifted > 0 {
+        notes.push(if detect {
+            format!(
+                "{} resource(s) drifted from Git ({})",
+                run.drifted,
+                if dry_run {
+                    "plan: nothing changed"
+                } else {
+                    "not corrected: mode = detect"
+                }
+            )
+        } else {
+            format!("drift corrected on {} resource(s)", run.drifted)
+        });
+    }
+    if run.masked > 0 {
+        notes.push(format!(
+            "{} unit(s) masked on the host: reported, not unmasked",
+            run.masked
+        ));
+    }
+    if detect && run.changed > 0 {
+        notes.push(format!("{} change(s) pending", run.changed));
+    }
+    notes
 }
 
-fn resource_state(c: &FileChange) -> ResourceState {
-    match c.action {
-        FileAction::Remove { .. } => ResourceState::Pruned,
-        FileAction::Record | FileAction::Fail(_) => ResourceState::Ok,
-        _ if c.drift => ResourceState::DriftCorrected,
-        _ => ResourceState::Changed,
-    }
-}
-
-/// "update /etc/motd (content differs)" for plan and logs.
-fn describe(c: &FileChange) -> String {
-    let verb = match c.action {
-        FileAction::Write { .. } if c.detail == "created" => "create",
-        FileAction::Write { .. } | FileAction::SetMeta => "update",
-        FileAction::Remove { restore: Some(_) } => "restore",
-        FileAction::Remove { restore: None } => "delete",
-        FileAction::Record | FileAction::Fail(_) => "keep",
-    };
-    let drift = if c.drift { ", drift" } else { "" };
-    format!("{verb} file {} ({}{drift})", c.path, c.detail)
+/// Managed files this pass changed: units with `restart_on` them restart.
+fn changed_files(outcomes: &[resource::Outcome]) -> impl Iterator<Item = String> + '_ {
+    outcomes
+        .iter()
+        .filter(|o| {
+            o.report.kind == Kind::File
+                && matches!(
+                    o.report.state,
+                    ResourceState::Changed | ResourceState::DriftCorrected | ResourceState::Pruned
+                )
+        })
+        .map(|o| o.report.name.clone())
 }

@@ -1,11 +1,14 @@
 //! `[[health]]` checks, run after a pass that changed the host: a unit must reach `active` and stay
-//! there for a settle time; a command must exit 0. Each within its timeout. The first failure is
-//! returned with what the check saw, and the engine rolls back to the last good commit.
+//! there for a settle time; a command must exit 0. Each within its timeout.
+//!
+//! Two outcomes that never mix: a [`Verdict`] on the commit (the first failed check, with what it
+//! saw: the engine rolls back) and a [`Fault`] (the check could not be run: a D-Bus error while
+//! reading a unit's state, no bus at all. Nothing is judged; the next pass retries).
 
+use crate::host::command;
+use crate::host::Fault as HostFault;
 use crate::spec::{HealthCheck, HealthProbe};
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long a unit must stay active once it got there.
@@ -15,9 +18,16 @@ pub const MAX_OUTPUT: usize = 2048;
 const POLL: Duration = Duration::from_millis(100);
 
 /// Reads a unit's ActiveState ("active", "activating", "failed", ...). Implemented over D-Bus by
-/// the systemd layer; a pass without a bus (tests, image builds) has none.
+/// the systemd layer. An error is a fault (the state could not be read), never a failed check.
 pub trait UnitStates {
     fn active_state(&mut self, unit: &str) -> anyhow::Result<String>;
+}
+
+/// The checks' judgement of the applied commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    Unhealthy(Failure),
 }
 
 /// A failed check: which one, and what it saw.
@@ -34,6 +44,17 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A check that could not be run: no verdict on the commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("health check `{check}` could not be run: {message}")]
+pub struct Fault {
+    pub check: String,
+    pub message: String,
+}
+
+/// One check's finding: `Ok(())` passed, `Err(output)` failed; a fault travels apart.
+type Finding = std::result::Result<(), String>;
+
 pub fn describe(probe: &HealthProbe) -> String {
     match probe {
         HealthProbe::Unit(u) => format!("unit {u}"),
@@ -41,63 +62,68 @@ pub fn describe(probe: &HealthProbe) -> String {
     }
 }
 
-/// Runs the checks in order; stops at the first failure.
+/// Runs the checks in order; stops at the first failure or fault. `units` is the pass's
+/// connection to systemd, or why there is none.
 pub fn run(
     checks: &[HealthCheck],
-    units: Option<&mut dyn UnitStates>,
-) -> std::result::Result<(), Failure> {
-    let mut units = units;
+    mut units: std::result::Result<&mut dyn UnitStates, HostFault>,
+) -> std::result::Result<Verdict, Fault> {
     for c in checks {
         let check = describe(&c.probe);
-        let res = match &c.probe {
-            HealthProbe::Command(argv) => run_command(argv, c.timeout),
-            HealthProbe::Unit(u) => match units.as_deref_mut() {
-                Some(s) => wait_active(s, u, c.timeout, UNIT_SETTLE).map_err(|e| {
-                    match crate::host::systemd::journal_tail(u, 10) {
+        let fault = |e: HostFault| Fault {
+            check: check.clone(),
+            message: e.0,
+        };
+        let finding = match &c.probe {
+            HealthProbe::Command(argv) => run_command(argv, c.timeout).map_err(fault)?,
+            HealthProbe::Unit(u) => {
+                let s = units.as_deref_mut().map_err(|e| fault(e.clone()))?;
+                wait_active(s, u, c.timeout, UNIT_SETTLE)
+                    .map_err(fault)?
+                    .map_err(|e| match crate::host::systemd::journal_tail(u, 10) {
                         Ok(j) if !j.trim().is_empty() => {
                             format!("{e}; journal: {}", tail(j.trim(), MAX_OUTPUT))
                         }
                         _ => e,
-                    }
-                }),
-                None => Err("no connection to systemd: unit checks need plumb to run on the host's systemd (root = \"/\")".into()),
-            },
+                    })
+            }
         };
-        if let Err(output) = res {
+        if let Err(output) = finding {
             tracing::warn!(check = %check, output = %output, "health check failed");
-            return Err(Failure { check, output });
+            return Ok(Verdict::Unhealthy(Failure { check, output }));
         }
         tracing::info!(check = %check, "health check passed");
     }
-    Ok(())
+    Ok(Verdict::Healthy)
 }
 
-/// Waits until `unit` is active, then requires it to stay active for `settle`.
+/// Waits until `unit` is active, then requires it to stay active for `settle`. The outer error
+/// is a fault: the state could not be read.
 pub fn wait_active(
     s: &mut dyn UnitStates,
     unit: &str,
     timeout: Duration,
     settle: Duration,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Finding, HostFault> {
     let start = Instant::now();
     let mut active_since: Option<Instant> = None;
     loop {
         let state = s
             .active_state(unit)
-            .map_err(|e| format!("reading the state of {unit}: {e:#}"))?;
+            .map_err(|e| HostFault(format!("reading the state of {unit}: {e:#}")))?;
         match (state.as_str(), active_since) {
             ("active", None) => active_since = Some(Instant::now()),
-            ("active", Some(t)) if t.elapsed() >= settle => return Ok(()),
+            ("active", Some(t)) if t.elapsed() >= settle => return Ok(Ok(())),
             ("active", Some(_)) => {}
             (other, Some(_)) => {
-                return Err(format!("{unit} was active, then became {other}"));
+                return Ok(Err(format!("{unit} was active, then became {other}")));
             }
-            ("failed", None) => return Err(format!("{unit} is failed")),
+            ("failed", None) => return Ok(Err(format!("{unit} is failed"))),
             (_, None) if start.elapsed() >= timeout => {
-                return Err(format!(
+                return Ok(Err(format!(
                     "{unit} is {state}, not active after {}",
                     humantime::format_duration(timeout)
-                ))
+                )))
             }
             _ => {}
         }
@@ -106,52 +132,39 @@ pub fn wait_active(
 }
 
 /// Runs `argv` without a shell, stdin from /dev/null, stdout and stderr captured together; exit 0
-/// within `timeout` passes. On timeout the command's whole process group is killed.
-pub fn run_command(argv: &[String], timeout: Duration) -> std::result::Result<(), String> {
-    let (program, args) = argv.split_first().ok_or("empty command")?;
-    let (reader, writer) = std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
-    let writer2 = writer
-        .try_clone()
-        .map_err(|e| format!("creating a pipe: {e}"))?;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(writer2)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let collector = std::thread::spawn(move || read_tail(reader));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => std::thread::sleep(POLL.min(Duration::from_millis(20))),
-            Err(e) => return Err(format!("waiting for {program}: {e}")),
+/// within `timeout` passes. On timeout the command's whole process group is killed. A program
+/// that is not there (or not executable) fails the check; the outer error (a fault) is plumb
+/// failing to run it at all.
+pub fn run_command(argv: &[String], timeout: Duration) -> std::result::Result<Finding, HostFault> {
+    let (program, args) = argv.split_first().ok_or(HostFault::from("empty command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let ran = match command::run_merged(cmd, timeout, MAX_OUTPUT) {
+        Ok(ran) => ran,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            return Ok(Err(format!("cannot run {program}: {e}")))
         }
+        Err(e) => return Err(HostFault(format!("running {program}: {e}"))),
     };
-    if status.is_none() {
-        // Our own child's group, by id: the command and anything it started.
-        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        let _ = child.wait();
-    }
-    let output = collector.join().unwrap_or_default();
-    let output = output.trim_end();
+    let output = ran.output.trim_end();
     let shown = if output.is_empty() {
         String::new()
     } else {
         format!(": {output}")
     };
-    match status {
+    Ok(match ran.status {
         Some(st) if st.success() => Ok(()),
         Some(st) => Err(format!("{st}{shown}")),
         None => Err(format!(
             "timed out after {}{shown}",
             humantime::format_duration(timeout)
         )),
-    }
+    })
 }
 
 /// The last `max` bytes of `s` (on a char boundary).
@@ -163,36 +176,9 @@ fn tail(s: &str, max: usize) -> &str {
     &s[start..]
 }
 
-impl UnitStates for crate::resource::activate::Bus {
+impl UnitStates for &crate::host::bus::Bus {
     fn active_state(&mut self, unit: &str) -> anyhow::Result<String> {
-        self.live(unit)
-            .map(|l| l.active_state)
-            .map_err(anyhow::Error::msg)
-    }
-}
-
-/// Reads until EOF, keeping the last `MAX_OUTPUT` bytes.
-fn read_tail(mut r: std::io::PipeReader) -> String {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut cut = false;
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > MAX_OUTPUT {
-                    kept.drain(..kept.len() - MAX_OUTPUT);
-                    cut = true;
-                }
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&kept).into_owned();
-    if cut {
-        format!("[...] {text}")
-    } else {
-        text
+        self.live(unit).map(|l| l.active_state)
     }
 }
 
@@ -207,11 +193,12 @@ mod tests {
     #[test]
     fn commands() {
         let t = Duration::from_secs(5);
-        assert_eq!(run_command(&argv(&["/bin/true"]), t), Ok(()));
+        assert_eq!(run_command(&argv(&["/bin/true"]), t), Ok(Ok(())));
         let e = run_command(
             &argv(&["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]),
             t,
         )
+        .unwrap()
         .unwrap_err();
         assert!(
             e.contains("exit status: 3") && e.contains("out") && e.contains("err"),
@@ -219,8 +206,10 @@ mod tests {
         );
         // No shell: metacharacters are plain arguments.
         let e = run_command(&argv(&["/bin/echo", "a;", "exit", "1"]), t);
-        assert_eq!(e, Ok(()));
+        assert_eq!(e, Ok(Ok(())));
+        // A program that is not there fails the check (a verdict), it is not a fault.
         assert!(run_command(&argv(&["/nonexistent"]), t)
+            .unwrap()
             .unwrap_err()
             .contains("cannot run"));
     }
@@ -232,6 +221,7 @@ mod tests {
             &argv(&["/bin/sh", "-c", "sleep 30 & echo started; sleep 30"]),
             Duration::from_millis(300),
         )
+        .unwrap()
         .unwrap_err();
         assert!(e.contains("timed out") && e.contains("started"), "{e}");
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -243,6 +233,7 @@ mod tests {
             ]),
             Duration::from_secs(5),
         )
+        .unwrap()
         .unwrap_err();
         assert!(
             e.len() < MAX_OUTPUT + 100 && e.contains("[...]"),
@@ -267,20 +258,75 @@ mod tests {
     fn unit_must_reach_and_stay_active() {
         let (t, settle) = (Duration::from_secs(2), Duration::from_millis(250));
         let mut ok = Script(vec!["activating", "active"]);
-        assert_eq!(wait_active(&mut ok, "a.service", t, settle), Ok(()));
+        assert_eq!(wait_active(&mut ok, "a.service", t, settle), Ok(Ok(())));
         let mut flap = Script(vec!["active", "failed"]);
         assert!(wait_active(&mut flap, "a.service", t, settle)
+            .unwrap()
             .unwrap_err()
             .contains("was active, then became failed"));
         let mut failed = Script(vec!["failed"]);
         assert!(wait_active(&mut failed, "a.service", t, settle)
+            .unwrap()
             .unwrap_err()
             .contains("is failed"));
         let mut slow = Script(vec!["activating"]);
         assert!(
             wait_active(&mut slow, "a.service", Duration::from_millis(300), settle)
+                .unwrap()
                 .unwrap_err()
                 .contains("not active after")
         );
+    }
+
+    /// The bus breaks while a unit's state is read.
+    struct Broken;
+    impl UnitStates for Broken {
+        fn active_state(&mut self, _: &str) -> anyhow::Result<String> {
+            Err(anyhow::anyhow!("Broken pipe"))
+        }
+    }
+
+    fn unit_check(unit: &str) -> HealthCheck {
+        HealthCheck {
+            probe: HealthProbe::Unit(unit.into()),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Issue 12: a D-Bus error while reading a unit's state is a fault, never a failed check
+    /// (which would mark the commit bad and roll it back).
+    #[test]
+    fn a_broken_bus_is_a_fault_not_a_verdict_issue_12() {
+        let checks = [unit_check("app.service")];
+        let mut broken = Broken;
+        let got = run(&checks, Ok(&mut broken));
+        let fault = got.unwrap_err();
+        assert_eq!(fault.check, "unit app.service");
+        assert!(
+            fault
+                .message
+                .contains("reading the state of app.service: Broken pipe"),
+            "{fault}"
+        );
+        // No bus at all: a fault as well.
+        let no_bus = crate::host::Fault("could not talk to systemd over D-Bus".into());
+        let got = run(&checks, Err(no_bus));
+        assert!(got
+            .unwrap_err()
+            .message
+            .contains("could not talk to systemd"));
+        // A unit that fails is a verdict.
+        let mut failed = Script(vec!["failed"]);
+        match run(&checks, Ok(&mut failed)) {
+            Ok(Verdict::Unhealthy(f)) => assert!(f.output.contains("is failed"), "{f}"),
+            other => panic!("{other:?}"),
+        }
+        // A command check passes without any bus.
+        let ok = [HealthCheck {
+            probe: HealthProbe::Command(argv(&["/bin/true"])),
+            timeout: Duration::from_secs(5),
+        }];
+        let no_bus = crate::host::Fault("no bus".into());
+        assert_eq!(run(&ok, Err(no_bus)), Ok(Verdict::Healthy));
     }
 }

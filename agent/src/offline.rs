@@ -3,7 +3,7 @@
 //! D-Bus is the *host's*, not the image's.
 
 use crate::host::fs::{HostFs, Meta, Observed};
-use crate::resource::activate::Outcome;
+use crate::resource::Outcome;
 use crate::resource::{container, unit};
 use crate::spec::Desired;
 use crate::status::report::{Kind, ResourceReport, ResourceState};
@@ -80,6 +80,6 @@ fn one(fs: &HostFs, kind: Kind, name: &str, files: &[(String, &[u8])], detect: b
         },
         drift: false,
         masked: false,
-        line,
+        lines: line.into_iter().collect(),
     }
 }

@@ -15,6 +15,10 @@ pub struct State {
     pub last_good_commit: Option<String>,
     /// Commits whose health checks failed: never applied again (a newer commit clears them).
     pub bad_commits: BTreeSet<String>,
+    /// Applied, but its health checks could not be run (a fault): they run again on the next
+    /// pass, changes or not, and until then it is neither good nor bad.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unjudged_commit: Option<String>,
     pub files: BTreeMap<String, ManagedFile>,
     pub units: BTreeMap<String, ManagedUnit>,
     pub containers: BTreeMap<String, ManagedUnit>,
@@ -186,6 +190,16 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// Empties (or creates) a scratch directory plumb owns.
+pub fn reset_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -2,13 +2,13 @@
 //! the state directory deleted. Each leaves the host consistent (every managed file holds its old
 //! or its new content, never a torn one), and the next pass converges.
 
-mod trustkit;
+mod common;
 
+use common::trust::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
-use trustkit::*;
 
 /// `n` files under hosts/h1/files/srv/data/, each `size` bytes of a pattern naming `version`.
 fn write_version(fleet: &Fleet, version: &str, n: usize, size: usize) {

@@ -3,9 +3,9 @@
 //! binary, and superseded by a newer commit. (The unit-check variant runs in a node:
 //! tests/tests/health.rs.)
 
-mod trustkit;
+mod common;
 
-use trustkit::*;
+use common::trust::*;
 
 fn health(root: &std::path::Path) -> String {
     // The check: the app's config must say ok. Run without a shell by plumb; sh is the program.
@@ -89,4 +89,75 @@ fn failing_command_check_rolls_back_and_is_not_retried() {
     assert_eq!(read(), "state=ok again\n");
     let state = std::fs::read_to_string(host.state.join("state.json")).unwrap();
     assert!(!state.contains(&bad), "{state}");
+}
+
+/// Issue 12: a unit check that cannot reach systemd (no system bus) is a fault, not a verdict: the
+/// commit is applied but neither rolled back, nor marked bad, nor marked good; the next pass
+/// checks again although nothing changed, and once the check can run, it judges.
+#[test]
+fn a_check_that_cannot_run_judges_nothing_and_runs_again_issue_12() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = Fleet::new(tmp.path());
+    let host = Host::new(tmp.path(), &fleet.url(), "");
+    fleet.write("hosts/h1/files/etc/app.conf", "v1\n");
+    let good = fleet.commit("good", None);
+    host.converge();
+
+    fleet.write(
+        "hosts/h1/host.toml",
+        "[[health]]\nunit = \"app.service\"\ntimeout = \"5s\"\n",
+    );
+    fleet.write("hosts/h1/files/etc/app.conf", "v2\n");
+    let next = fleet.commit("with a unit check", None);
+    let no_bus = tmp.path().join("no-bus");
+    let apply = || {
+        let out = host
+            .plumb(&["apply"])
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!("unix:path={}", no_bus.display()),
+            )
+            .output()
+            .unwrap();
+        (out.status.code(), host.report().unwrap())
+    };
+    for pass in 1..=2 {
+        let (code, r) = apply();
+        assert_eq!(code, Some(1), "pass {pass}: {r:?}");
+        assert_eq!(r.outcome.as_str(), "failed", "pass {pass}");
+        assert_eq!(
+            r.reason.map(|r| r.as_str()),
+            Some("check-fault"),
+            "pass {pass}"
+        );
+        assert!(
+            r.message
+                .starts_with("health check `unit app.service` could not be run: could not talk to systemd over D-Bus"),
+            "pass {pass}: {}",
+            r.message
+        );
+        // Applied, not rolled back, not marked good (nor bad).
+        assert_eq!(r.applied_commit, next, "pass {pass}");
+        assert_eq!(r.last_good_commit, good, "pass {pass}");
+        assert_eq!(
+            std::fs::read_to_string(host.root.join("etc/app.conf")).unwrap(),
+            "v2\n"
+        );
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(host.state.join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["bad_commits"], serde_json::json!([]), "{state}");
+    assert_eq!(state["unjudged_commit"], next.as_str(), "{state}");
+
+    // The check can run now (a command check in a newer commit): judged, and good.
+    fleet.write(
+        "hosts/h1/host.toml",
+        "[[health]]\ncommand = [\"/bin/true\"]\ntimeout = \"5s\"\n",
+    );
+    fleet.write("hosts/h1/files/etc/app.conf", "v3\n");
+    let fixed = fleet.commit("command check", None);
+    let r = host.converge();
+    assert_eq!(r.last_good_commit, fixed);
+    assert_eq!(r.reason, None);
 }

@@ -3,10 +3,10 @@
 //! `plumb apply`, and checks the exact outcome, that the message names the commit and the reason,
 //! that the applied commit did not move, and that nothing under root (or outside it) changed.
 
-mod trustkit;
+mod common;
 
+use common::trust::*;
 use std::path::{Path, PathBuf};
-use trustkit::*;
 
 struct Env {
     _tmp: tempfile::TempDir,

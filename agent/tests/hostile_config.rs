@@ -4,10 +4,10 @@
 //! and says what to do, the host, the directory beside it and the last report are unchanged.
 //! Also: `plumb validate` (run by CI on untrusted branches) never reads outside the checkout.
 
-mod trustkit;
+mod common;
 
+use common::trust::*;
 use std::path::{Path, PathBuf};
-use trustkit::*;
 
 struct Env {
     _tmp: tempfile::TempDir,

@@ -78,9 +78,11 @@ fn read_all(mut f: std::fs::File) -> Result<String> {
 pub fn wait4(pid: libc::pid_t) -> Result<(ExitStatus, libc::rusage)> {
     let mut status = 0;
     // SAFETY: rusage is plain old data; wait4 fills it in.
+    #[allow(unsafe_code)]
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
         // SAFETY: valid pointers to locals; pid is a child of this process.
+        #[allow(unsafe_code)]
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         if r == pid {
             return Ok((ExitStatus::from_raw(status), usage));

@@ -260,7 +260,10 @@ pub fn idle_rss(
         })
     })();
     // SAFETY: plain kill(2) of our own child, by its pid.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM)
+    };
     let status = child.wait()?;
     let lines = log.join().unwrap_or_default();
     let figures = result.with_context(|| format!("plumb run log:\n{}", lines.join("\n")))?;

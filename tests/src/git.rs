@@ -245,6 +245,7 @@ fn spawn_daemon(base: &Path, gateway: Ipv4Addr, port: u16) -> Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: prctl is async-signal-safe. The daemon dies with the test that started it.
+    #[allow(unsafe_code)]
     unsafe {
         c.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) < 0 {

@@ -285,6 +285,7 @@ impl Node {
             .stderr(out);
         // SAFETY: between fork and exec we only make async-signal-safe syscalls on memory
         // prepared before the fork.
+        #[allow(unsafe_code)]
         unsafe {
             c.pre_exec(move || {
                 if libc::setsid() < 0 {

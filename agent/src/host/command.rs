@@ -4,6 +4,7 @@
 use anyhow::{anyhow, Context, Result};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,94 @@ pub fn tail(stderr: &[u8]) -> String {
     format!(": {}", text[start..].trim().replace('\n', " | "))
 }
 
+/// What a command with stdout and stderr merged left: its exit (None: killed at the timeout)
+/// and the tail of what it printed.
+#[derive(Debug)]
+pub struct Merged {
+    pub status: Option<std::process::ExitStatus>,
+    /// The last `max_output` bytes, "[...] " in front when cut.
+    pub output: String,
+}
+
+/// Runs `cmd` within `timeout`, stdin from /dev/null, stdout and stderr into one pipe (the order
+/// a person reads them in), keeping the last `max_output` bytes. On timeout its whole process
+/// group is killed. The error is the one from starting it (`NotFound`: no such program).
+pub fn run_merged(
+    mut cmd: Command,
+    timeout: Duration,
+    max_output: usize,
+) -> std::io::Result<Merged> {
+    tracing::debug!(argv = %describe(&cmd), "running");
+    let (reader, writer) = std::io::pipe()?;
+    let writer2 = writer.try_clone()?;
+    cmd.stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer2)
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    // The parent's copies of the write end go with `cmd`: EOF comes when the group exits.
+    drop(cmd);
+    let collector = std::thread::spawn(move || read_tail(reader, max_output));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait()? {
+            Some(st) => break Some(st),
+            None if Instant::now() >= deadline => break None,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    if status.is_none() {
+        // Our own child's group, by id: the command and anything it started.
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+    }
+    let output = collector.join().unwrap_or_default();
+    Ok(Merged { status, output })
+}
+
+/// Reads until EOF, keeping the last `max` bytes.
+fn read_tail(mut r: std::io::PipeReader, max: usize) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut cut = false;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > max {
+                    kept.drain(..kept.len() - max);
+                    cut = true;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&kept).into_owned();
+    if cut {
+        format!("[...] {text}")
+    } else {
+        text
+    }
+}
+
+/// Looks a program up in PATH (the usual system directories when PATH is unset): the first
+/// executable file of that name.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// An interrupted dpkg run leaves entries in updates/ that only dpkg merges: then ask dpkg-query.
 #[cfg(test)]
 mod tests {
     use super::*;

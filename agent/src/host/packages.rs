@@ -13,10 +13,13 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub async fn choose() -> Result<Backend> {
-        let why = match zbus::Connection::system().await {
-            Ok(conn) => match packagekit::probe(&conn).await {
-                Ok(()) => return Ok(Backend::PackageKit(conn)),
+    /// PackageKit on the pass's bus connection when it answers, else apt-get or dnf.
+    pub async fn choose(
+        conn: std::result::Result<&zbus::Connection, super::Fault>,
+    ) -> Result<Backend> {
+        let why = match conn {
+            Ok(conn) => match packagekit::probe(conn).await {
+                Ok(()) => return Ok(Backend::PackageKit(conn.clone())),
                 Err(e) => format!("{e:#}"),
             },
             Err(e) => format!("no system bus: {e}"),

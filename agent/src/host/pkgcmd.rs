@@ -1,10 +1,10 @@
 //! OS packages without PackageKit: the system's own tools as subprocesses (no shell), and the
 //! installed set read with one query (`dpkg-query` or `rpm`), which every backend uses.
 
-use super::command;
+use super::command::{self, find_program};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -262,21 +262,6 @@ pub(crate) fn run_checked(c: &mut Command, timeout: Duration, what: &str) -> Res
     String::from_utf8(out.stdout).with_context(|| format!("{what}: output is not UTF-8"))
 }
 
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-/// An interrupted dpkg run leaves entries in updates/ that only dpkg merges: then ask dpkg-query.
 fn dpkg_journal_pending() -> bool {
     std::fs::read_dir(DPKG_UPDATES)
         .map(|d| {

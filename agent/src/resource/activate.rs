@@ -1,292 +1,206 @@
-//! Applies the planned changes of units and containers together, in the order systemd needs:
-//! stop what is pruned, write unit and Quadlet files, one daemon-reload, enable/disable, then
-//! stop/start/restart, every job awaited.
+//! Units and Quadlet containers, one kind to the engine: systemd activates them together, in
+//! the order it needs: stop what is pruned, write unit and Quadlet files, one daemon-reload,
+//! enable/disable, then stop/start/restart, every job awaited. `unit` and `container` plan their
+//! own changes (pure); this module observes both and applies the union.
 
+use super::{Apply, Context, Outcome, Step};
+use crate::host::bus::Bus;
 use crate::host::fs::{HostFs, Meta};
-use crate::host::systemd::{journal_tail, FileStates, JobResult, Systemd};
+use crate::host::systemd::{journal_tail, FileStates, JobResult};
+use crate::host::{Fault, Host};
+use crate::resource::service::{FileOp, Live, RunAction, SystemdChange};
 use crate::resource::{container, unit};
 use crate::spec::Desired;
 use crate::state::{ManagedUnit, State, StateDir};
 use crate::status::report::{Kind, ResourceReport, ResourceState};
-use anyhow::{Context, Result};
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::path::Path;
-
-/// What systemd says about one unit.
-pub use crate::host::systemd::UnitState as Live;
+use anyhow::Result;
+use std::collections::BTreeMap;
 
 /// Lines of a failed unit's journal put into its report.
 const JOURNAL_LINES: u32 = 10;
 
-impl Live {
-    /// Running or on its way there: nothing to start.
-    pub fn running(&self) -> bool {
-        matches!(
-            self.active_state.as_str(),
-            "active" | "activating" | "reloading" | "refreshing"
-        )
-    }
+/// `[units]` and `[containers]`.
+pub struct ServiceKind;
+
+/// What the host has for every unit and container Git or the inventory names.
+pub enum Seen {
+    Observed {
+        units: BTreeMap<String, unit::UnitObs>,
+        containers: BTreeMap<String, container::ContainerObs>,
+    },
+    /// No connection to systemd: every unit and container fails with this.
+    NoBus(Fault),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileOp {
-    Write { path: String, data: Vec<u8> },
-    Remove { path: String },
-}
+impl super::Kind for ServiceKind {
+    const NAME: &'static str = "service";
+    type Want = Desired;
+    type Have = Seen;
+    type Change = SystemdChange;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunAction {
-    Start,
-    Stop,
-    Restart,
-}
-
-/// Everything one unit (or Quadlet file) needs, applied phase by phase with all the others.
-#[derive(Debug, Clone)]
-pub struct SystemdChange {
-    pub kind: Kind,
-    /// The resource: "app.service", or the Quadlet file "web.container".
-    pub name: String,
-    /// The systemd unit acted on ("web.service" for "web.container").
-    pub unit: String,
-    pub files: Vec<FileOp>,
-    /// Some(true): EnableUnitFiles; Some(false): DisableUnitFiles.
-    pub enable: Option<bool>,
-    pub run: Option<RunAction>,
-    /// A unit stopped before `run` (a socket's service, before the socket restarts).
-    pub stop_first: Option<String>,
-    /// It left Git: stopped and disabled first, then its files removed.
-    pub prune: bool,
-    /// Git did not change it; the host did.
-    pub drift: bool,
-    /// Masked on the host: reported, left alone.
-    pub masked: bool,
-    /// Why nothing can be done for it (reported as failed, or drifted when masked).
-    pub blocked: Option<String>,
-    /// What differs, for people.
-    pub why: Vec<String>,
-    /// The inventory entry once its files are written; None when pruned.
-    pub record: Option<ManagedUnit>,
-}
-
-impl SystemdChange {
-    pub fn new(kind: Kind, name: &str, unit: &str) -> SystemdChange {
-        SystemdChange {
-            kind,
-            name: name.into(),
-            unit: unit.into(),
-            files: vec![],
-            enable: None,
-            run: None,
-            stop_first: None,
-            prune: false,
-            drift: false,
-            masked: false,
-            blocked: None,
-            why: vec![],
-            record: None,
-        }
+    fn want(desired: &Desired) -> &Desired {
+        desired
     }
 
-    pub fn touches_host(&self) -> bool {
-        self.blocked.is_none()
-            && (!self.files.is_empty() || self.enable.is_some() || self.run.is_some() || self.prune)
+    /// Talks to systemd only when Git or the inventory names a unit or container, so file-only
+    /// hosts never need D-Bus.
+    fn in_use(want: &Desired, state: &State) -> bool {
+        !names(want, state).is_empty()
     }
 
-    /// "restart unit app.service (unit file or drop-in changed, drift)" for plan and logs.
-    pub fn describe(&self) -> String {
-        let kind = match self.kind {
-            Kind::Container => "container",
-            _ => "unit",
-        };
-        let verb = if self.prune {
-            "prune"
-        } else {
-            match (self.run, self.enable, self.files.is_empty()) {
-                (Some(RunAction::Restart), ..) => "restart",
-                (Some(RunAction::Start), ..) => "start",
-                (Some(RunAction::Stop), ..) => "stop",
-                (None, Some(true), _) => "enable",
-                (None, Some(false), _) => "disable",
-                (None, None, false) => "update",
-                (None, None, true) => "keep",
+    fn observe(host: &Host, want: &Desired, state: &State, state_dir: &StateDir) -> Seen {
+        let bus = match host.bus() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e);
+                return Seen::NoBus(e);
             }
         };
-        let mut why = self.why.join(", ");
-        if self.drift {
-            why.push_str(if why.is_empty() { "drift" } else { ", drift" });
-        }
-        let unit = if self.unit != self.name {
-            format!(" -> {}", self.unit)
-        } else {
-            String::new()
+        let mut known = batch_states(host, bus, want, state, state_dir);
+        let mut live = |u: &str| match known.remove(u) {
+            Some(s) => Ok(s),
+            None => bus.live(u).map_err(Fault::from),
         };
-        format!("{verb} {kind} {}{unit} ({why})", self.name)
-    }
-}
-
-/// The pass's one connection to systemd, with the runtime that drives it: the daemon's (the pass
-/// runs on one of its blocking threads) or, for `plumb apply`, a small one owned here.
-pub struct Bus {
-    runtime: Runtime,
-    pub systemd: Systemd,
-}
-
-enum Runtime {
-    Shared(tokio::runtime::Handle),
-    Owned(tokio::runtime::Runtime),
-}
-
-impl Bus {
-    /// Opens the system bus (`DBUS_SYSTEM_BUS_ADDRESS` overrides where it is).
-    pub fn open() -> Result<Bus> {
-        let runtime = match tokio::runtime::Handle::try_current() {
-            Ok(h) => Runtime::Shared(h),
-            Err(_) => Runtime::Owned(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting a runtime for D-Bus")?,
+        Seen::Observed {
+            units: unit::observe(&host.fs, &want.units, &state.units, &mut live),
+            containers: container::observe(
+                &host.fs,
+                &want.containers,
+                &state.containers,
+                &mut live,
             ),
-        };
-        let systemd = block(&runtime, async {
-            let conn = zbus::Connection::system()
-                .await
-                .context("connecting to the system D-Bus")?;
-            Systemd::new(&conn).await
-        })?;
-        Ok(Bus { runtime, systemd })
-    }
-
-    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        block(&self.runtime, f)
-    }
-
-    pub fn live(&self, unit: &str) -> Result<Live, String> {
-        self.block_on(self.systemd.unit_state(unit))
-            .map_err(|e| format!("{e:#}"))
-    }
-}
-
-fn block<F: Future>(rt: &Runtime, f: F) -> F::Output {
-    match rt {
-        Runtime::Shared(h) => h.block_on(f),
-        Runtime::Owned(r) => r.block_on(f),
-    }
-}
-
-/// One unit's or container's line in the report, whether it had drifted, and the line for plan
-/// and logs when something was (or would be) done.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub report: ResourceReport,
-    pub drift: bool,
-    /// Masked on the host and left alone.
-    pub masked: bool,
-    pub line: Option<String>,
-}
-
-/// The units-and-containers step of a pass: observe, plan, and apply unless `detect`. Talks to
-/// systemd (one connection for the pass) only when Git or the inventory names a unit or
-/// container, so file-only hosts never need D-Bus. The inventory's intent is saved in
-/// `state_dir` before the host is touched.
-pub fn reconcile(
-    fs: &HostFs,
-    desired: &Desired,
-    state: &mut State,
-    state_dir: &StateDir,
-    changed_files: &BTreeSet<String>,
-    detect: bool,
-) -> Result<Vec<Outcome>> {
-    let names = || {
-        let units = desired.units.keys().chain(state.units.keys());
-        let ctrs = desired.containers.keys().chain(state.containers.keys());
-        let mut v: Vec<(Kind, String)> = units
-            .map(|n| (Kind::Unit, n.clone()))
-            .chain(ctrs.map(|n| (Kind::Container, n.clone())))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    if names().is_empty() {
-        return Ok(vec![]);
-    }
-    let bus = match Bus::open() {
-        Ok(b) => b,
-        Err(e) => {
-            let e = format!("could not talk to systemd over D-Bus: {e:#}");
-            tracing::error!(error = %e);
-            return Ok(names()
-                .into_iter()
-                .map(|(kind, name)| Outcome {
-                    report: ResourceReport {
-                        kind,
-                        name,
-                        state: ResourceState::Failed,
-                        detail: e.clone(),
-                    },
-                    drift: false,
-                    masked: false,
-                    line: None,
-                })
-                .collect());
         }
-    };
-    // Every unit's state in one or two calls, not a few per unit.
-    let wanted: Vec<String> = names()
+    }
+
+    fn plan(want: &Desired, have: &Seen, state: &State, ctx: &Context) -> Vec<SystemdChange> {
+        match have {
+            Seen::NoBus(e) => names(want, state)
+                .into_iter()
+                .map(|(kind, name)| {
+                    let mut c = SystemdChange::new(kind, &name, &unit_of(kind, &name));
+                    c.blocked = Some(e.to_string());
+                    c
+                })
+                .collect(),
+            Seen::Observed { units, containers } => {
+                let mut changes = unit::plan(&want.units, units, &state.units, &ctx.changed_paths);
+                changes.extend(container::plan(
+                    &want.containers,
+                    containers,
+                    &state.containers,
+                ));
+                changes
+            }
+        }
+    }
+
+    fn report(want: &Desired, _: &Seen, changes: &[SystemdChange]) -> Vec<Outcome> {
+        outcomes(want, changes, changes.iter().map(detected).collect(), false)
+    }
+
+    /// The inventory's intent is saved before the host is touched.
+    fn apply(
+        host: &Host,
+        want: &Desired,
+        _: &Seen,
+        changes: &[SystemdChange],
+        run: &mut Apply,
+    ) -> Result<Vec<Outcome>> {
+        if changes.iter().any(|c| c.touches_host()) {
+            record_intent(changes, &mut run.state.units, &mut run.state.containers);
+            run.state_dir.save(run.state)?;
+        }
+        let applied = match host.bus() {
+            Ok(bus) => apply(
+                bus,
+                &host.fs,
+                changes,
+                &mut run.state.units,
+                &mut run.state.containers,
+            ),
+            // Planned without a bus: every change is blocked and says why.
+            Err(_) => changes.iter().map(detected).collect(),
+        };
+        Ok(outcomes(want, changes, applied, true))
+    }
+}
+
+impl Step for SystemdChange {
+    fn touches_host(&self) -> bool {
+        SystemdChange::touches_host(self)
+    }
+
+    fn describe(&self) -> String {
+        SystemdChange::describe(self)
+    }
+}
+
+/// Every unit and container Git or the inventory names.
+fn names(desired: &Desired, state: &State) -> Vec<(Kind, String)> {
+    let units = desired.units.keys().chain(state.units.keys());
+    let ctrs = desired.containers.keys().chain(state.containers.keys());
+    let mut v: Vec<(Kind, String)> = units
+        .map(|n| (Kind::Unit, n.clone()))
+        .chain(ctrs.map(|n| (Kind::Container, n.clone())))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The systemd unit of a resource ("web.service" for the Quadlet file "web.container").
+fn unit_of(kind: Kind, name: &str) -> String {
+    match kind {
+        Kind::Container => container::service_of(name),
+        _ => name.to_string(),
+    }
+}
+
+/// Every unit's state in one or two calls, not a few per unit. Empty when the batch query
+/// fails: then each unit is asked on its own.
+fn batch_states(
+    host: &Host,
+    bus: &Bus,
+    desired: &Desired,
+    state: &State,
+    state_dir: &StateDir,
+) -> BTreeMap<String, Live> {
+    let wanted: Vec<String> = names(desired, state)
         .into_iter()
-        .map(|(kind, name)| match kind {
-            Kind::Container => container::service_of(&name),
-            _ => name,
-        })
+        .map(|(kind, name)| unit_of(kind, &name))
         .collect();
     let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
     let kept = load_file_states(state_dir);
     let mut file_states = kept.clone();
-    let asked = bus.block_on(bus.systemd.unit_states(&refs, fs.root(), &mut file_states));
+    let asked = bus.block_on(
+        bus.systemd
+            .unit_states(&refs, host.fs.root(), &mut file_states),
+    );
     if file_states != kept {
         keep_file_states(state_dir, &file_states);
     }
-    let mut known: BTreeMap<String, Live> = match asked {
-        Ok(states) => wanted.iter().cloned().zip(states).collect(),
+    match asked {
+        Ok(states) => wanted.into_iter().zip(states).collect(),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "batch state query failed, asking unit by unit");
             BTreeMap::new()
         }
-    };
-    let mut live = |u: &str| match known.remove(u) {
-        Some(s) => Ok(s),
-        None => bus.live(u),
-    };
-    let uobs = unit::observe(fs, &desired.units, &state.units, &mut live);
-    let cobs = container::observe(fs, &desired.containers, &state.containers, &mut live);
-    let mut changes = unit::plan(&desired.units, &uobs, &state.units, changed_files);
-    changes.extend(container::plan(
-        &desired.containers,
-        &cobs,
-        &state.containers,
-    ));
-    tracing::debug!(?changes, "unit and container plan");
+    }
+}
 
-    let applied: Vec<Applied> = if detect {
-        changes.iter().map(detected).collect()
-    } else {
-        if changes.iter().any(|c| c.touches_host()) {
-            record_intent(&changes, &mut state.units, &mut state.containers);
-            state_dir.save(state)?;
-        }
-        apply(&bus, fs, &changes, &mut state.units, &mut state.containers)
-    };
+/// One outcome per change (logged when `applied`), then `ok` for the rest of Git's.
+fn outcomes(
+    desired: &Desired,
+    changes: &[SystemdChange],
+    applied: Vec<Applied>,
+    log: bool,
+) -> Vec<Outcome> {
     let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
     for (c, a) in changes.iter().zip(applied) {
         let line = c.touches_host().then(|| c.describe());
-        if let (Some(l), false) = (&line, detect) {
+        if let (Some(l), true) = (&line, log) {
             tracing::info!(kind = ?c.kind, name = %c.name, state = ?a.state, detail = %a.detail, "applied: {l}");
         }
-        seen.insert((c.kind, c.name.clone()));
         out.push(Outcome {
             report: ResourceReport {
                 kind: c.kind,
@@ -296,30 +210,12 @@ pub fn reconcile(
             },
             drift: c.drift,
             masked: c.masked,
-            line,
+            lines: line.into_iter().collect(),
         });
     }
-    let in_git = desired
-        .units
-        .keys()
-        .map(|n| (Kind::Unit, n))
-        .chain(desired.containers.keys().map(|n| (Kind::Container, n)));
-    for (kind, name) in in_git {
-        if !seen.contains(&(kind, name.clone())) {
-            out.push(Outcome {
-                report: ResourceReport {
-                    kind,
-                    name: name.clone(),
-                    state: ResourceState::Ok,
-                    detail: String::new(),
-                },
-                drift: false,
-                masked: false,
-                line: None,
-            });
-        }
-    }
-    Ok(out)
+    super::fill_ok(&mut out, Kind::Unit, desired.units.keys());
+    super::fill_ok(&mut out, Kind::Container, desired.containers.keys());
+    out
 }
 
 /// Where the unit-file states of the last pass are kept (see `FileStates`).
@@ -406,105 +302,125 @@ pub fn apply(
     units: &mut BTreeMap<String, ManagedUnit>,
     containers: &mut BTreeMap<String, ManagedUnit>,
 ) -> Vec<Applied> {
-    let sd = &bus.systemd;
-    let mut errors: Vec<Option<String>> = changes.iter().map(|c| c.blocked.clone()).collect();
-    let mut done: Vec<Vec<String>> = vec![vec![]; changes.len()];
-    let active = |c: &SystemdChange| c.touches_host();
-
-    // 1. What leaves Git stops and is disabled while its files still say what it is.
-    let pruned: Vec<usize> = (0..changes.len())
-        .filter(|&i| changes[i].prune && active(&changes[i]))
-        .collect();
-    let stops: Vec<usize> = pruned
-        .iter()
-        .copied()
-        .filter(|&i| changes[i].run == Some(RunAction::Stop))
-        .collect();
-    let jobs: Vec<(&str, RunAction)> = stops
-        .iter()
-        .map(|&i| (changes[i].unit.as_str(), RunAction::Stop))
-        .collect();
-    for (&i, r) in stops.iter().zip(run_jobs(bus, &jobs)) {
-        if let Err(e) = r {
-            errors[i] = Some(e);
-        }
+    let mut a = Activation {
+        bus,
+        changes,
+        errors: changes.iter().map(|c| c.blocked.clone()).collect(),
+        done: vec![vec![]; changes.len()],
+    };
+    a.stop_pruned();
+    let reload = a.write_files(fs, units, containers);
+    if reload {
+        a.reload();
     }
-    for &i in &pruned {
-        let c = &changes[i];
-        if c.enable == Some(false) {
-            if let Err(e) = bus.block_on(sd.disable(&[&c.unit])) {
-                errors[i] = Some(format!("{e:#}"));
+    a.enablement(true);
+    a.enablement(false);
+    a.run_jobs(true);
+    a.run_jobs(false);
+    a.results()
+}
+
+/// One activation in progress: per change, its first error and what was done.
+struct Activation<'a> {
+    bus: &'a Bus,
+    changes: &'a [SystemdChange],
+    errors: Vec<Option<String>>,
+    done: Vec<Vec<String>>,
+}
+
+impl Activation<'_> {
+    /// Changes still to act on: they touch the host and nothing failed them yet.
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.changes.len())
+            .filter(|&i| self.changes[i].touches_host() && self.errors[i].is_none())
+    }
+
+    /// Step 1: what leaves Git stops and is disabled while its files still say what it is.
+    fn stop_pruned(&mut self) {
+        let changes = self.changes;
+        let pruned: Vec<usize> = (0..changes.len())
+            .filter(|&i| changes[i].prune && changes[i].touches_host())
+            .collect();
+        let stops: Vec<usize> = pruned
+            .iter()
+            .copied()
+            .filter(|&i| changes[i].run == Some(RunAction::Stop))
+            .collect();
+        let jobs: Vec<(&str, RunAction)> = stops
+            .iter()
+            .map(|&i| (changes[i].unit.as_str(), RunAction::Stop))
+            .collect();
+        for (&i, r) in stops.iter().zip(run_jobs(self.bus, &jobs)) {
+            if let Err(e) = r {
+                self.errors[i] = Some(e.to_string());
             }
         }
-    }
-
-    // 2. Unit files, drop-ins and Quadlet files.
-    let mut reload = false;
-    for (i, c) in changes.iter().enumerate().filter(|(_, c)| active(c)) {
-        if c.files.is_empty() {
-            continue;
-        }
-        match write_files(fs, c) {
-            Ok(()) => {
-                reload = true;
-                let inv = inventory_of(c.kind, units, containers);
-                match &c.record {
-                    Some(r) if !c.prune => {
-                        inv.insert(c.name.clone(), r.clone());
-                    }
-                    _ => {
-                        inv.remove(&c.name);
-                    }
+        let sd = &self.bus.systemd;
+        for &i in &pruned {
+            let c = &changes[i];
+            if c.enable == Some(false) {
+                if let Err(e) = self.bus.block_on(sd.disable(&[&c.unit])) {
+                    self.errors[i] = Some(format!("{e:#}"));
                 }
             }
-            Err(e) => {
-                reload = true; // some may have landed
-                errors[i] = Some(format!("{e:#}"));
-            }
-        }
-    }
-    // Changes with nothing to write still teach the inventory: the digest they match, or that
-    // a unit plumb only set the state of is no longer managed.
-    for c in changes
-        .iter()
-        .filter(|c| c.files.is_empty() && c.blocked.is_none())
-    {
-        let inv = inventory_of(c.kind, units, containers);
-        match &c.record {
-            Some(r) if !c.prune => {
-                inv.insert(c.name.clone(), r.clone());
-            }
-            _ => {
-                inv.remove(&c.name);
-            }
         }
     }
 
-    // 3. One daemon-reload, only when a file changed.
-    if reload {
-        if let Err(e) = bus.block_on(sd.reload()) {
+    /// Step 2: unit files, drop-ins and Quadlet files, and the inventory that follows them.
+    /// Returns whether any file (may have) changed: then systemd reloads.
+    fn write_files(
+        &mut self,
+        fs: &HostFs,
+        units: &mut BTreeMap<String, ManagedUnit>,
+        containers: &mut BTreeMap<String, ManagedUnit>,
+    ) -> bool {
+        let mut reload = false;
+        for (i, c) in self.changes.iter().enumerate() {
+            if !c.touches_host() || c.files.is_empty() {
+                continue;
+            }
+            reload = true; // on an error too: some may have landed
+            match write_files(fs, c) {
+                Ok(()) => remember(c, inventory_of(c.kind, units, containers)),
+                Err(e) => self.errors[i] = Some(format!("{e:#}")),
+            }
+        }
+        // Changes with nothing to write still teach the inventory: the digest they match, or
+        // that a unit plumb only set the state of is no longer managed.
+        for c in self
+            .changes
+            .iter()
+            .filter(|c| c.files.is_empty() && c.blocked.is_none())
+        {
+            remember(c, inventory_of(c.kind, units, containers));
+        }
+        reload
+    }
+
+    /// Step 3: one daemon-reload, only when a file changed.
+    fn reload(&mut self) {
+        if let Err(e) = self.bus.block_on(self.bus.systemd.reload()) {
             let e = format!("systemd daemon-reload failed: {e:#}");
             tracing::error!(error = %e);
-            for (i, c) in changes.iter().enumerate() {
-                if active(c) && errors[i].is_none() {
-                    errors[i] = Some(e.clone());
-                }
+            for i in self.live().collect::<Vec<_>>() {
+                self.errors[i] = Some(e.clone());
             }
         }
     }
 
-    // 4. Enablement (Quadlet units have none: the generator applies their [Install]).
-    for want in [true, false] {
-        let idx: Vec<usize> = (0..changes.len())
-            .filter(|&i| {
-                let c = &changes[i];
-                active(c) && !c.prune && errors[i].is_none() && c.enable == Some(want)
-            })
+    /// Step 4: enablement (Quadlet units have none: the generator applies their [Install]).
+    /// One call for all; if it fails, one per unit, to say which.
+    fn enablement(&mut self, want: bool) {
+        let changes = self.changes;
+        let idx: Vec<usize> = self
+            .live()
+            .filter(|&i| !changes[i].prune && changes[i].enable == Some(want))
             .collect();
         let names: Vec<&str> = idx.iter().map(|&i| changes[i].unit.as_str()).collect();
         if names.is_empty() {
-            continue;
+            return;
         }
+        let (bus, sd) = (self.bus, &self.bus.systemd);
         let call = |names: &[&str]| {
             if want {
                 bus.block_on(sd.enable(names)).map(|_| ())
@@ -512,7 +428,6 @@ pub fn apply(
                 bus.block_on(sd.disable(names)).map(|_| ())
             }
         };
-        // One call for all; if it fails, one per unit, to say which.
         let all_ok = call(&names).is_ok();
         for &i in &idx {
             let r = if all_ok {
@@ -521,32 +436,32 @@ pub fn apply(
                 call(&[&changes[i].unit])
             };
             match r {
-                Ok(()) => done[i].push(if want { "enabled" } else { "disabled" }.into()),
-                Err(e) => errors[i] = Some(format!("{e:#}")),
+                Ok(()) => self.done[i].push(if want { "enabled" } else { "disabled" }.into()),
+                Err(e) => self.errors[i] = Some(format!("{e:#}")),
             }
         }
     }
 
-    // 5. Stops first, then starts and restarts; the jobs of each group run together, each
-    //    awaited.
-    for stops in [true, false] {
-        let idx: Vec<usize> = (0..changes.len())
+    /// Step 5: stops first (with the units stopped ahead of another's job), then starts and
+    /// restarts; the jobs of each group run together, each awaited.
+    fn run_jobs(&mut self, stops: bool) {
+        let changes = self.changes;
+        let mut idx: Vec<usize> = self
+            .live()
             .filter(|&i| {
-                let c = &changes[i];
-                active(c)
-                    && !c.prune
-                    && errors[i].is_none()
-                    && c.run.is_some_and(|a| (a == RunAction::Stop) == stops)
+                !changes[i].prune
+                    && changes[i]
+                        .run
+                        .is_some_and(|a| (a == RunAction::Stop) == stops)
             })
             .collect();
-        let mut idx = idx;
         let mut jobs: Vec<(&str, RunAction)> = idx
             .iter()
             .map(|&i| (changes[i].unit.as_str(), changes[i].run.expect("filtered")))
             .collect();
         if stops {
-            let first: Vec<usize> = (0..changes.len())
-                .filter(|&i| active(&changes[i]) && errors[i].is_none())
+            let first: Vec<usize> = self
+                .live()
                 .filter(|&i| changes[i].stop_first.is_some())
                 .collect();
             for &i in &first {
@@ -555,16 +470,16 @@ pub fn apply(
             }
             idx.extend(first);
         }
-        for (k, (&i, r)) in idx.iter().zip(run_jobs(bus, &jobs)).enumerate() {
+        for (k, (&i, r)) in idx.iter().zip(run_jobs(self.bus, &jobs)).enumerate() {
             if jobs[k].0 != changes[i].unit {
                 // A stop ahead of this change's own job: only its failure is worth saying.
                 if let Err(e) = r {
-                    errors[i] = Some(e);
+                    self.errors[i] = Some(e.to_string());
                 }
                 continue;
             }
             match r {
-                Ok(()) => done[i].push(
+                Ok(()) => self.done[i].push(
                     match changes[i].run {
                         Some(RunAction::Start) => "started",
                         Some(RunAction::Stop) => "stopped",
@@ -572,40 +487,56 @@ pub fn apply(
                     }
                     .into(),
                 ),
-                Err(e) => errors[i] = Some(e),
+                Err(e) => self.errors[i] = Some(e.to_string()),
             }
         }
     }
 
-    changes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut detail = c.why.join(", ");
-            if !done[i].is_empty() {
-                detail = format!("{detail}: {}", done[i].join(", "));
-            }
-            let state = match &errors[i] {
-                Some(_) if c.masked => ResourceState::Drifted,
-                Some(e) => {
-                    detail = if detail.is_empty() {
-                        e.clone()
-                    } else {
-                        format!("{detail}: {e}")
-                    };
-                    ResourceState::Failed
+    /// How each change ended, in order.
+    fn results(self) -> Vec<Applied> {
+        self.changes
+            .iter()
+            .zip(self.errors)
+            .zip(self.done)
+            .map(|((c, error), done)| {
+                let mut detail = c.why.join(", ");
+                if !done.is_empty() {
+                    detail = format!("{detail}: {}", done.join(", "));
                 }
-                None if c.prune => ResourceState::Pruned,
-                None if !c.touches_host() => ResourceState::Ok,
-                None if c.drift => ResourceState::DriftCorrected,
-                None => ResourceState::Changed,
-            };
-            if c.masked {
-                detail = c.blocked.clone().unwrap_or_default();
-            }
-            Applied { state, detail }
-        })
-        .collect()
+                let state = match &error {
+                    Some(_) if c.masked => ResourceState::Drifted,
+                    Some(e) => {
+                        detail = if detail.is_empty() {
+                            e.clone()
+                        } else {
+                            format!("{detail}: {e}")
+                        };
+                        ResourceState::Failed
+                    }
+                    None if c.prune => ResourceState::Pruned,
+                    None if !c.touches_host() => ResourceState::Ok,
+                    None if c.drift => ResourceState::DriftCorrected,
+                    None => ResourceState::Changed,
+                };
+                if c.masked {
+                    detail = c.blocked.clone().unwrap_or_default();
+                }
+                Applied { state, detail }
+            })
+            .collect()
+    }
+}
+
+/// The inventory entry of a change whose files are in place (gone when pruned).
+fn remember(c: &SystemdChange, inv: &mut BTreeMap<String, ManagedUnit>) {
+    match &c.record {
+        Some(r) if !c.prune => {
+            inv.insert(c.name.clone(), r.clone());
+        }
+        _ => {
+            inv.remove(&c.name);
+        }
+    }
 }
 
 fn write_files(fs: &HostFs, c: &SystemdChange) -> Result<()> {
@@ -635,7 +566,7 @@ fn write_files(fs: &HostFs, c: &SystemdChange) -> Result<()> {
 
 /// Runs jobs together and waits for each. A start that does not end `done`, or leaves its unit
 /// failed, is an error quoting the unit's Result and the end of its journal.
-fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
+fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
     if jobs.is_empty() {
         return vec![];
     }
@@ -661,7 +592,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
                 RunAction::Stop => "stop",
                 RunAction::Restart => "restart",
             };
-            let result = result.map_err(|e| format!("{e:#}"))?;
+            let result = result.map_err(Fault::from)?;
             let failed_after = action != RunAction::Stop
                 && after
                     .as_ref()
@@ -683,7 +614,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
                         _ => sd.start(unit).await,
                     }
                 };
-                result = bus.block_on(retry).map_err(|e| format!("{e:#}"))?;
+                result = bus.block_on(retry).map_err(Fault::from)?;
                 let now = bus.live(unit).ok();
                 if result == JobResult::Done
                     && now.as_ref().is_some_and(|s| s.active_state != "failed")
@@ -701,27 +632,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), String>> {
                 .unwrap_or_else(|e| format!("(no journal: {e:#})"));
             let msg = format!("{verb} failed (job {result}{why}); last log lines: {log}");
             tracing::error!(unit, action = verb, error = %msg, "job failed");
-            Err(msg)
+            Err(Fault(msg))
         })
         .collect()
-}
-
-/// Empties (or creates) a scratch directory plumb owns.
-pub fn reset_dir(dir: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
-}
-
-/// Looks a program up in PATH.
-pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")
-        .unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }

@@ -20,6 +20,8 @@ pub struct CheckFailed {
     pub unit: String,
     pub command: String,
     pub output: String,
+    /// The command could not be run at all: a fault on the host, not a verdict on the commit.
+    pub fault: bool,
 }
 
 impl std::fmt::Display for CheckFailed {
@@ -71,6 +73,18 @@ pub fn validate_files(
             .collect();
         let result = crate::health::run_command(&args, TIMEOUT);
         let _ = std::fs::remove_file(&staged);
+        let result = match result {
+            Ok(finding) => finding,
+            Err(fault) => {
+                return Err(SpecError::new(
+                    Reason::CheckFault,
+                    format!(
+                        "{path}: `validate` ({}) could not be run: {fault}; the commit is tried again on the next pass",
+                        argv.join(" ")
+                    ),
+                ))
+            }
+        };
         if let Err(output) = result {
             let output = if spec.is_secret() {
                 "(output not shown: the file is secret)".to_string()
@@ -128,17 +142,21 @@ pub fn check_units(
         let Some(argv) = &spec.check else {
             continue;
         };
-        match crate::health::run_command(argv, TIMEOUT) {
-            Ok(()) => tracing::info!(unit = %name, "check of {name} passed"),
-            Err(output) => {
-                tracing::warn!(unit = %name, output = %output, "check of {name} failed: {output}");
-                return Err(CheckFailed {
-                    unit: name.clone(),
-                    command: argv.join(" "),
-                    output,
-                });
+        let (output, fault) = match crate::health::run_command(argv, TIMEOUT) {
+            Ok(Ok(())) => {
+                tracing::info!(unit = %name, "check of {name} passed");
+                continue;
             }
-        }
+            Ok(Err(output)) => (output, false),
+            Err(fault) => (fault.to_string(), true),
+        };
+        tracing::warn!(unit = %name, output = %output, fault, "check of {name} failed: {output}");
+        return Err(CheckFailed {
+            unit: name.clone(),
+            command: argv.join(" "),
+            output,
+            fault,
+        });
     }
     Ok(())
 }

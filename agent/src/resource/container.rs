@@ -2,8 +2,11 @@
 //! generator makes of each (web.container -> web.service) started, stopped or restarted.
 
 use crate::host::fs::{HostFs, Observed};
-use crate::resource::activate::{FileOp, Live, RunAction, SystemdChange};
+use crate::host::Fault;
+use crate::reason::Reason;
+use crate::resource::service::{FileOp, Live, RunAction, SystemdChange};
 use crate::resource::unit::{file_op, observe_path};
+use crate::spec::SpecError;
 use crate::spec::{ContainerSpec, RunState};
 use crate::state::ManagedUnit;
 use crate::status::report::Kind;
@@ -30,11 +33,11 @@ pub fn service_of(file_name: &str) -> String {
 
 #[derive(Debug, Clone)]
 pub struct ContainerObs {
-    pub file: Result<Observed, String>,
+    pub file: Result<Observed, Fault>,
     /// The generated service, as systemd sees it. A container removed by hand (`podman rm -f`)
     /// ends its service's main process, so the service says it is gone; podman itself is not
     /// asked (it does not work inside plumb.service's sandbox).
-    pub live: Result<Live, String>,
+    pub live: Result<Live, Fault>,
 }
 
 /// Reads the Quadlet files of desired and inventoried containers and asks systemd about their
@@ -43,7 +46,7 @@ pub fn observe(
     fs: &HostFs,
     desired: &BTreeMap<String, ContainerSpec>,
     inventory: &BTreeMap<String, ManagedUnit>,
-    live: &mut dyn FnMut(&str) -> Result<Live, String>,
+    live: &mut dyn FnMut(&str) -> Result<Live, Fault>,
 ) -> BTreeMap<String, ContainerObs> {
     let names: BTreeSet<&String> = desired.keys().chain(inventory.keys()).collect();
     names
@@ -96,7 +99,7 @@ pub fn plan(
             }
             Ok(None) => {}
             Err(e) => {
-                c.blocked = Some(e);
+                c.blocked = Some(e.to_string());
                 out.push(c);
                 continue;
             }
@@ -151,7 +154,7 @@ pub fn validate(
     fs: &HostFs,
     desired: &BTreeMap<String, ContainerSpec>,
     staging: &Path,
-) -> Result<(), String> {
+) -> Result<(), SpecError> {
     let changes = desired.iter().any(|(name, spec)| {
         let p = quadlet_path(name);
         !matches!(
@@ -166,7 +169,7 @@ pub fn validate(
         tracing::warn!("{QUADLET_GENERATOR} not found: Quadlet files are installed unchecked");
         return Ok(());
     }
-    crate::resource::activate::reset_dir(staging).map_err(|e| format!("{e:#}"))?;
+    crate::state::reset_dir(staging).map_err(|e| invalid(format!("{e:#}")))?;
     let result = (|| {
         for (name, spec) in desired {
             let p = staging.join(name);
@@ -194,7 +197,11 @@ pub fn validate(
         Err(format!("invalid Quadlet file: {}", problems.join(" | ")))
     })();
     let _ = std::fs::remove_dir_all(staging);
-    result
+    result.map_err(invalid)
+}
+
+fn invalid(message: String) -> SpecError {
+    SpecError::new(Reason::InvalidUnit, message)
 }
 
 #[cfg(test)]

@@ -1,16 +1,180 @@
 //! Files: observe the managed paths, plan (pure) what makes them match Git, apply atomically.
 
+use super::{Apply, Context, Outcome, Step};
 use crate::host::fs::{HostFs, Meta, Observed};
-use crate::spec::{Content, FileSpec};
-use crate::state::{Backup, ManagedFile, StateDir};
+use crate::host::{Fault, Host};
+use crate::spec::{Content, Desired, FileSpec};
+use crate::state::{Backup, ManagedFile, State, StateDir};
+use crate::status::report::{Kind, ResourceReport, ResourceState};
 use anyhow::Result;
 use std::collections::BTreeMap;
+
+/// Managed files, symlinks and the directories plumb created for them.
+pub struct FileKind;
+
+impl super::Kind for FileKind {
+    const NAME: &'static str = "file";
+    type Want = BTreeMap<String, FileSpec>;
+    type Have = BTreeMap<String, FileObs>;
+    type Change = FileChange;
+
+    fn want(desired: &Desired) -> &Self::Want {
+        &desired.files
+    }
+
+    fn in_use(want: &Self::Want, state: &State) -> bool {
+        !want.is_empty() || !state.files.is_empty()
+    }
+
+    fn observe(host: &Host, want: &Self::Want, state: &State, _: &StateDir) -> Self::Have {
+        observe(&host.fs, want, &state.files)
+    }
+
+    fn plan(want: &Self::Want, have: &Self::Have, state: &State, _: &Context) -> Vec<FileChange> {
+        plan(want, have, &state.files)
+    }
+
+    fn report(want: &Self::Want, have: &Self::Have, changes: &[FileChange]) -> Vec<Outcome> {
+        let mut out: Vec<Outcome> = changes
+            .iter()
+            .map(|c| {
+                let (state, detail, lines) = if let FileAction::Fail(e) = &c.action {
+                    (ResourceState::Failed, e.clone(), vec![])
+                } else if c.touches_host() {
+                    let mut lines = vec![c.describe()];
+                    if let (Some(s), Ok(o)) = (want.get(&c.path), &have[&c.path].observed) {
+                        lines.extend(diff(s, o));
+                    }
+                    (ResourceState::Drifted, c.detail.clone(), lines)
+                } else {
+                    (ResourceState::Ok, c.detail.clone(), vec![])
+                };
+                outcome(c, state, detail, lines)
+            })
+            .collect();
+        super::fill_ok(&mut out, Kind::File, want.keys());
+        out
+    }
+
+    fn apply(
+        host: &Host,
+        want: &Self::Want,
+        have: &Self::Have,
+        changes: &[FileChange],
+        run: &mut Apply,
+    ) -> Result<Vec<Outcome>> {
+        record_intent(changes, run)?;
+        let fs = &host.fs;
+        let mut out = Vec::new();
+        // File writes are synced together after the loop (see `HostFs::begin_batch`).
+        fs.begin_batch();
+        for c in changes {
+            if run.stopping() {
+                run.stopped = true;
+                break;
+            }
+            let ids = have[&c.path].ids.clone().unwrap_or((0, 0));
+            let applied = apply_one(
+                fs,
+                run.state_dir,
+                c,
+                want.get(&c.path),
+                ids,
+                &mut run.state.files,
+            );
+            out.push(match applied {
+                Err(e) => {
+                    tracing::error!(kind = "file", name = %c.path, error = %format!("{e:#}"), "failed");
+                    outcome(c, ResourceState::Failed, format!("{e:#}"), vec![])
+                }
+                Ok(()) if c.touches_host() => {
+                    tracing::info!(kind = "file", name = %c.path, action = c.action.name(), drift = c.drift, "applied");
+                    outcome(c, resource_state(c), c.detail.clone(), vec![c.describe()])
+                }
+                Ok(()) => outcome(c, resource_state(c), c.detail.clone(), vec![]),
+            });
+        }
+        super::fill_ok(&mut out, Kind::File, want.keys());
+        // The files are in place, durably, before units restart on them and before the state
+        // says the commit is applied. If that fails (a full disk), no staged file was put in
+        // place: each written one is reported failed, and the next pass writes it again (its
+        // content differs from the inventory's).
+        if let Err(e) = fs.commit_batch() {
+            let e = format!("{e:#}");
+            tracing::error!(kind = "file", error = %e, "failed to put the written files in place");
+            for o in out.iter_mut().filter(|o| {
+                matches!(
+                    o.report.state,
+                    ResourceState::Changed | ResourceState::DriftCorrected
+                )
+            }) {
+                o.report.state = ResourceState::Failed;
+                o.report.detail = e.clone();
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Records intent first: a pass killed mid-way still knows every path it may have written.
+fn record_intent(changes: &[FileChange], run: &mut Apply) -> Result<()> {
+    if !changes
+        .iter()
+        .any(|c| c.touches_host() || c.action == FileAction::Record)
+    {
+        return Ok(());
+    }
+    for c in changes
+        .iter()
+        .filter(|c| matches!(c.action, FileAction::Write { backup: false }))
+    {
+        run.state.files.entry(c.path.clone()).or_default();
+    }
+    run.state_dir.save(run.state)
+}
+
+fn outcome(c: &FileChange, state: ResourceState, detail: String, lines: Vec<String>) -> Outcome {
+    Outcome {
+        report: ResourceReport {
+            kind: Kind::File,
+            name: c.path.clone(),
+            state,
+            detail,
+        },
+        drift: c.drift,
+        masked: false,
+        lines,
+    }
+}
+
+fn resource_state(c: &FileChange) -> ResourceState {
+    match c.action {
+        FileAction::Remove { .. } => ResourceState::Pruned,
+        FileAction::Record | FileAction::Fail(_) => ResourceState::Ok,
+        _ if c.drift => ResourceState::DriftCorrected,
+        _ => ResourceState::Changed,
+    }
+}
+
+impl FileAction {
+    /// For log fields.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileAction::Record => "record",
+            FileAction::Write { .. } => "write",
+            FileAction::SetMeta => "set-meta",
+            FileAction::Remove { restore: Some(_) } => "restore",
+            FileAction::Remove { restore: None } => "delete",
+            FileAction::Fail(_) => "fail",
+        }
+    }
+}
 
 /// What the host has at one path, and the owner ids Git's names resolve to.
 #[derive(Debug, Clone)]
 pub struct FileObs {
-    pub observed: Result<Observed, String>,
-    pub ids: Result<(u32, u32), String>,
+    pub observed: Result<Observed, Fault>,
+    pub ids: Result<(u32, u32), Fault>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +201,23 @@ pub struct FileChange {
     pub detail: String,
 }
 
-impl FileChange {
+impl Step for FileChange {
     /// Whether applying it touches the host.
-    pub fn touches_host(&self) -> bool {
+    fn touches_host(&self) -> bool {
         !matches!(self.action, FileAction::Record | FileAction::Fail(_))
+    }
+
+    /// "update file /etc/motd (content differs)" for plan and logs.
+    fn describe(&self) -> String {
+        let verb = match self.action {
+            FileAction::Write { .. } if self.detail == "created" => "create",
+            FileAction::Write { .. } | FileAction::SetMeta => "update",
+            FileAction::Remove { restore: Some(_) } => "restore",
+            FileAction::Remove { restore: None } => "delete",
+            FileAction::Record | FileAction::Fail(_) => "keep",
+        };
+        let drift = if self.drift { ", drift" } else { "" };
+        format!("{verb} file {} ({}{drift})", self.path, self.detail)
     }
 }
 
@@ -55,11 +232,11 @@ pub fn observe(
         let ids = fs
             .uid(&spec.owner)
             .and_then(|u| Ok((u, fs.gid(&spec.group)?)))
-            .map_err(|e| format!("{e:#}"));
+            .map_err(Fault::from);
         out.insert(
             path.clone(),
             FileObs {
-                observed: fs.observe(path).map_err(|e| format!("{e:#}")),
+                observed: fs.observe(path).map_err(Fault::from),
                 ids,
             },
         );
@@ -68,7 +245,7 @@ pub fn observe(
         out.insert(
             path.clone(),
             FileObs {
-                observed: fs.observe(path).map_err(|e| format!("{e:#}")),
+                observed: fs.observe(path).map_err(Fault::from),
                 ids: Ok((0, 0)),
             },
         );
@@ -101,92 +278,25 @@ pub fn plan(
             drift,
             detail,
         };
-        let observed = match observed_here {
-            Ok(ob) => ob,
-            Err(e) => {
-                changes.push(change(FileAction::Fail(e.clone()), false, String::new()));
+        let (uid, gid) = match (observed_here, &o.ids) {
+            (Err(e), _) | (_, Err(e)) => {
+                changes.push(change(
+                    FileAction::Fail(e.to_string()),
+                    false,
+                    String::new(),
+                ));
                 continue;
             }
+            (Ok(_), Ok(ids)) => *ids,
         };
-        let (uid, gid) = match &o.ids {
-            Ok(ids) => *ids,
-            Err(e) => {
-                changes.push(change(FileAction::Fail(e.clone()), false, String::new()));
-                continue;
-            }
-        };
+        let observed = observed_here.as_ref().expect("checked");
         let want = Meta {
             mode: spec.mode,
             uid,
             gid,
         };
         let drift = managed.and_then(|m| m.digest.as_deref()) == Some(spec.digest().as_str());
-        let first_claim = managed.is_none();
-        let (action, detail) = match (&spec.content, observed) {
-            (_, Observed::Dir) => (
-                FileAction::Fail(
-                    "a directory is in the way on the host: plumb does not replace directories"
-                        .into(),
-                ),
-                String::new(),
-            ),
-            (_, Observed::Other) => (
-                FileAction::Fail("a device, socket or fifo is in the way on the host".into()),
-                String::new(),
-            ),
-            (_, Observed::Missing) => (
-                FileAction::Write { backup: false },
-                if drift {
-                    "deleted on the host"
-                } else {
-                    "created"
-                }
-                .into(),
-            ),
-            (Content::Regular(data), Observed::File { data: have, meta }) => {
-                if have != data {
-                    (
-                        FileAction::Write {
-                            backup: first_claim,
-                        },
-                        "content differs".into(),
-                    )
-                } else if *meta != want {
-                    (FileAction::SetMeta, meta_detail(meta, &want))
-                } else {
-                    (FileAction::Record, String::new())
-                }
-            }
-            (Content::Symlink(t), Observed::Symlink { target, meta }) => {
-                if t != target {
-                    (
-                        FileAction::Write {
-                            backup: first_claim,
-                        },
-                        format!("symlink target {target} -> {t}"),
-                    )
-                } else if (meta.uid, meta.gid) != (want.uid, want.gid) {
-                    (
-                        FileAction::Write { backup: false },
-                        "symlink owner differs".into(),
-                    )
-                } else {
-                    (FileAction::Record, String::new())
-                }
-            }
-            (Content::Regular(_), Observed::Symlink { .. }) => (
-                FileAction::Write {
-                    backup: first_claim,
-                },
-                "a symlink is in place of the file".into(),
-            ),
-            (Content::Symlink(_), Observed::File { .. }) => (
-                FileAction::Write {
-                    backup: first_claim,
-                },
-                "a file is in place of the symlink".into(),
-            ),
-        };
+        let (action, detail) = action_for(&spec.content, observed, &want, drift, managed.is_none());
         let in_sync = action == FileAction::Record;
         if in_sync && drift {
             continue; // matches, and the inventory already knows it
@@ -267,6 +377,80 @@ fn clears_dir(
         })
 }
 
+/// What makes one path match Git, and why (for people). Pure.
+fn action_for(
+    content: &Content,
+    observed: &Observed,
+    want: &Meta,
+    drift: bool,
+    first_claim: bool,
+) -> (FileAction, String) {
+    match (content, observed) {
+        (_, Observed::Dir) => (
+            FileAction::Fail(
+                "a directory is in the way on the host: plumb does not replace directories".into(),
+            ),
+            String::new(),
+        ),
+        (_, Observed::Other) => (
+            FileAction::Fail("a device, socket or fifo is in the way on the host".into()),
+            String::new(),
+        ),
+        (_, Observed::Missing) => (
+            FileAction::Write { backup: false },
+            if drift {
+                "deleted on the host"
+            } else {
+                "created"
+            }
+            .into(),
+        ),
+        (Content::Regular(data), Observed::File { data: have, meta }) => {
+            if have != data {
+                (
+                    FileAction::Write {
+                        backup: first_claim,
+                    },
+                    "content differs".into(),
+                )
+            } else if meta != want {
+                (FileAction::SetMeta, meta_detail(meta, want))
+            } else {
+                (FileAction::Record, String::new())
+            }
+        }
+        (Content::Symlink(t), Observed::Symlink { target, meta }) => {
+            if t != target {
+                (
+                    FileAction::Write {
+                        backup: first_claim,
+                    },
+                    format!("symlink target {target} -> {t}"),
+                )
+            } else if (meta.uid, meta.gid) != (want.uid, want.gid) {
+                (
+                    FileAction::Write { backup: false },
+                    "symlink owner differs".into(),
+                )
+            } else {
+                (FileAction::Record, String::new())
+            }
+        }
+        (Content::Regular(_), Observed::Symlink { .. }) => (
+            FileAction::Write {
+                backup: first_claim,
+            },
+            "a symlink is in place of the file".into(),
+        ),
+        (Content::Symlink(_), Observed::File { .. }) => (
+            FileAction::Write {
+                backup: first_claim,
+            },
+            "a file is in place of the symlink".into(),
+        ),
+    }
+}
+
 fn meta_detail(have: &Meta, want: &Meta) -> String {
     let mut parts = Vec::new();
     if have.mode != want.mode {
@@ -283,7 +467,7 @@ fn meta_detail(have: &Meta, want: &Meta) -> String {
 
 /// Applies one change, updating the inventory entry as it goes (the caller persists it).
 /// For a first claim the old content is saved before anything is overwritten.
-pub fn apply(
+pub fn apply_one(
     fs: &HostFs,
     state: &StateDir,
     change: &FileChange,

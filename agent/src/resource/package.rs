@@ -2,14 +2,15 @@
 //! `[packages]`, apply in one transaction per direction through PackageKit, or apt-get/dnf when
 //! PackageKit is not there.
 
+use super::{Apply, Context, Outcome, Step};
 use crate::host::packages::Backend;
 use crate::host::pkgcmd;
-use crate::spec::Packages;
+use crate::host::{Fault, Host};
+use crate::spec::{Desired, Packages};
 use crate::state::{ManagedPackage, State, StateDir};
-use crate::status::report::ResourceState;
-use anyhow::{Context, Result};
+use crate::status::report::{Kind, ResourceReport, ResourceState};
+use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Package lists older than this are refreshed before an install.
@@ -45,8 +46,8 @@ pub struct PackageChange {
     pub drift: bool,
 }
 
-impl PackageChange {
-    pub fn touches_host(&self) -> bool {
+impl Step for PackageChange {
+    fn touches_host(&self) -> bool {
         matches!(
             self.action,
             PackageAction::Install | PackageAction::Remove | PackageAction::Prune
@@ -54,7 +55,7 @@ impl PackageChange {
     }
 
     /// "install package curl (removed on the host)" for plan and logs.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let verb = match self.action {
             PackageAction::Install if self.drift => "reinstall",
             PackageAction::Install => "install",
@@ -81,29 +82,99 @@ pub struct PackageResult {
     pub drift: bool,
 }
 
-/// The installed set, read once per pass; `None` when nothing asks about packages, so a host
-/// without packages in Git never runs the query.
-pub fn observe(
-    root: &Path,
-    desired: &Packages,
-    inventory: &BTreeMap<String, ManagedPackage>,
-) -> Option<Result<BTreeSet<String>, String>> {
-    if desired.install.is_empty() && desired.remove.is_empty() && inventory.is_empty() {
-        return None;
+/// `[packages]`: installed and removed through PackageKit, or apt-get/dnf.
+pub struct PackageKind;
+
+impl super::Kind for PackageKind {
+    const NAME: &'static str = "package";
+    type Want = Packages;
+    /// The installed set, read once per pass.
+    type Have = Result<BTreeSet<String>, Fault>;
+    type Change = PackageChange;
+
+    fn want(desired: &Desired) -> &Self::Want {
+        &desired.packages
     }
-    if root != Path::new("/") {
-        return Some(Err(format!(
-            "packages are managed only when root = \"/\" (root is {})",
-            root.display()
-        )));
+
+    /// A host without packages in Git or the inventory never runs the query.
+    fn in_use(want: &Self::Want, state: &State) -> bool {
+        !(want.install.is_empty() && want.remove.is_empty() && state.packages.is_empty())
     }
-    Some(pkgcmd::installed().map_err(|e| format!("{e:#}")))
+
+    fn observe(host: &Host, _: &Self::Want, _: &State, _: &StateDir) -> Self::Have {
+        if !host.is_system_root() {
+            return Err(Fault(format!(
+                "packages are managed only when root = \"/\" (root is {})",
+                host.fs.root().display()
+            )));
+        }
+        pkgcmd::installed().map_err(Fault::from)
+    }
+
+    fn plan(
+        want: &Self::Want,
+        have: &Self::Have,
+        state: &State,
+        _: &Context,
+    ) -> Vec<PackageChange> {
+        plan(want, have, &state.packages)
+    }
+
+    fn report(want: &Self::Want, _: &Self::Have, changes: &[PackageChange]) -> Vec<Outcome> {
+        report_only(want, changes)
+            .into_iter()
+            .map(|r| {
+                let lines = changes
+                    .iter()
+                    .filter(|c| c.name == r.name && c.touches_host())
+                    .map(|c| c.describe())
+                    .collect();
+                r.outcome(lines)
+            })
+            .collect()
+    }
+
+    /// The inventory changes are saved with the rest of the state at the end of the pass.
+    fn apply(
+        host: &Host,
+        want: &Self::Want,
+        _: &Self::Have,
+        changes: &[PackageChange],
+        run: &mut Apply,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        Ok(apply(host, want, changes, run.state, run.state_dir)
+            .into_iter()
+            .map(|r| {
+                let lines = match r.state {
+                    ResourceState::Ok | ResourceState::Failed => vec![],
+                    _ => vec![format!("package {}: {}", r.name, r.detail)],
+                };
+                r.outcome(lines)
+            })
+            .collect())
+    }
+}
+
+impl PackageResult {
+    fn outcome(self, lines: Vec<String>) -> Outcome {
+        Outcome {
+            report: ResourceReport {
+                kind: Kind::Package,
+                name: self.name,
+                state: self.state,
+                detail: self.detail,
+            },
+            drift: self.drift,
+            masked: false,
+            lines,
+        }
+    }
 }
 
 /// Desired x installed x inventory -> changes, in name order. Pure.
 pub fn plan(
     desired: &Packages,
-    installed: &Result<BTreeSet<String>, String>,
+    installed: &Result<BTreeSet<String>, Fault>,
     inventory: &BTreeMap<String, ManagedPackage>,
 ) -> Vec<PackageChange> {
     let change = |name: &String, action, drift| PackageChange {
@@ -118,7 +189,7 @@ pub fn plan(
                 .install
                 .iter()
                 .chain(&desired.remove)
-                .map(|n| change(n, PackageAction::Fail(e.clone()), false))
+                .map(|n| change(n, PackageAction::Fail(e.to_string()), false))
                 .collect();
         }
     };
@@ -199,69 +270,14 @@ fn desired_ok(desired: &Packages) -> BTreeMap<String, PackageResult> {
 /// gets its own result; the inventory in `state` follows what landed and is saved by the caller
 /// (intent is saved here before installing, so a killed pass still knows what plumb installed).
 pub fn apply(
+    host: &Host,
     desired: &Packages,
     changes: &[PackageChange],
     state: &mut State,
     state_dir: &StateDir,
 ) -> Vec<PackageResult> {
     let mut out = desired_ok(desired);
-    let set = |out: &mut BTreeMap<String, PackageResult>,
-               name: &str,
-               state: ResourceState,
-               detail: String,
-               drift: bool| {
-        let name = name.to_string();
-        out.insert(
-            name.clone(),
-            PackageResult {
-                name,
-                state,
-                detail,
-                drift,
-            },
-        );
-    };
-    let mut to_install = Vec::new();
-    let mut to_remove = Vec::new();
-    for c in changes {
-        // The name reaches a command line or D-Bus next: checked again, whatever the loader did.
-        if c.touches_host() {
-            if let Err(e) = pkgcmd::check_name(&c.name) {
-                set(
-                    &mut out,
-                    &c.name,
-                    ResourceState::Failed,
-                    format!("{e:#}"),
-                    false,
-                );
-                continue;
-            }
-        }
-        match &c.action {
-            PackageAction::Fail(e) => {
-                set(&mut out, &c.name, ResourceState::Failed, e.clone(), false)
-            }
-            PackageAction::Adopt => {
-                state
-                    .packages
-                    .insert(c.name.clone(), ManagedPackage::default());
-            }
-            PackageAction::Forget { kept } => {
-                state.packages.remove(&c.name);
-                if *kept {
-                    set(
-                        &mut out,
-                        &c.name,
-                        ResourceState::Ok,
-                        "no longer managed; kept: it was installed before plumb".into(),
-                        false,
-                    );
-                }
-            }
-            PackageAction::Install => to_install.push(c),
-            PackageAction::Remove | PackageAction::Prune => to_remove.push(c),
-        }
-    }
+    let (to_install, to_remove) = inventory_only(changes, state, &mut out);
     if to_install.is_empty() && to_remove.is_empty() {
         return out.into_values().collect();
     }
@@ -289,57 +305,138 @@ pub fn apply(
 
     let install: Vec<String> = to_install.iter().map(|c| c.name.clone()).collect();
     let remove: Vec<String> = to_remove.iter().map(|c| c.name.clone()).collect();
-    let done = block_on(run_backend(&install, &remove, state_dir)).unwrap_or_else(|e| {
-        let mut done = all_failed(&install, &e);
-        done.extend(all_failed(&remove, &e));
-        done
-    });
-
+    let conn = host.bus().map(|b| b.connection());
+    let done = crate::host::runtime::handle()
+        .map(|rt| rt.block_on(run_backend(conn, &install, &remove, state_dir)))
+        .unwrap_or_else(|e| {
+            let mut done = all_failed(&install, &e);
+            done.extend(all_failed(&remove, &e));
+            done
+        });
     for (name, result) in done {
         let c = changes
             .iter()
             .find(|c| c.name == name)
             .expect("a result is for a planned change");
-        match result {
-            Ok(detail) => {
-                tracing::info!(kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "applied");
-                let st = match c.action {
-                    PackageAction::Install if c.drift => ResourceState::DriftCorrected,
-                    PackageAction::Install => ResourceState::Changed,
-                    PackageAction::Prune => {
-                        state.packages.remove(&name);
-                        ResourceState::Pruned
-                    }
-                    _ => {
-                        state.packages.remove(&name);
-                        ResourceState::Changed
-                    }
-                };
-                let detail = if c.drift {
-                    format!("{detail}: it had been removed on the host")
-                } else {
-                    detail
-                };
-                set(&mut out, &name, st, detail, c.drift);
-            }
-            Err(e) => {
-                tracing::error!(kind = "package", name = %name, error = %e, "failed");
-                if fresh.contains(&name) {
-                    state.packages.remove(&name);
-                }
-                set(&mut out, &name, ResourceState::Failed, e, c.drift);
-            }
-        }
+        record_result(c, result, &fresh, state, &mut out);
     }
     out.into_values().collect()
+}
+
+fn set(
+    out: &mut BTreeMap<String, PackageResult>,
+    name: &str,
+    state: ResourceState,
+    detail: String,
+    drift: bool,
+) {
+    let name = name.to_string();
+    out.insert(
+        name.clone(),
+        PackageResult {
+            name,
+            state,
+            detail,
+            drift,
+        },
+    );
+}
+
+/// Applies what only the inventory learns (adopt, forget) and refuses bad names; returns the
+/// changes that need the package manager: (installs, removals).
+fn inventory_only<'a>(
+    changes: &'a [PackageChange],
+    state: &mut State,
+    out: &mut BTreeMap<String, PackageResult>,
+) -> (Vec<&'a PackageChange>, Vec<&'a PackageChange>) {
+    let mut to_install = Vec::new();
+    let mut to_remove = Vec::new();
+    for c in changes {
+        // The name reaches a command line or D-Bus next: checked again, whatever the loader did.
+        if c.touches_host() {
+            if let Err(e) = pkgcmd::check_name(&c.name) {
+                set(out, &c.name, ResourceState::Failed, format!("{e:#}"), false);
+                continue;
+            }
+        }
+        match &c.action {
+            PackageAction::Fail(e) => set(out, &c.name, ResourceState::Failed, e.clone(), false),
+            PackageAction::Adopt => {
+                state
+                    .packages
+                    .insert(c.name.clone(), ManagedPackage::default());
+            }
+            PackageAction::Forget { kept } => {
+                state.packages.remove(&c.name);
+                if *kept {
+                    set(
+                        out,
+                        &c.name,
+                        ResourceState::Ok,
+                        "no longer managed; kept: it was installed before plumb".into(),
+                        false,
+                    );
+                }
+            }
+            PackageAction::Install => to_install.push(c),
+            PackageAction::Remove | PackageAction::Prune => to_remove.push(c),
+        }
+    }
+    (to_install, to_remove)
+}
+
+/// One package's result from the backend, into the report and the inventory.
+fn record_result(
+    c: &PackageChange,
+    result: std::result::Result<String, String>,
+    fresh: &BTreeSet<String>,
+    state: &mut State,
+    out: &mut BTreeMap<String, PackageResult>,
+) {
+    let name = &c.name;
+    match result {
+        Ok(detail) => {
+            tracing::info!(kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "applied");
+            let st = match c.action {
+                PackageAction::Install if c.drift => ResourceState::DriftCorrected,
+                PackageAction::Install => ResourceState::Changed,
+                PackageAction::Prune => {
+                    state.packages.remove(name);
+                    ResourceState::Pruned
+                }
+                _ => {
+                    state.packages.remove(name);
+                    ResourceState::Changed
+                }
+            };
+            let detail = if c.drift {
+                format!("{detail}: it had been removed on the host")
+            } else {
+                detail
+            };
+            set(out, name, st, detail, c.drift);
+        }
+        Err(e) => {
+            tracing::error!(kind = "package", name = %name, error = %e, "failed");
+            if fresh.contains(name) {
+                state.packages.remove(name);
+            }
+            set(out, name, ResourceState::Failed, e, c.drift);
+        }
+    }
 }
 
 /// One result per name: what was done ("installed via PackageKit"), or why not.
 type Done = Vec<(String, std::result::Result<String, String>)>;
 
 /// Chooses the backend, then installs all of `install` and removes all of `remove`.
-async fn run_backend(install: &[String], remove: &[String], state_dir: &StateDir) -> Done {
-    let backend = match Backend::choose().await {
+async fn run_backend(
+    conn: std::result::Result<&zbus::Connection, Fault>,
+    install: &[String],
+    remove: &[String],
+    state_dir: &StateDir,
+) -> Done {
+    let backend = match Backend::choose(conn).await {
         Ok(b) => b,
         Err(e) => {
             let mut done = all_failed(install, &e);
@@ -490,20 +587,6 @@ fn cache_age(state_dir: &StateDir) -> Option<Duration> {
     Some(Duration::from_secs(now.saturating_sub(at)))
 }
 
-/// Runs D-Bus work from the synchronous pass: on the daemon's runtime when the pass runs in its
-/// blocking pool (its main thread drives the I/O), else on a runtime made for this call
-/// (`plumb apply`).
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => Ok(handle.block_on(f)),
-        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a runtime for D-Bus")?
-            .block_on(f)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,7 +598,7 @@ mod tests {
         }
     }
 
-    fn set(names: &[&str]) -> Result<BTreeSet<String>, String> {
+    fn set(names: &[&str]) -> Result<BTreeSet<String>, Fault> {
         Ok(names.iter().map(|s| s.to_string()).collect())
     }
 
@@ -539,7 +622,7 @@ mod tests {
         use PackageAction::*;
         type Case = (
             Packages,
-            Result<BTreeSet<String>, String>,
+            Result<BTreeSet<String>, Fault>,
             BTreeMap<String, ManagedPackage>,
             Vec<(&'static str, PackageAction, bool)>,
         );
@@ -665,9 +748,16 @@ mod tests {
 
     #[test]
     fn no_query_without_packages() {
-        assert!(observe(Path::new("/"), &pkgs(&[], &[]), &inv(&[])).is_none());
-        let other_root = observe(Path::new("/tmp/x"), &pkgs(&["a"], &[]), &inv(&[]));
-        assert!(matches!(other_root, Some(Err(e)) if e.contains("root")));
+        use crate::resource::Kind;
+        let empty = State::default();
+        assert!(!PackageKind::in_use(&pkgs(&[], &[]), &empty));
+        assert!(PackageKind::in_use(&pkgs(&["a"], &[]), &empty));
+        let root = tempfile::tempdir().unwrap();
+        let sd = tempfile::tempdir().unwrap();
+        let host = Host::open(root.path()).unwrap();
+        let sd = StateDir::open(sd.path()).unwrap();
+        let other_root = PackageKind::observe(&host, &pkgs(&["a"], &[]), &empty, &sd);
+        assert!(matches!(other_root, Err(e) if e.0.contains("root")));
     }
 
     #[test]
@@ -725,7 +815,9 @@ mod tests {
                 drift: false,
             },
         ];
-        let r = apply(&desired, &changes, &mut state, &sd);
+        let root = tempfile::tempdir().unwrap();
+        let host = Host::open(root.path()).unwrap();
+        let r = apply(&host, &desired, &changes, &mut state, &sd);
         assert_eq!(state.packages, inv(&[("pre", false)]));
         let got: Vec<(&str, ResourceState)> =
             r.iter().map(|r| (r.name.as_str(), r.state)).collect();

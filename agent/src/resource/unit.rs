@@ -5,7 +5,10 @@
 //! unit; `apply` (in `activate`) runs the changes of units and containers together in phases.
 
 use crate::host::fs::{HostFs, Observed};
-use crate::resource::activate::{FileOp, Live, RunAction, SystemdChange};
+use crate::host::Fault;
+use crate::reason::Reason;
+use crate::resource::service::{FileOp, Live, RunAction, SystemdChange};
+use crate::spec::SpecError;
 use crate::spec::{RunState, UnitSpec};
 use crate::state::ManagedUnit;
 use crate::status::report::Kind;
@@ -27,11 +30,11 @@ pub fn dropin_path(name: &str, conf: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct UnitObs {
     /// The unit file under /etc/systemd/system.
-    pub file: Result<Observed, String>,
+    pub file: Result<Observed, Fault>,
     /// Drop-ins Git names or plumb wrote before, by file name.
-    pub dropins: BTreeMap<String, Result<Observed, String>>,
+    pub dropins: BTreeMap<String, Result<Observed, Fault>>,
     /// What systemd says about the unit.
-    pub live: Result<Live, String>,
+    pub live: Result<Live, Fault>,
 }
 
 /// Reads the files of every desired and inventoried unit, and asks `live` for systemd's view.
@@ -39,7 +42,7 @@ pub fn observe(
     fs: &HostFs,
     desired: &BTreeMap<String, UnitSpec>,
     inventory: &BTreeMap<String, ManagedUnit>,
-    live: &mut dyn FnMut(&str) -> Result<Live, String>,
+    live: &mut dyn FnMut(&str) -> Result<Live, Fault>,
 ) -> BTreeMap<String, UnitObs> {
     let names: BTreeSet<&String> = desired.keys().chain(inventory.keys()).collect();
     let mut out = BTreeMap::new();
@@ -67,8 +70,8 @@ pub fn observe(
     out
 }
 
-pub fn observe_path(fs: &HostFs, path: &str) -> Result<Observed, String> {
-    fs.observe(path).map_err(|e| format!("{e:#}"))
+pub fn observe_path(fs: &HostFs, path: &str) -> Result<Observed, Fault> {
+    fs.observe(path).map_err(Fault::from)
 }
 
 /// Identifies what Git asks of a unit; equal to the inventory's means Git did not change it.
@@ -146,177 +149,226 @@ pub fn plan(
     let triggered = triggered(desired);
     let mut out = Vec::new();
     for (name, spec) in desired {
-        let o = &obs[name];
         let managed = inventory.get(name);
-        let digest = digest(spec);
-        let git_unchanged = managed.and_then(|m| m.digest.as_deref()) == Some(digest.as_str());
-        let mut c = SystemdChange::new(Kind::Unit, name, name);
-        c.record = Some(ManagedUnit {
-            digest: Some(digest.clone()),
-            has_file: spec.file.is_some(),
-            dropins: spec.dropins.keys().cloned().collect(),
-        });
-
-        // Files: the unit file, its drop-ins, and drop-ins plumb wrote that left Git.
-        let mut file_errors = Vec::new();
-        let mut wants = Vec::new();
-        match &spec.file {
-            Some(data) => wants.push((unit_path(name), Some(data), &o.file)),
-            None if managed.is_some_and(|m| m.has_file) => {
-                wants.push((unit_path(name), None, &o.file))
-            }
-            None => {}
-        }
-        for (conf, obs) in &o.dropins {
-            wants.push((dropin_path(name, conf), spec.dropins.get(conf), obs));
-        }
-        for (path, want, have) in wants {
-            match file_op(&path, want.map(|d| d.as_slice()), have) {
-                Ok(Some(op)) => c.files.push(op),
-                Ok(None) => {}
-                Err(e) => file_errors.push(e),
-            }
-        }
-        if !file_errors.is_empty() {
-            c.blocked = Some(file_errors.join("; "));
-            out.push(c);
-            continue;
-        }
-        let files_changed = !c.files.is_empty();
-        let writes_unit_file = c
-            .files
-            .iter()
-            .any(|op| matches!(op, FileOp::Write { path, .. } if *path == unit_path(name)));
-        if files_changed {
-            c.why.push(if managed.is_none() && spec.file.is_some() {
-                "unit file installed".to_string()
-            } else {
-                "unit file or drop-in changed".to_string()
-            });
-        }
-
-        let live = match &o.live {
-            Ok(l) => l,
-            Err(e) => {
-                c.blocked = Some(format!("could not read its state from systemd: {e}"));
-                out.push(c);
-                continue;
-            }
-        };
-        if live.is_masked() && !writes_unit_file {
-            c.files.clear();
-            c.masked = true;
-            c.blocked = Some(format!(
-                "masked on the host ({}): plumb does not unmask it; run `systemctl unmask {name}` or let Git ship the unit file",
-                if live.unit_file_state.is_empty() { &live.load_state } else { &live.unit_file_state }
-            ));
-            out.push(c);
-            continue;
-        }
-
-        // Enablement.
-        let enabled = spec
-            .enabled
-            .or_else(|| (spec.file.is_some() && !is_template(name)).then(|| has_install(spec)));
-        let ufs = live.unit_file_state.as_str();
-        match enabled {
-            Some(true) if ufs != "enabled" || (writes_unit_file && has_install(spec)) => {
-                if ufs != "enabled" && !files_changed {
-                    c.why.push(format!("was {}", or_unknown(ufs)));
-                }
-                c.enable = Some(true);
-            }
-            Some(false) if ufs == "enabled" => {
-                c.why.push("disable".into());
-                c.enable = Some(false);
-            }
-            _ => {}
-        }
-
-        // Run state.
-        let want = spec
-            .state
-            .or(if triggered.contains(name) || is_template(name) {
-                None
-            } else {
-                Some(RunState::Started)
-            });
-        let running = live.running();
-        let restart_for = spec.restart_on.iter().find(|p| changed_files.contains(*p));
-        match want {
-            Some(RunState::Started) => {
-                if (files_changed || restart_for.is_some()) && restartable(name) && running {
-                    c.run = Some(RunAction::Restart);
-                    if let Some(p) = restart_for {
-                        c.why.push(format!("{p} changed"));
-                    }
-                } else if !running {
-                    c.run = Some(RunAction::Start);
-                    if !files_changed {
-                        c.why
-                            .push(format!("was {}", or_unknown(&live.active_state)));
-                    }
-                }
-            }
-            Some(RunState::Stopped) if running => {
-                c.run = Some(RunAction::Stop);
-                c.why.push(format!("was {}", live.active_state));
-            }
-            Some(RunState::Stopped) => {}
-            // Left to its trigger: a running one picks up its new file through a restart.
-            None => {
-                if (files_changed || restart_for.is_some()) && running && restartable(name) {
-                    c.run = Some(RunAction::Restart);
-                }
-            }
-        }
-        // systemd refuses to start a socket while its service runs: that service stops first
-        // (the next connection starts it again, with the new socket).
-        if c.run == Some(RunAction::Restart) && name.ends_with(".socket") {
-            c.stop_first = trigger_of(spec);
-        }
-        // Git did not change, yet the host needs work: somebody changed the host.
-        c.drift = git_unchanged && (files_changed || c.enable.is_some() || c.run.is_some());
-        if c.run == Some(RunAction::Restart) && !files_changed && restart_for.is_some() {
-            c.drift = false;
-        }
-        if c.touches_host() || !git_unchanged {
+        let git_unchanged =
+            managed.and_then(|m| m.digest.as_deref()) == Some(digest(spec).as_str());
+        let c = plan_one(name, spec, &obs[name], managed, &triggered, changed_files);
+        if c.blocked.is_some() || c.touches_host() || !git_unchanged {
             out.push(c);
         }
     }
     for (name, m) in inventory.iter().filter(|(n, _)| !desired.contains_key(*n)) {
-        let o = &obs[name];
-        let mut c = SystemdChange::new(Kind::Unit, name, name);
-        c.prune = true;
-        if m.has_file {
-            if let Ok(live) = &o.live {
-                if live.running() {
-                    c.run = Some(RunAction::Stop);
-                }
-                if live.unit_file_state == "enabled" {
-                    c.enable = Some(false);
-                }
-            }
-            c.files.push(FileOp::Remove {
-                path: unit_path(name),
-            });
-            c.why
-                .push("left Git: stopped, disabled, unit file removed".into());
-        } else if m.dropins.is_empty() {
-            c.why
-                .push("left Git: no longer managed, left as it is".into());
-        } else {
-            c.why
-                .push("left Git: drop-ins removed, unit left as it is".into());
-        }
-        for conf in &m.dropins {
-            c.files.push(FileOp::Remove {
-                path: dropin_path(name, conf),
-            });
-        }
-        out.push(c);
+        out.push(plan_prune(name, m, &obs[name]));
     }
     out
+}
+
+/// One unit Git names: its files, then (unless blocked) enablement and run state.
+fn plan_one(
+    name: &str,
+    spec: &UnitSpec,
+    o: &UnitObs,
+    managed: Option<&ManagedUnit>,
+    triggered: &BTreeSet<String>,
+    changed_files: &BTreeSet<String>,
+) -> SystemdChange {
+    let digest = digest(spec);
+    let git_unchanged = managed.and_then(|m| m.digest.as_deref()) == Some(digest.as_str());
+    let mut c = SystemdChange::new(Kind::Unit, name, name);
+    c.record = Some(ManagedUnit {
+        digest: Some(digest.clone()),
+        has_file: spec.file.is_some(),
+        dropins: spec.dropins.keys().cloned().collect(),
+    });
+    if let Err(e) = plan_files(&mut c, spec, o, managed) {
+        c.blocked = Some(e);
+        return c;
+    }
+    let files_changed = !c.files.is_empty();
+    let writes_unit_file = c
+        .files
+        .iter()
+        .any(|op| matches!(op, FileOp::Write { path, .. } if *path == unit_path(name)));
+    if files_changed {
+        c.why.push(if managed.is_none() && spec.file.is_some() {
+            "unit file installed".to_string()
+        } else {
+            "unit file or drop-in changed".to_string()
+        });
+    }
+    let live = match &o.live {
+        Ok(l) => l,
+        Err(e) => {
+            c.blocked = Some(format!("could not read its state from systemd: {e}"));
+            return c;
+        }
+    };
+    if live.is_masked() && !writes_unit_file {
+        c.files.clear();
+        c.masked = true;
+        c.blocked = Some(format!(
+            "masked on the host ({}): plumb does not unmask it; run `systemctl unmask {name}` or let Git ship the unit file",
+            if live.unit_file_state.is_empty() { &live.load_state } else { &live.unit_file_state }
+        ));
+        return c;
+    }
+    plan_enablement(&mut c, spec, live, files_changed, writes_unit_file);
+    let restart_for = spec.restart_on.iter().find(|p| changed_files.contains(*p));
+    plan_run(&mut c, spec, live, triggered, files_changed, restart_for);
+    // Git did not change, yet the host needs work: somebody changed the host.
+    c.drift = git_unchanged && (files_changed || c.enable.is_some() || c.run.is_some());
+    if c.run == Some(RunAction::Restart) && !files_changed && restart_for.is_some() {
+        c.drift = false;
+    }
+    c
+}
+
+/// The unit file, its drop-ins, and drop-ins plumb wrote that left Git. The error: why they
+/// cannot be written.
+fn plan_files(
+    c: &mut SystemdChange,
+    spec: &UnitSpec,
+    o: &UnitObs,
+    managed: Option<&ManagedUnit>,
+) -> Result<(), String> {
+    let name = c.name.clone();
+    let mut wants = Vec::new();
+    match &spec.file {
+        Some(data) => wants.push((unit_path(&name), Some(data), &o.file)),
+        None if managed.is_some_and(|m| m.has_file) => {
+            wants.push((unit_path(&name), None, &o.file))
+        }
+        None => {}
+    }
+    for (conf, obs) in &o.dropins {
+        wants.push((dropin_path(&name, conf), spec.dropins.get(conf), obs));
+    }
+    let mut file_errors = Vec::new();
+    for (path, want, have) in wants {
+        match file_op(&path, want.map(|d| d.as_slice()), have) {
+            Ok(Some(op)) => c.files.push(op),
+            Ok(None) => {}
+            Err(e) => file_errors.push(e.to_string()),
+        }
+    }
+    if file_errors.is_empty() {
+        Ok(())
+    } else {
+        Err(file_errors.join("; "))
+    }
+}
+
+/// Enable or disable, from `enabled` or the unit file's [Install].
+fn plan_enablement(
+    c: &mut SystemdChange,
+    spec: &UnitSpec,
+    live: &Live,
+    files_changed: bool,
+    writes_unit_file: bool,
+) {
+    let enabled = spec
+        .enabled
+        .or_else(|| (spec.file.is_some() && !is_template(&c.name)).then(|| has_install(spec)));
+    let ufs = live.unit_file_state.as_str();
+    match enabled {
+        Some(true) if ufs != "enabled" || (writes_unit_file && has_install(spec)) => {
+            if ufs != "enabled" && !files_changed {
+                c.why.push(format!("was {}", or_unknown(ufs)));
+            }
+            c.enable = Some(true);
+        }
+        Some(false) if ufs == "enabled" => {
+            c.why.push("disable".into());
+            c.enable = Some(false);
+        }
+        _ => {}
+    }
+}
+
+/// Start, stop or restart: `state`, else started unless a trigger or template owns it.
+fn plan_run(
+    c: &mut SystemdChange,
+    spec: &UnitSpec,
+    live: &Live,
+    triggered: &BTreeSet<String>,
+    files_changed: bool,
+    restart_for: Option<&String>,
+) {
+    let name = c.name.clone();
+    let want = spec
+        .state
+        .or(if triggered.contains(&name) || is_template(&name) {
+            None
+        } else {
+            Some(RunState::Started)
+        });
+    let running = live.running();
+    match want {
+        Some(RunState::Started) => {
+            if (files_changed || restart_for.is_some()) && restartable(&name) && running {
+                c.run = Some(RunAction::Restart);
+                if let Some(p) = restart_for {
+                    c.why.push(format!("{p} changed"));
+                }
+            } else if !running {
+                c.run = Some(RunAction::Start);
+                if !files_changed {
+                    c.why
+                        .push(format!("was {}", or_unknown(&live.active_state)));
+                }
+            }
+        }
+        Some(RunState::Stopped) if running => {
+            c.run = Some(RunAction::Stop);
+            c.why.push(format!("was {}", live.active_state));
+        }
+        Some(RunState::Stopped) => {}
+        // Left to its trigger: a running one picks up its new file through a restart.
+        None => {
+            if (files_changed || restart_for.is_some()) && running && restartable(&name) {
+                c.run = Some(RunAction::Restart);
+            }
+        }
+    }
+    // systemd refuses to start a socket while its service runs: that service stops first
+    // (the next connection starts it again, with the new socket).
+    if c.run == Some(RunAction::Restart) && name.ends_with(".socket") {
+        c.stop_first = trigger_of(spec);
+    }
+}
+
+/// A unit that left Git: stopped, disabled and its files removed when plumb installed it; only
+/// its drop-ins removed when plumb only added those.
+fn plan_prune(name: &str, m: &ManagedUnit, o: &UnitObs) -> SystemdChange {
+    let mut c = SystemdChange::new(Kind::Unit, name, name);
+    c.prune = true;
+    if m.has_file {
+        if let Ok(live) = &o.live {
+            if live.running() {
+                c.run = Some(RunAction::Stop);
+            }
+            if live.unit_file_state == "enabled" {
+                c.enable = Some(false);
+            }
+        }
+        c.files.push(FileOp::Remove {
+            path: unit_path(name),
+        });
+        c.why
+            .push("left Git: stopped, disabled, unit file removed".into());
+    } else if m.dropins.is_empty() {
+        c.why
+            .push("left Git: no longer managed, left as it is".into());
+    } else {
+        c.why
+            .push("left Git: drop-ins removed, unit left as it is".into());
+    }
+    for conf in &m.dropins {
+        c.files.push(FileOp::Remove {
+            path: dropin_path(name, conf),
+        });
+    }
+    c
 }
 
 fn or_unknown(s: &str) -> &str {
@@ -331,14 +383,16 @@ fn or_unknown(s: &str) -> &str {
 pub fn file_op(
     path: &str,
     want: Option<&[u8]>,
-    have: &Result<Observed, String>,
-) -> Result<Option<FileOp>, String> {
-    let have = have.as_ref().map_err(|e| e.clone())?;
+    have: &Result<Observed, Fault>,
+) -> Result<Option<FileOp>, Fault> {
+    let have = have.as_ref().map_err(Clone::clone)?;
     match (want, have) {
-        (_, Observed::Dir) => Err(format!(
+        (_, Observed::Dir) => Err(Fault(format!(
             "{path} is a directory on the host: plumb does not replace directories"
-        )),
-        (_, Observed::Other) => Err(format!("{path}: a device, socket or fifo is in the way")),
+        ))),
+        (_, Observed::Other) => Err(Fault(format!(
+            "{path}: a device, socket or fifo is in the way"
+        ))),
         (None, Observed::Missing) => Ok(None),
         (None, _) => Ok(Some(FileOp::Remove { path: path.into() })),
         (Some(d), Observed::File { data, meta }) if data == d && meta.mode == 0o644 => Ok(None),
@@ -356,7 +410,7 @@ pub fn validate(
     fs: &HostFs,
     desired: &BTreeMap<String, UnitSpec>,
     staging: &Path,
-) -> Result<(), String> {
+) -> Result<(), SpecError> {
     let mut staged = Vec::new();
     for (name, spec) in desired {
         let mut differs = false;
@@ -382,11 +436,11 @@ pub fn validate(
         return Ok(());
     }
     let program = "systemd-analyze";
-    if crate::resource::activate::find_program(program).is_none() {
+    if crate::host::command::find_program(program).is_none() {
         tracing::warn!("systemd-analyze not found: unit files are installed unchecked");
         return Ok(());
     }
-    crate::resource::activate::reset_dir(staging).map_err(|e| format!("{e:#}"))?;
+    crate::state::reset_dir(staging).map_err(|e| invalid(format!("{e:#}")))?;
     let result = (|| {
         let mut args = Vec::new();
         for spec in &staged {
@@ -422,7 +476,11 @@ pub fn validate(
         }
     })();
     let _ = std::fs::remove_dir_all(staging);
-    result
+    result.map_err(invalid)
+}
+
+fn invalid(message: String) -> SpecError {
+    SpecError::new(Reason::InvalidUnit, message)
 }
 
 fn write_staged(path: &Path, data: &[u8]) -> Result<(), String> {
@@ -469,7 +527,7 @@ mod tests {
         }
     }
 
-    fn on_disk(data: &str) -> Result<Observed, String> {
+    fn on_disk(data: &str) -> Result<Observed, Fault> {
         Ok(Observed::File {
             data: data.as_bytes().to_vec(),
             meta: Meta {
@@ -480,7 +538,7 @@ mod tests {
         })
     }
 
-    fn live(active: &str, ufs: &str) -> Result<Live, String> {
+    fn live(active: &str, ufs: &str) -> Result<Live, Fault> {
         Ok(Live {
             load_state: if ufs.is_empty() {
                 "not-found"
@@ -494,7 +552,7 @@ mod tests {
         })
     }
 
-    fn obs(file: Result<Observed, String>, live: Result<Live, String>) -> UnitObs {
+    fn obs(file: Result<Observed, Fault>, live: Result<Live, Fault>) -> UnitObs {
         UnitObs {
             file,
             dropins: BTreeMap::new(),
@@ -838,7 +896,7 @@ mod tests {
     /// The real `systemd-analyze` of this machine, when it has one.
     #[test]
     fn validate_with_systemd_analyze() {
-        if crate::resource::activate::find_program("systemd-analyze").is_none() {
+        if crate::host::command::find_program("systemd-analyze").is_none() {
             eprintln!("skipped: no systemd-analyze here (the node system tests cover it)");
             return;
         }
@@ -860,15 +918,19 @@ mod tests {
             "[Service]\nExecStart=/bin/true\nRestrat=always\n",
         );
         let e = validate(&fs, &typo, &staging).unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidUnit);
+        let e = e.message;
         assert!(e.contains("typo.service:3") && e.contains("Restrat"), "{e}");
         let bad = one("bad.service", "[Service]\nType=bogus\n");
-        let e = validate(&fs, &bad, &staging).unwrap_err();
+        let e = validate(&fs, &bad, &staging).unwrap_err().message;
         assert!(e.contains("bad.service"), "{e}");
         let mut dropin = unit("d.service", Some("[Service]\nExecStart=/bin/true\n"));
         dropin
             .dropins
             .insert("x.conf".into(), b"[Service]\nNicee=3\n".to_vec());
-        let e = validate(&fs, &[("d.service".to_string(), dropin)].into(), &staging).unwrap_err();
+        let e = validate(&fs, &[("d.service".to_string(), dropin)].into(), &staging)
+            .unwrap_err()
+            .message;
         assert!(e.contains("d.service.d/x.conf:2"), "{e}");
         assert!(!staging.exists(), "staging left behind");
         // What is already on the host as Git has it is not checked again.

@@ -63,11 +63,7 @@ pub struct Fetched {
 impl LocalRepo {
     /// Opens `dir`, creating an empty bare repository there on first use.
     pub fn open_or_init(dir: &Path) -> Result<LocalRepo> {
-        if !dir.join("HEAD").exists() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            gix::init_bare(dir)
-                .with_context(|| format!("initializing a git repository in {}", dir.display()))?;
-        }
+        super::repo::init_bare(dir)?;
         Ok(LocalRepo {
             dir: dir.to_path_buf(),
             max_file_size: None,
@@ -118,16 +114,7 @@ impl LocalRepo {
     /// Opens the repository with the host's git config kept out and protocol v2 forced (gix ignores
     /// the shallow depth on v1).
     pub fn open(&self, remote: Option<&Remote>) -> Result<gix::Repository> {
-        let mut overrides = vec!["protocol.version=2".to_string(), "core.askPass=".into()];
-        if let Some(limit) = self.object_limit() {
-            overrides.push(format!("gitoxide.objects.allocLimit={limit}"));
-        }
-        if let Some(r) = remote {
-            overrides.push(format!("core.sshCommand={}", ssh_command(r)));
-        }
-        let opts = gix::open::Options::isolated().config_overrides(overrides);
-        gix::open_opts(&self.dir, opts)
-            .with_context(|| format!("opening git repository {}", self.dir.display()))
+        super::repo::open_bare_limited(&self.dir, remote.map(ssh_command), self.object_limit())
     }
 
     fn tracking_ref(branch: &str) -> String {

@@ -4,4 +4,5 @@ pub mod backoff;
 pub mod git;
 pub mod http;
 pub mod probe;
+pub mod repo;
 pub mod verify;

@@ -978,6 +978,18 @@ mod tests {
             .message
             .contains("max_files"));
         assert!(load(&t, "hosts/h1", &l(5, 6, 2)).is_ok());
+        // Issue 12: a limit is its own reason code.
+        assert_eq!(
+            load(&t, "hosts/h1", &l(4, 100, 10)).unwrap_err().reason,
+            Reason::SizeLimit
+        );
+        let outside = MemTree::default().file("hosts/h1/files/a/../b", "x");
+        assert_eq!(
+            load(&outside, "hosts/h1", &l(100, 100, 10))
+                .unwrap_err()
+                .reason,
+            Reason::InvalidPath
+        );
         // Unit, drop-in and Quadlet files count too.
         let t = t
             .file("hosts/h1/units/a.service", "123456")

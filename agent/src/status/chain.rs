@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn history_is_trimmed_to_half_at_the_limit_keeping_the_newest() {
         let t = tempfile::tempdir().unwrap();
-        let repo = crate::status::remote::open_bare(t.path(), None).unwrap();
+        let repo = crate::source::repo::open_bare(t.path(), None).unwrap();
         let who = signature("h1");
         let mut head = None;
         let mut depths = vec![];

@@ -44,8 +44,8 @@ pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
     if q.status.url.contains(HOST_PLACEHOLDER) {
         return read_per_host(q);
     }
-    let dir = TempDir::new()?;
-    let repo = remote::open_bare(&dir.0, Some(&q.status))?;
+    let dir = scratch_dir()?;
+    let repo = crate::source::repo::open_bare(dir.path(), Some(q.status.ssh_command()))?;
     let spec = format!("+refs/heads/{STATUS_PREFIX}*:refs/remotes/origin/{STATUS_PREFIX}*");
     let fetched = remote::fetch(&repo, &q.status, &[spec], Some(NonZeroU32::MIN))?;
     let head = remote::remote_head(&repo, &q.fleet, &q.branch)?;
@@ -75,8 +75,8 @@ const HOSTS_DIR: &str = "hosts";
 /// the fleet branch's head, and each one's status branch is fetched from its own repository.
 /// A host that has not reported yet is left out, as with a shared status repository.
 fn read_per_host(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
-    let dir = TempDir::new()?;
-    let repo = remote::open_bare(&dir.0, Some(&q.fleet))?;
+    let dir = scratch_dir()?;
+    let repo = crate::source::repo::open_bare(dir.path(), Some(q.fleet.ssh_command()))?;
     let fleet_ref = format!("refs/heads/{}", q.branch);
     let spec = format!("+{fleet_ref}:refs/remotes/origin/{}", q.branch);
     let fetched = remote::fetch(&repo, &q.fleet, &[spec], Some(NonZeroU32::MIN))?;
@@ -236,25 +236,12 @@ fn short_age(secs: u64) -> String {
     }
 }
 
-/// A scratch directory for the shallow fetch, removed when done.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        let dir = std::env::temp_dir().join(format!(
-            "plumb-fleet-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory for the shallow fetch, removed when dropped.
+fn scratch_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("plumb-fleet-")
+        .tempdir()
+        .context("creating a scratch directory for the fetch")
 }
 
 #[cfg(test)]

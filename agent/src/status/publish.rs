@@ -238,7 +238,7 @@ impl Publisher {
     /// Commits `report` on the last seen remote head and pushes it; once more on the fetched head
     /// when the branch moved. Returns the pushed commit.
     pub fn push(&self, report: &Report) -> Result<ObjectId> {
-        let repo = remote::open_bare(&self.dir, Some(&self.endpoint))?;
+        let repo = crate::source::repo::open_bare(&self.dir, Some(self.endpoint.ssh_command()))?;
         crate::source::git::LocalRepo::open_or_init(&self.dir)?.clear_stale_locks();
         let toml = report.to_toml();
         let message = commit_message(report);

@@ -7,7 +7,7 @@ use crate::source::git::{
 use anyhow::{bail, Context, Result};
 use gix::remote::Direction;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 /// A repository to read from or push to, with the credentials for it.
@@ -35,21 +35,6 @@ impl Endpoint {
             known_hosts: self.known_hosts.clone(),
         })
     }
-}
-
-/// Opens (creating on first use) a bare repository under plumb's control.
-pub fn open_bare(dir: &Path, ep: Option<&Endpoint>) -> Result<gix::Repository> {
-    if !dir.join("HEAD").exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        gix::init_bare(dir)
-            .with_context(|| format!("initializing a git repository in {}", dir.display()))?;
-    }
-    let mut overrides = vec!["protocol.version=2".to_string(), "core.askPass=".into()];
-    if let Some(ep) = ep {
-        overrides.push(format!("core.sshCommand={}", ep.ssh_command()));
-    }
-    let opts = gix::open::Options::isolated().config_overrides(overrides);
-    gix::open_opts(dir, opts).with_context(|| format!("opening git repository {}", dir.display()))
 }
 
 /// What a fetch saw on the server.

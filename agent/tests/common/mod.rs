@@ -1,11 +1,14 @@
-//! Shared helpers for integration tests: real git repositories, a real `git daemon` on 127.0.0.1,
-//! and the real `plumb` binary applying under a temp root.
+//! The integration tests' one fixture kit: real git repositories, a real `git daemon` on
+//! 127.0.0.1, and the real `plumb` binary applying under a temp root. `trust` adds SSH signing
+//! keys and signed commits (with its own `Fleet` and `Host`, which report what a pass did).
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod trust;
 
 pub const PLUMB: &str = env!("CARGO_BIN_EXE_plumb");
 
@@ -152,16 +155,8 @@ impl GitDaemon {
             port,
             base: base.to_path_buf(),
         };
-        let url = d.url("fleet.git");
-        wait_until("git daemon to serve", Duration::from_secs(20), || {
-            Command::new("git")
-                .args(["ls-remote", &url])
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
+        wait_until("git daemon to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         d
     }

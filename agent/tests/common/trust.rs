@@ -1,13 +1,15 @@
-//! Test fixtures: a real fleet repository (bare, served by file:// or git daemon), SSH signing
+//! Signed fleets: a real fleet repository (bare, served by file:// or git daemon), SSH signing
 //! keys made by ssh-keygen, a temp root and state dir, and the real `plumb` binary.
 #![allow(dead_code)]
 
+// The shared parts of the kit, for the tests that `use common::trust::*`.
+#[allow(unused_imports)]
+pub use super::{free_port, wait_until as wait_for, GitDaemon};
 use plumb::status::report::Report;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 pub const EMAIL: &str = "ops@example.org";
 
@@ -241,73 +243,5 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
                 format!("file {mode:o} {}", String::from_utf8_lossy(&data)),
             );
         }
-    }
-}
-
-/// Waits for `cond` with a deadline.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `git daemon` serving `base` on 127.0.0.1; killed (by its pid) when dropped.
-pub struct GitDaemon {
-    child: std::process::Child,
-    pub port: u16,
-}
-
-impl GitDaemon {
-    pub fn start(base: &Path) -> GitDaemon {
-        Self::start_on(base, free_port())
-    }
-
-    pub fn start_on(base: &Path, port: u16) -> GitDaemon {
-        // git-daemon itself, not `git daemon`: the wrapper would not pass our kill on to it.
-        let exec_path = run(git(base).arg("--exec-path"));
-        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
-            .args([
-                "--listen=127.0.0.1",
-                "--reuseaddr",
-                "--export-all",
-                "--informative-errors",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = GitDaemon { child, port };
-        wait_for("git daemon to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        d
-    }
-
-    pub fn url(&self, repo: &str) -> String {
-        format!("git://127.0.0.1:{}/{repo}", self.port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,124 @@
+//! Verify and load: may the host move to a commit, and what does it want there.
+
+use super::{short, Agent, PassOptions};
+use crate::host::fs::HostFs;
+use crate::reason::Reason;
+use crate::resource::{container, unit};
+use crate::source::git::Remote;
+use crate::source::verify;
+use crate::spec::{self, Desired, SpecError};
+use crate::state::State;
+use crate::status::report::{Outcome, Report};
+use anyhow::{Context, Result};
+use gix::ObjectId;
+
+/// Why the fetched commit is not applied: the outcome to report, a stable reason, and a message
+/// naming the commit.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(super) struct Refusal {
+    pub outcome: Outcome,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Agent {
+    /// May the host move to `commit`? Checks trust (fast-forward from the applied commit,
+    /// signatures), the bad-commit list, then loads the spec. The error is the outcome to report
+    /// and a message naming the commit and the reason.
+    pub(super) fn admit(
+        &self,
+        commit: ObjectId,
+        state: &State,
+        opts: PassOptions,
+    ) -> std::result::Result<Desired, Refusal> {
+        let rejected = |reason: Reason, why: String| Refusal {
+            outcome: Outcome::Rejected,
+            reason,
+            message: format!("rejected {}: {why}", short(&commit)),
+        };
+        let applied = match &state.applied_commit {
+            Some(h) => Some(
+                ObjectId::from_hex(h.as_bytes())
+                    .map_err(|_| rejected(Reason::InvalidSpec, format!("state.json names an invalid applied commit {h:?}")))?,
+            ),
+            None => self.applied_from_status().map_err(|e| Refusal {
+                outcome: Outcome::Failed,
+                reason: Reason::FetchFailed,
+                message: format!("not applying {}: could not read the last applied commit from the status branch: {e:#}", short(&commit)),
+            })?,
+        };
+        let policy = verify::Policy {
+            applied,
+            allowed_signers: self.settings.allowed_signers.as_deref(),
+            allow_rewind: opts.allow_rewind,
+        };
+        verify::check(&self.repo, &self.remote(), commit, &policy)
+            .map_err(|e| rejected(e.reason, e.message))?;
+        if !opts.allow_rewind && state.bad_commits.contains(&commit.to_string()) {
+            return Err(Refusal {
+                outcome: Outcome::Failed,
+                reason: Reason::BadCommit,
+                message: format!(
+                    "not applying {}: its health checks failed before, so it stays rolled back; push a fix (a newer commit) or run `plumb apply --allow-rewind` to retry it",
+                    short(&commit)
+                ),
+            });
+        }
+        self.load(commit).map_err(|e| rejected(e.reason, e.message))
+    }
+
+    /// The `applied_commit` of this host's status branch, for when state.json has none (a wiped
+    /// state_dir must not reopen a rewind). `None` when there is no status branch yet.
+    fn applied_from_status(&self) -> Result<Option<ObjectId>> {
+        let status = Remote {
+            url: self.settings.status.repo.clone(),
+            ..self.remote()
+        };
+        let local = "refs/plumb/status";
+        self.repo.fetch_ref(
+            &status,
+            &format!("refs/heads/{}", self.settings.status.branch),
+            local,
+            std::num::NonZeroU32::MIN,
+        )?;
+        let Some(tip) = self.repo.resolve(local)? else {
+            return Ok(None);
+        };
+        let Some(text) = self.repo.read_blob(tip, "status.toml")? else {
+            return Ok(None);
+        };
+        let report = Report::from_toml(&String::from_utf8_lossy(&text))
+            .context("parsing status.toml of the status branch")?;
+        if report.applied_commit.is_empty() {
+            return Ok(None);
+        }
+        ObjectId::from_hex(report.applied_commit.as_bytes())
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "status.toml names an invalid applied_commit {:?}",
+                    report.applied_commit
+                )
+            })
+    }
+
+    /// Reads the host's desired state at `commit`; the error says why the commit is unusable.
+    /// Unit and Quadlet files it would change are validated here, before anything is installed.
+    pub(super) fn load(&self, commit: ObjectId) -> std::result::Result<Desired, SpecError> {
+        let tree = self
+            .repo
+            .tree(commit)
+            .map_err(|e| SpecError::invalid(format!("{e:#}")))?;
+        let desired = spec::load(&tree, &self.settings.path, &self.settings.limits)?;
+        spec::guard::check(&desired, &spec::guard::Guard::of(&self.settings))?;
+        if !desired.units.is_empty() || !desired.containers.is_empty() {
+            let fs = HostFs::open(&self.settings.root)
+                .map_err(|e| SpecError::new(Reason::InvalidUnit, format!("{e:#}")))?;
+            let staging = self.state_dir.path().join("staging");
+            unit::validate(&fs, &desired.units, &staging)?;
+            container::validate(&fs, &desired.containers, &staging)?;
+        }
+        Ok(desired)
+    }
+}
