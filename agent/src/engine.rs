@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use gix::ObjectId;
 
 mod admit;
+mod judge;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -43,6 +44,27 @@ struct Converged {
     masked: usize,
     /// SIGTERM arrived: the pass stopped between two changes.
     stopped: bool,
+    /// The pass stopped before its units: a `validate` or a unit's `check` refused the commit.
+    gate: Option<Gate>,
+}
+
+/// What stopped a pass between files and units.
+#[derive(Debug)]
+enum Gate {
+    /// A file's `validate` refused it (its program came with this commit's packages): nothing of
+    /// the files was written.
+    Rejected(spec::SpecError),
+    /// A unit's `check` refused the written files.
+    CheckFailed(resource::checks::CheckFailed),
+}
+
+/// The checks a converge runs between its kinds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Gates {
+    /// Run `validate` before files are written (validators that were not installed at load).
+    validate: bool,
+    /// Run the units' `check` after files changed, before units restart or reload.
+    check_units: bool,
 }
 
 impl Converged {
@@ -207,9 +229,24 @@ impl Agent {
         };
         let host = Host::open(&self.settings.root)?;
         let detect = self.settings.mode == Mode::Detect || opts.dry_run;
-        let mut run = self.converge(&host, &desired, &mut state, detect)?;
         if !detect {
-            self.health_phase(&host, target, &desired, &mut state, &mut run, &mut draft)?;
+            self.mark_unjudged(target, &desired, &mut state)?;
+        }
+        let gates = Gates {
+            validate: !resource::checks::validators_present(&desired.files),
+            check_units: true,
+        };
+        let mut run =
+            self.converge(&host, &desired, &mut state, detect, gates, &resource::ORDER)?;
+        if !detect {
+            match run.gate.take() {
+                Some(gate) => {
+                    self.gate_phase(&host, target, gate, &mut state, &mut run, &mut draft)?
+                }
+                None => {
+                    self.health_phase(&host, target, &desired, &mut state, &mut run, &mut draft)?
+                }
+            }
         }
         Ok(self.summarize(draft, run, &state, detect, opts.dry_run))
     }
@@ -287,6 +324,8 @@ impl Agent {
         desired: &Desired,
         state: &mut State,
         detect: bool,
+        gates: Gates,
+        kinds: &[resource::KindId],
     ) -> Result<Converged> {
         let mut run = Converged::default();
         let mut ctx = resource::Context::default();
@@ -296,10 +335,19 @@ impl Agent {
             stop: &self.stop,
             stopped: false,
         };
-        for kind in resource::ORDER {
+        for &kind in kinds {
             if apply.stopping() {
                 apply.stopped = true;
                 break;
+            }
+            if kind == resource::KindId::Files && gates.validate && !detect {
+                let staging = self.state_dir.path().join("staging");
+                if let Err(e) =
+                    resource::checks::validate_files(&host.fs, &desired.files, &staging, true)
+                {
+                    run.gate = Some(Gate::Rejected(e));
+                    break;
+                }
             }
             let outcomes = if kind == resource::KindId::Services && !host.is_system_root() {
                 // Another root (an image build): the D-Bus systemd is the host's; drive none of it.
@@ -311,6 +359,13 @@ impl Agent {
                 ctx.changed_paths.extend(changed_files(&outcomes));
             }
             run.add(outcomes);
+            if kind == resource::KindId::Files && gates.check_units && !detect {
+                // Before any unit restarts or reloads on them: are the new files acceptable?
+                if let Err(f) = resource::checks::check_units(&desired.units, &ctx.changed_paths) {
+                    run.gate = Some(Gate::CheckFailed(f));
+                    break;
+                }
+            }
         }
         if apply.stopped {
             run.stopped = true;
@@ -319,59 +374,6 @@ impl Agent {
         run.resources
             .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         Ok(run)
-    }
-
-    /// Health: the commit is applied; judged good, bad (rolled back), or not at all (a fault).
-    fn health_phase(
-        &self,
-        host: &Host,
-        target: ObjectId,
-        desired: &Desired,
-        state: &mut State,
-        run: &mut Converged,
-        draft: &mut Draft,
-    ) -> Result<()> {
-        state.applied_commit = Some(target.to_string());
-        let mut healthy = run.failed == 0;
-        let target_hex = target.to_string();
-        let unjudged = state.unjudged_commit.as_deref() == Some(target_hex.as_str());
-        if state.unjudged_commit.is_some() && !unjudged {
-            state.unjudged_commit = None; // another commit is applied now
-        }
-        let due = run.touched_host() || unjudged;
-        if due && !run.stopped && !desired.health.is_empty() {
-            let checked = health_checks(host, desired);
-            state.unjudged_commit = checked.is_err().then(|| target_hex.clone());
-            match checked {
-                Ok(Verdict::Healthy) => {}
-                Ok(Verdict::Unhealthy(failure)) => {
-                    healthy = false;
-                    draft.report.outcome = Outcome::Failed;
-                    draft.report.reason = Some(Reason::HealthCheckFailed);
-                    let note = self.roll_back(host, target, &failure, state, run)?;
-                    draft.notes.insert(0, note);
-                }
-                Err(fault) => {
-                    // Nothing judged: not marked good, not marked bad, not rolled back; the next
-                    // pass checks again.
-                    tracing::warn!(error = %fault, "health check could not be run; the commit is not judged");
-                    healthy = false;
-                    draft.report.outcome = Outcome::Failed;
-                    draft.report.reason = Some(Reason::CheckFault);
-                    draft.notes.insert(
-                        0,
-                        format!("{fault}; the commit is neither marked good nor rolled back"),
-                    );
-                }
-            }
-        }
-        if healthy {
-            if state.last_good_commit.as_deref() != Some(&target.to_string()) {
-                state.bad_commits.clear(); // a newer good commit supersedes them
-            }
-            state.last_good_commit = Some(target.to_string());
-        }
-        self.state_dir.save(state)
     }
 
     /// Record: the outcome, its reason and the message of a pass that converged (or tried).
@@ -433,51 +435,6 @@ impl Agent {
         }
     }
 
-    /// A health check failed after applying `bad`: mark it bad, re-apply the last good commit,
-    /// and say what happened.
-    fn roll_back(
-        &self,
-        host: &Host,
-        bad: ObjectId,
-        failure: &crate::health::Failure,
-        state: &mut State,
-        run: &mut Converged,
-    ) -> Result<String> {
-        let good = state
-            .last_good_commit
-            .as_deref()
-            .and_then(|h| ObjectId::from_hex(h.as_bytes()).ok())
-            .filter(|g| *g != bad);
-        let Some(good) = good else {
-            return Ok(format!(
-                "{failure}; no earlier good commit to roll back to: {} stays applied",
-                short(&bad)
-            ));
-        };
-        state.bad_commits.insert(bad.to_string());
-        self.state_dir.save(state)?;
-        let desired = match self.load(good) {
-            Ok(d) => d,
-            Err(e) => {
-                return Ok(format!(
-                    "{failure}; rolling back to {} failed: {e}",
-                    short(&good)
-                ))
-            }
-        };
-        tracing::warn!(bad = %bad, good = %good, "rolling back to the last good commit");
-        let back = self.converge(host, &desired, state, false)?;
-        run.lines.extend(back.lines);
-        run.resources = back.resources;
-        run.failed = back.failed;
-        state.applied_commit = Some(good.to_string());
-        Ok(format!(
-            "{failure}; rolled back from {} to the last good commit {}",
-            short(&bad),
-            short(&good)
-        ))
-    }
-
     /// The daemon asked to stop: finish the current change, then return.
     pub fn stopping(&self) -> bool {
         self.stop.load(std::sync::atomic::Ordering::Relaxed)
@@ -529,17 +486,19 @@ fn health_checks(
         .health
         .iter()
         .any(|h| matches!(h.probe, spec::HealthProbe::Unit(_)));
-    let mut bus = if needs_bus {
-        host.bus()
-    } else {
-        Err(crate::host::Fault("no unit checks".into()))
-    };
-    crate::health::run(
-        &desired.health,
-        bus.as_mut()
-            .map(|b| b as &mut dyn crate::health::UnitStates)
-            .map_err(|e| e.clone()),
-    )
+    if !needs_bus {
+        return crate::health::run(
+            &desired.health,
+            Err(crate::host::Fault("no unit checks".into())),
+        );
+    }
+    match host.bus() {
+        Ok(bus) => {
+            let mut units = crate::health::ReconnectingUnits::new(Some(bus));
+            crate::health::run(&desired.health, Ok(&mut units))
+        }
+        Err(e) => crate::health::run(&desired.health, Err(e)),
+    }
 }
 
 /// Hands the memory a pass freed back to the OS. glibc keeps it in the arena of the thread that

@@ -36,6 +36,9 @@ pub struct Failure {
     /// "unit app.service", "command /usr/bin/curl -fsS ..."
     pub check: String,
     pub output: String,
+    /// A unit that was active went down cleanly (stopped, not crashed) during its check: most
+    /// likely another hand (an operator's `systemctl stop`), not the commit.
+    pub stopped: bool,
 }
 
 impl std::fmt::Display for Failure {
@@ -75,22 +78,31 @@ pub fn run(
             message: e.0,
         };
         let finding = match &c.probe {
-            HealthProbe::Command(argv) => run_command(argv, c.timeout).map_err(fault)?,
+            HealthProbe::Command(argv) => run_command(argv, c.timeout)
+                .map_err(fault)?
+                .map_err(|e| (e, false)),
             HealthProbe::Unit(u) => {
                 let s = units.as_deref_mut().map_err(|e| fault(e.clone()))?;
                 wait_active(s, u, c.timeout, UNIT_SETTLE)
                     .map_err(fault)?
-                    .map_err(|e| match crate::host::systemd::journal_tail(u, 10) {
-                        Ok(j) if !j.trim().is_empty() => {
-                            format!("{e}; journal: {}", tail(j.trim(), MAX_OUTPUT))
-                        }
-                        _ => e,
+                    .map_err(|(e, stopped)| {
+                        let e = match crate::host::systemd::journal_tail(u, 10) {
+                            Ok(j) if !j.trim().is_empty() => {
+                                format!("{e}; journal: {}", tail(j.trim(), MAX_OUTPUT))
+                            }
+                            _ => e,
+                        };
+                        (e, stopped)
                     })
             }
         };
-        if let Err(output) = finding {
-            tracing::warn!(check = %check, output = %output, "health check failed");
-            return Ok(Verdict::Unhealthy(Failure { check, output }));
+        if let Err((output, stopped)) = finding {
+            tracing::warn!(check = %check, output = %output, stopped, "health check `{check}` failed: {output}");
+            return Ok(Verdict::Unhealthy(Failure {
+                check,
+                output,
+                stopped,
+            }));
         }
         tracing::info!(check = %check, "health check passed");
     }
@@ -98,13 +110,14 @@ pub fn run(
 }
 
 /// Waits until `unit` is active, then requires it to stay active for `settle`. The outer error
-/// is a fault: the state could not be read.
+/// is a fault: the state could not be read. A failure says whether the unit went down cleanly
+/// (stopped: inactive or deactivating) after it was active, rather than crashing.
 pub fn wait_active(
     s: &mut dyn UnitStates,
     unit: &str,
     timeout: Duration,
     settle: Duration,
-) -> std::result::Result<Finding, HostFault> {
+) -> std::result::Result<std::result::Result<(), (String, bool)>, HostFault> {
     let start = Instant::now();
     let mut active_since: Option<Instant> = None;
     loop {
@@ -115,14 +128,26 @@ pub fn wait_active(
             ("active", None) => active_since = Some(Instant::now()),
             ("active", Some(t)) if t.elapsed() >= settle => return Ok(Ok(())),
             ("active", Some(_)) => {}
-            (other, Some(_)) => {
-                return Ok(Err(format!("{unit} was active, then became {other}")));
+            (other @ ("inactive" | "deactivating"), Some(_)) => {
+                return Ok(Err((
+                    format!("{unit} was active, then was stopped ({other}; not crashed: by hand, or it exited by itself)"),
+                    true,
+                )));
             }
-            ("failed", None) => return Ok(Err(format!("{unit} is failed"))),
+            (other, Some(_)) => {
+                return Ok(Err((
+                    format!("{unit} was active, then became {other}"),
+                    false,
+                )));
+            }
+            ("failed", None) => return Ok(Err((format!("{unit} is failed"), false))),
             (_, None) if start.elapsed() >= timeout => {
-                return Ok(Err(format!(
-                    "{unit} is {state}, not active after {}",
-                    humantime::format_duration(timeout)
+                return Ok(Err((
+                    format!(
+                        "{unit} is {state}, not active after {}",
+                        humantime::format_duration(timeout)
+                    ),
+                    false,
                 )))
             }
             _ => {}
@@ -179,6 +204,48 @@ fn tail(s: &str, max: usize) -> &str {
 impl UnitStates for &crate::host::bus::Bus {
     fn active_state(&mut self, unit: &str) -> anyhow::Result<String> {
         self.live(unit).map(|l| l.active_state)
+    }
+}
+
+/// How long a unit check keeps trying to reach systemd again after the bus went away.
+const RECONNECT_FOR: Duration = Duration::from_secs(20);
+
+/// Unit states over D-Bus that survive a restart of the bus (`systemctl restart dbus`): a failed
+/// read opens a new connection and reads again, for up to `RECONNECT_FOR`. A D-Bus restart during
+/// a check then costs a moment, not a verdict; only a bus that stays away is a fault.
+pub struct ReconnectingUnits<'a> {
+    first: Option<&'a crate::host::bus::Bus>,
+    own: Option<crate::host::bus::Bus>,
+}
+
+impl<'a> ReconnectingUnits<'a> {
+    pub fn new(first: Option<&'a crate::host::bus::Bus>) -> ReconnectingUnits<'a> {
+        ReconnectingUnits { first, own: None }
+    }
+}
+
+impl UnitStates for ReconnectingUnits<'_> {
+    fn active_state(&mut self, unit: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + RECONNECT_FOR;
+        loop {
+            let read = match (&self.own, self.first) {
+                (Some(b), _) | (None, Some(b)) => b.live(unit).map(|l| l.active_state),
+                // Never connected: nothing to reconnect (tests, image builds).
+                (None, None) => anyhow::bail!("no connection to the system bus"),
+            };
+            match read {
+                Ok(state) => return Ok(state),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "reading the state of {unit} failed; connecting to D-Bus again");
+                    std::thread::sleep(Duration::from_millis(250));
+                    match crate::host::bus::Bus::open() {
+                        Ok(b) => self.own = Some(b),
+                        Err(e) => tracing::debug!(error = %format!("{e:#}"), "D-Bus not back yet"),
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -259,23 +326,23 @@ mod tests {
         let (t, settle) = (Duration::from_secs(2), Duration::from_millis(250));
         let mut ok = Script(vec!["activating", "active"]);
         assert_eq!(wait_active(&mut ok, "a.service", t, settle), Ok(Ok(())));
-        let mut flap = Script(vec!["active", "failed"]);
-        assert!(wait_active(&mut flap, "a.service", t, settle)
-            .unwrap()
-            .unwrap_err()
-            .contains("was active, then became failed"));
-        let mut failed = Script(vec!["failed"]);
-        assert!(wait_active(&mut failed, "a.service", t, settle)
-            .unwrap()
-            .unwrap_err()
-            .contains("is failed"));
-        let mut slow = Script(vec!["activating"]);
+        let miss = |s: &mut Script, t: Duration| {
+            wait_active(s, "a.service", t, settle).unwrap().unwrap_err()
+        };
+        let (e, stopped) = miss(&mut Script(vec!["active", "failed"]), t);
         assert!(
-            wait_active(&mut slow, "a.service", Duration::from_millis(300), settle)
-                .unwrap()
-                .unwrap_err()
-                .contains("not active after")
+            e.contains("was active, then became failed") && !stopped,
+            "{e}"
         );
+        let (e, stopped) = miss(&mut Script(vec!["failed"]), t);
+        assert!(e.contains("is failed") && !stopped, "{e}");
+        let (e, stopped) = miss(&mut Script(vec!["activating"]), Duration::from_millis(300));
+        assert!(e.contains("not active after") && !stopped, "{e}");
+        // Stopped cleanly while it settled: most likely another hand, not the commit (issue 20).
+        let (e, stopped) = miss(&mut Script(vec!["active", "deactivating"]), t);
+        assert!(e.contains("was stopped") && stopped, "{e}");
+        let (e, stopped) = miss(&mut Script(vec!["active", "inactive"]), t);
+        assert!(e.contains("not crashed") && stopped, "{e}");
     }
 
     /// The bus breaks while a unit's state is read.

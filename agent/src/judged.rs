@@ -1,6 +1,6 @@
-//! What the agent remembers about judging commits (part of state.json): which commit is written
-//! but not yet checked, which failed their checks and why, and which failed only because of
-//! something outside them (a unit stopped by hand during its check, a rollback target failing
+//! What the agent remembers about judging commits (part of state.json, next to
+//! `State::bad_commits` and `State::unjudged_commit`): why each bad commit failed, and which
+//! commits failed only because of something outside them (a unit stopped by hand during its check, a rollback target failing
 //! too) and are tried again after a cool-down. Pure bookkeeping: the clock is passed in.
 
 use crate::reason::Reason;
@@ -14,10 +14,6 @@ pub const MAX_TRIES: u32 = 3;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Judged {
-    /// Written to the host, its checks not passed yet (recorded before the first write): the next
-    /// pass checks it even when it changes nothing, so a pass killed between write and check
-    /// never lets it become the last good commit unchecked.
-    pub unverified: Option<String>,
     /// Why each commit in `State::bad_commits` failed: reported until a good commit lands.
     pub causes: BTreeMap<String, Cause>,
     /// Commits to try again once `not_before` (seconds since the epoch) has passed.
@@ -109,17 +105,19 @@ impl Judged {
         true
     }
 
-    /// `commit` passed its checks: it is verified. When it is not the last good commit already
-    /// (a rollback target checked again), it supersedes every earlier verdict.
+    /// Nothing to remember.
+    pub fn is_empty(&self) -> bool {
+        self.causes.is_empty() && self.retry.is_empty()
+    }
+
+    /// `commit` passed its checks. When it is not the last good commit already (a rollback
+    /// target checked again), it supersedes every earlier verdict.
     pub fn good(
         &mut self,
         commit: &str,
         last_good: Option<&str>,
         bad: &mut std::collections::BTreeSet<String>,
     ) {
-        if self.unverified.as_deref() == Some(commit) {
-            self.unverified = None;
-        }
         if last_good != Some(commit) {
             bad.clear();
             self.causes.clear();
@@ -192,15 +190,5 @@ mod tests {
             cool_down(Duration::from_secs(86400)),
             Duration::from_secs(1800)
         );
-    }
-
-    #[test]
-    fn unverified_is_cleared_by_its_own_success_only() {
-        let (mut j, mut bad) = (Judged::default(), BTreeSet::new());
-        j.unverified = Some("c2".into());
-        j.good("c1", Some("c1"), &mut bad);
-        assert_eq!(j.unverified.as_deref(), Some("c2"));
-        j.good("c2", Some("c1"), &mut bad);
-        assert_eq!(j.unverified, None);
     }
 }

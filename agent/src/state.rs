@@ -19,6 +19,9 @@ pub struct State {
     /// pass, changes or not, and until then it is neither good nor bad.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unjudged_commit: Option<String>,
+    /// Why bad commits failed, and commits to try again after a cool-down.
+    #[serde(skip_serializing_if = "crate::judged::Judged::is_empty")]
+    pub judged: crate::judged::Judged,
     pub files: BTreeMap<String, ManagedFile>,
     pub units: BTreeMap<String, ManagedUnit>,
     pub containers: BTreeMap<String, ManagedUnit>,

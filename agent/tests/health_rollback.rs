@@ -67,10 +67,11 @@ fn failing_command_check_rolls_back_and_is_not_retried() {
     let r = host.apply(&[]).report.unwrap();
     assert_eq!(r.outcome.as_str(), "failed");
     assert!(
+        // The cause is kept, word for word, until a good commit lands (issue 20, item 6).
         r.message.contains(&format!(
-            "not applying {}: its health checks failed before",
+            "not applying {}: health check `command",
             &bad[..7]
-        )),
+        )) && r.message.contains("it stays rolled back"),
         "{}",
         r.message
     );

@@ -2,6 +2,7 @@
 
 use super::{short, Agent, PassOptions};
 use crate::host::fs::HostFs;
+use crate::judged::Held;
 use crate::reason::Reason;
 use crate::resource::{container, unit};
 use crate::source::git::Remote;
@@ -55,15 +56,10 @@ impl Agent {
         };
         verify::check(&self.repo, &self.remote(), commit, &policy)
             .map_err(|e| rejected(e.reason, e.message))?;
-        if !opts.allow_rewind && state.bad_commits.contains(&commit.to_string()) {
-            return Err(Refusal {
-                outcome: Outcome::Failed,
-                reason: Reason::BadCommit,
-                message: format!(
-                    "not applying {}: its health checks failed before, so it stays rolled back; push a fix (a newer commit) or run `plumb apply --allow-rewind` to retry it",
-                    short(&commit)
-                ),
-            });
+        if !opts.allow_rewind {
+            if let Some(held) = held(state, commit) {
+                return Err(held);
+            }
         }
         self.load(commit).map_err(|e| rejected(e.reason, e.message))
     }
@@ -112,6 +108,14 @@ impl Agent {
             .map_err(|e| SpecError::invalid(format!("{e:#}")))?;
         let desired = spec::load(&tree, &self.settings.path, &self.settings.limits)?;
         spec::guard::check(&desired, &spec::guard::Guard::of(&self.settings))?;
+        if desired.files.values().any(|f| f.validate.is_some()) {
+            // Validators not installed yet (their package comes with this commit) run again
+            // after the packages step, before any file is written.
+            let fs = HostFs::open(&self.settings.root)
+                .map_err(|e| SpecError::invalid(format!("{e:#}")))?;
+            let staging = self.state_dir.path().join("staging");
+            crate::resource::checks::validate_files(&fs, &desired.files, &staging, false)?;
+        }
         if !desired.units.is_empty() || !desired.containers.is_empty() {
             let fs = HostFs::open(&self.settings.root)
                 .map_err(|e| SpecError::new(Reason::InvalidUnit, format!("{e:#}")))?;
@@ -120,5 +124,40 @@ impl Agent {
             container::validate(&fs, &desired.containers, &staging)?;
         }
         Ok(desired)
+    }
+}
+
+/// A commit the checks judged before: bad (until a newer commit), or cooling down before it is
+/// tried again. The message keeps the original cause, word for word, so that the report says
+/// why until a good commit lands and does not change from pass to pass.
+fn held(state: &State, commit: ObjectId) -> Option<Refusal> {
+    let hex = commit.to_string();
+    match state
+        .judged
+        .held(&hex, &state.bad_commits, crate::judged::now_secs())?
+    {
+        Held::Bad(cause) => Some(Refusal {
+            outcome: Outcome::Failed,
+            reason: Reason::BadCommit,
+            message: format!(
+                "not applying {}: {}; it stays rolled back: push a fix (a newer commit) or run `plumb apply --allow-rewind` to retry it",
+                short(&commit),
+                cause.map_or_else(|| "its checks failed before".to_string(), |c| c.message),
+            ),
+        }),
+        Held::CoolingDown { cause, .. } => {
+            let at = state.judged.retry[&hex].not_before;
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
+            Some(Refusal {
+                outcome: Outcome::Failed,
+                reason: cause.reason,
+                message: format!(
+                    "not applying {} yet: {}; tried again after {}",
+                    short(&commit),
+                    cause.message,
+                    humantime::format_rfc3339_seconds(at)
+                ),
+            })
+        }
     }
 }
