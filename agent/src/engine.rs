@@ -296,6 +296,9 @@ impl Agent {
             stop: &self.stop,
             stopped: false,
         };
+        if !detect {
+            resource::package::clear_stale_hold(host);
+        }
         for kind in resource::ORDER {
             if apply.stopping() {
                 apply.stopped = true;
@@ -311,6 +314,10 @@ impl Agent {
                 ctx.changed_paths.extend(changed_files(&outcomes));
             }
             run.add(outcomes);
+        }
+        if !detect && !apply.stopped {
+            // Services of packages installed with their starts held, now their files are in place.
+            run.add(resource::package::start_held(host, desired, apply.state));
         }
         if apply.stopped {
             run.stopped = true;

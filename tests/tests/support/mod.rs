@@ -80,6 +80,18 @@ impl World {
         Ok(text)
     }
 
+    /// `plumb apply` like `apply`, whatever its exit code; its output.
+    pub fn apply_quiet(&self) -> Result<String> {
+        let mut argv = vec!["systemd-run", "--wait", "--pipe", "--quiet", "--collect"];
+        let sandbox = sandbox_properties()?;
+        for p in &sandbox {
+            argv.extend(["-p", p.as_str()]);
+        }
+        argv.extend(["/usr/local/bin/plumb", "apply"]);
+        let out = self.node.exec(&argv)?;
+        Ok(format!("{}{}", out.stdout, out.stderr))
+    }
+
     /// `plumb run` as the transient service plumb-test.service, in plumb.service's sandbox.
     pub fn start_daemon(&self) -> Result<()> {
         let sandbox = sandbox_properties()?;
@@ -192,4 +204,43 @@ pub fn sandbox_properties() -> Result<Vec<String>> {
         }
     }
     Ok(props)
+}
+
+impl World {
+    /// Debian's own packages fetched when the node image was built (nginx and what it needs, see
+    /// tests/node-image.sh), served to the node as a local apt repository.
+    pub fn add_debian_repo(&self) -> Result<()> {
+        self.node.write_file(
+            "/etc/apt/sources.list.d/debian-debs.list",
+            "deb [trusted=yes] file:/srv/debian-debs ./\n",
+        )?;
+        self.node.write_file(
+            "/etc/apt/apt.conf.d/99plumb-test",
+            "Acquire::Languages \"none\";\n",
+        )?;
+        self.node.exec_ok(&["apt-get", "update", "-q"])?;
+        Ok(())
+    }
+
+    /// `busybox wget` of a URL inside the node: the body, or None when nothing answered.
+    pub fn http_get(&self, url: &str) -> Result<Option<String>> {
+        let out = self.node.exec(&["busybox", "wget", "-q", "-O", "-", url])?;
+        Ok(out.success().then_some(out.stdout))
+    }
+
+    /// Whether dpkg has `pkg` installed ("install ok installed").
+    pub fn installed(&self, pkg: &str) -> Result<bool> {
+        let out = self
+            .node
+            .exec(&["dpkg-query", "-W", "-f", "${Status}", pkg])?;
+        Ok(out.success() && out.stdout.trim() == "install ok installed")
+    }
+
+    /// How often systemd started `unit` since boot (its journal's "Started" lines).
+    pub fn starts(&self, unit: &str) -> Result<usize> {
+        let out =
+            self.node
+                .exec_ok(&["journalctl", "-b", "-u", unit, "-o", "cat", "--no-pager"])?;
+        Ok(out.lines().filter(|l| l.starts_with("Started ")).count())
+    }
 }
