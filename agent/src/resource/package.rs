@@ -762,7 +762,9 @@ pub fn start_held(host: &Host, desired: &Desired, state: &mut State) -> Vec<Outc
         match bus.live(&unit) {
             Ok(s) if s.is_enabled() && !s.is_active() && !s.is_masked() => due.push((unit, pkg)),
             Ok(_) => {}
-            Err(e) => tracing::warn!(unit = %unit, error = %format!("{e:#}"), "could not read the state of a package's unit"),
+            Err(e) => {
+                tracing::warn!(unit = %unit, error = %format!("{e:#}"), "could not read the state of a package's unit")
+            }
         }
     }
     let names: Vec<&str> = due.iter().map(|(u, _)| u.as_str()).collect();
@@ -1089,7 +1091,10 @@ mod tests {
         assert!(st.brought.is_empty() && st.held.is_empty());
         assert!(st.packages["nginx"].installed_by_plumb);
         let json = serde_json::to_string(&st).unwrap();
-        assert!(!json.contains("brought") && !json.contains("held"), "{json}");
+        assert!(
+            !json.contains("brought") && !json.contains("held"),
+            "{json}"
+        );
     }
 
     #[test]
