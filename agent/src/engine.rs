@@ -335,6 +335,9 @@ impl Agent {
             stop: &self.stop,
             stopped: false,
         };
+        if !detect {
+            resource::package::clear_stale_hold(host);
+        }
         for &kind in kinds {
             if apply.stopping() {
                 apply.stopped = true;
@@ -366,6 +369,11 @@ impl Agent {
                     break;
                 }
             }
+        }
+        if !detect && !apply.stopped && run.gate.is_none() {
+            // Services of packages installed with their starts held, now their files are in place
+            // (after a refused check, the next pass starts them on the files put back).
+            run.add(resource::package::start_held(host, desired, apply.state));
         }
         if apply.stopped {
             run.stopped = true;

@@ -26,6 +26,14 @@ pub struct State {
     pub units: BTreeMap<String, ManagedUnit>,
     pub containers: BTreeMap<String, ManagedUnit>,
     pub packages: BTreeMap<String, ManagedPackage>,
+    /// Every package that appeared while plumb installed packages (those it asked for and what
+    /// they pulled in): after plumb removes one of its own, only these may go with it.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub brought: BTreeSet<String>,
+    /// Packages installed with service starts held: the enabled units they ship are started
+    /// after the pass's units (kept here until then, so a killed pass still starts them).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub held: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -356,9 +356,47 @@ pub(crate) fn parse_apt_removals(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The systemd units a Debian package ships (`dpkg-query -L`), by name: services, sockets,
+/// timers and paths in the system unit directories; templates (`x@.service`) cannot be started
+/// and are left out.
+pub fn shipped_units(pkg: &str) -> Result<Vec<String>> {
+    check_name(pkg)?;
+    let mut c = Command::new("dpkg-query");
+    c.args(["-L", "--", pkg]);
+    Ok(units_in_file_list(&run_checked(
+        &mut c,
+        QUERY_TIMEOUT,
+        "dpkg-query -L",
+    )?))
+}
+
+fn units_in_file_list(text: &str) -> Vec<String> {
+    const DIRS: [&str; 2] = ["/usr/lib/systemd/system/", "/lib/systemd/system/"];
+    const KINDS: [&str; 4] = [".service", ".socket", ".timer", ".path"];
+    let mut units: Vec<String> = text
+        .lines()
+        .filter_map(|l| DIRS.iter().find_map(|d| l.trim_end().strip_prefix(d)))
+        .filter(|n| !n.contains('/') && !n.contains("@.") && KINDS.iter().any(|k| n.ends_with(k)))
+        .map(String::from)
+        .collect();
+    units.sort();
+    units.dedup();
+    units
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn units_a_package_ships() {
+        let list = "/.\n/etc/nginx/nginx.conf\n/usr/lib/systemd/system\n\
+            /usr/lib/systemd/system/nginx.service\n/lib/systemd/system/nginx.service\n\
+            /usr/lib/systemd/system/getty@.service\n/usr/lib/systemd/system/x.timer\n\
+            /usr/lib/systemd/system/x.service.d/override.conf\n/usr/lib/systemd/system/x.conf\n\
+            /usr/lib/systemd/user/u.service\n";
+        assert_eq!(units_in_file_list(list), ["nginx.service", "x.timer"]);
+    }
 
     #[test]
     fn dpkg_status() {

@@ -636,3 +636,10 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
         })
         .collect()
 }
+
+/// Starts units plumb does not manage (a package's, held during its install) the way it starts
+/// its own: together, each awaited, a failure quoting the unit's Result and journal.
+pub(super) fn start_units(bus: &Bus, units: &[&str]) -> Vec<Result<(), Fault>> {
+    let jobs: Vec<(&str, RunAction)> = units.iter().map(|u| (*u, RunAction::Start)).collect();
+    run_jobs(bus, &jobs)
+}

@@ -4,7 +4,7 @@
 
 use super::{Apply, Context, Outcome, Step};
 use crate::host::packages::Backend;
-use crate::host::pkgcmd;
+use crate::host::{pkg_cleanup, pkgcmd, service_hold};
 use crate::host::{Fault, Host};
 use crate::spec::{Desired, Packages};
 use crate::state::{ManagedPackage, State, StateDir};
@@ -138,11 +138,12 @@ impl super::Kind for PackageKind {
     fn apply(
         host: &Host,
         want: &Self::Want,
-        _: &Self::Have,
+        have: &Self::Have,
         changes: &[PackageChange],
         run: &mut Apply,
     ) -> anyhow::Result<Vec<Outcome>> {
-        Ok(apply(host, want, changes, run.state, run.state_dir)
+        let before = have.as_ref().ok();
+        Ok(apply(host, want, before, changes, run.state, run.state_dir)
             .into_iter()
             .map(|r| {
                 let lines = match r.state {
@@ -266,12 +267,15 @@ fn desired_ok(desired: &Packages) -> BTreeMap<String, PackageResult> {
         .collect()
 }
 
-/// Applies the changes: all installs in one transaction, then all removals in one. Each package
-/// gets its own result; the inventory in `state` follows what landed and is saved by the caller
-/// (intent is saved here before installing, so a killed pass still knows what plumb installed).
+/// Applies the changes: all installs in one transaction (service starts held on a dpkg system),
+/// then all removals in one, and after removing a package of plumb's own what its install
+/// brought that nothing else needs. Each package gets its own result; the inventory in `state`
+/// follows what landed and is saved by the caller (intent is saved here before installing, so a
+/// killed pass still knows what plumb installed). `before`: the installed set observed.
 pub fn apply(
     host: &Host,
     desired: &Packages,
+    before: Option<&BTreeSet<String>>,
     changes: &[PackageChange],
     state: &mut State,
     state_dir: &StateDir,
@@ -305,14 +309,29 @@ pub fn apply(
 
     let install: Vec<String> = to_install.iter().map(|c| c.name.clone()).collect();
     let remove: Vec<String> = to_remove.iter().map(|c| c.name.clone()).collect();
+    // Only what plumb installed takes what its install brought (and its config) with it.
+    let own: BTreeSet<&String> = remove
+        .iter()
+        .filter(|n| {
+            state.brought.contains(*n)
+                || state.packages.get(*n).is_some_and(|p| p.installed_by_plumb)
+        })
+        .collect();
+    let debian = host.is_system_root() && pkg_cleanup::applies();
+    let hold = debian && !install.is_empty();
     let conn = host.bus().map(|b| b.connection());
     let done = crate::host::runtime::handle()
-        .map(|rt| rt.block_on(run_backend(conn, &install, &remove, state_dir)))
+        .map(|rt| rt.block_on(run_backend(conn, &install, &remove, hold, state_dir)))
         .unwrap_or_else(|e| {
             let mut done = all_failed(&install, &e);
             done.extend(all_failed(&remove, &e));
             done
         });
+    let removed_own: Vec<String> = done
+        .iter()
+        .filter(|(n, r)| r.is_ok() && own.contains(n))
+        .map(|(n, _)| n.clone())
+        .collect();
     for (name, result) in done {
         let c = changes
             .iter()
@@ -320,7 +339,102 @@ pub fn apply(
             .expect("a result is for a planned change");
         record_result(c, result, &fresh, state, &mut out);
     }
+    if debian && !removed_own.is_empty() {
+        clean_up_after(desired, &removed_own, state, &mut out);
+    }
+    match pkgcmd::installed() {
+        Ok(now) => {
+            if !install.is_empty() {
+                if let Some(before) = before {
+                    let appeared = appeared(before, &now);
+                    tracing::info!(held = hold, packages = ?appeared, "packages plumb's install brought");
+                    if hold {
+                        state.held.extend(appeared.iter().cloned());
+                    }
+                    state.brought.extend(appeared);
+                }
+            }
+            state.brought.retain(|n| now.contains(n));
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "could not read the installed packages after the transaction; what it brought is not recorded");
+        }
+    }
+    // What the install brought is known from now on, even if the pass dies before its end.
+    if let Err(e) = state_dir.save(state) {
+        tracing::warn!(error = %format!("{e:#}"), "could not save the package inventory");
+    }
     out.into_values().collect()
+}
+
+/// The packages in `after` but not in `before`, by their bare names (dpkg lists multi-arch
+/// packages both bare and qualified).
+fn appeared(before: &BTreeSet<String>, after: &BTreeSet<String>) -> BTreeSet<String> {
+    after
+        .difference(before)
+        .filter(|n| match n.split_once(':') {
+            Some((bare, _)) => !after.contains(bare),
+            None => true,
+        })
+        .cloned()
+        .collect()
+}
+
+/// After plumb removed packages it installed (`removed`): what plumb's installs brought that
+/// apt would now autoremove goes too (never a package Git or the inventory still names), and
+/// what dpkg keeps of them (configuration files, enabled-unit links) is purged. Said in each
+/// removed package's detail; a failure makes it failed, naming what is left.
+fn clean_up_after(
+    desired: &Packages,
+    removed: &[String],
+    state: &State,
+    out: &mut BTreeMap<String, PackageResult>,
+) {
+    let candidates: BTreeSet<String> = state
+        .brought
+        .iter()
+        .filter(|n| !desired.install.contains(*n) && !state.packages.contains_key(*n))
+        .cloned()
+        .collect();
+    let cleaned = pkg_cleanup::orphans(&candidates).and_then(|orphans| {
+        let purged = pkg_cleanup::remove_and_purge(&orphans, removed)?;
+        Ok((orphans, purged))
+    });
+    let note = match &cleaned {
+        Ok((orphans, purged)) => {
+            tracing::info!(removed = ?orphans, purged = ?purged, "removed what plumb's install brought");
+            cleanup_note(orphans, purged)
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "removing what plumb's install brought failed");
+            format!(
+                "; removing what its install brought failed (see `apt-get autoremove --dry-run`): {e:#}"
+            )
+        }
+    };
+    for name in removed {
+        if let Some(r) = out.get_mut(name) {
+            r.detail.push_str(&note);
+            if cleaned.is_err() {
+                r.state = ResourceState::Failed;
+            }
+        }
+    }
+}
+
+/// "; with it what its install brought and nothing else needs: a, b; configuration purged: c".
+fn cleanup_note(orphans: &[String], purged: &[String]) -> String {
+    let mut note = String::new();
+    if !orphans.is_empty() {
+        note.push_str(&format!(
+            "; with it what its install brought and nothing else needs: {}",
+            orphans.join(", ")
+        ));
+    }
+    if !purged.is_empty() {
+        note.push_str(&format!("; configuration purged: {}", purged.join(", ")));
+    }
+    note
 }
 
 fn set(
@@ -430,10 +544,13 @@ fn record_result(
 type Done = Vec<(String, std::result::Result<String, String>)>;
 
 /// Chooses the backend, then installs all of `install` and removes all of `remove`.
+/// With `hold`, service starts are held during the install transaction (see
+/// `host::service_hold`): the units start after the pass wrote their files.
 async fn run_backend(
     conn: std::result::Result<&zbus::Connection, Fault>,
     install: &[String],
     remove: &[String],
+    hold: bool,
     state_dir: &StateDir,
 ) -> Done {
     let backend = match Backend::choose(conn).await {
@@ -452,7 +569,12 @@ async fn run_backend(
     );
     let mut done = Vec::new();
     if !install.is_empty() {
+        let held = hold.then(|| service_hold::hold(std::path::Path::new("/")));
+        if let Some(Err(e)) = &held {
+            tracing::warn!(error = %format!("{e:#}"), "could not hold service starts: the packages' services start with their own defaults");
+        }
         done.extend(install_all(&backend, install, state_dir).await);
+        drop(held);
     }
     if !remove.is_empty() {
         done.extend(remove_all(&backend, remove).await);
@@ -585,6 +707,101 @@ fn cache_age(state_dir: &StateDir) -> Option<Duration> {
     let at: u64 = text.trim().parse().ok()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(Duration::from_secs(now.saturating_sub(at)))
+}
+
+/// Removes a hold on service starts that a killed pass left (run at the start of every pass).
+pub fn clear_stale_hold(host: &Host) {
+    if host.is_system_root() {
+        service_hold::clear_stale(std::path::Path::new("/"));
+    }
+}
+
+/// After the pass's units: starts what the packages installed with service starts held ship
+/// and would have started themselves (enabled, inactive), unless plumb manages the unit (its
+/// own step started it, or keeps it stopped). One outcome per unit started or failed.
+pub fn start_held(host: &Host, desired: &Desired, state: &mut State) -> Vec<Outcome> {
+    if state.held.is_empty() {
+        return vec![];
+    }
+    if !host.is_system_root() {
+        state.held.clear();
+        return vec![];
+    }
+    let managed: BTreeSet<String> = desired
+        .units
+        .keys()
+        .chain(state.units.keys())
+        .cloned()
+        .chain(desired.containers.values().map(|c| c.service_name()))
+        .collect();
+    let mut shipped: Vec<(String, String)> = Vec::new();
+    for pkg in &state.held {
+        match pkgcmd::shipped_units(pkg) {
+            Ok(units) => shipped.extend(
+                units
+                    .into_iter()
+                    .filter(|u| !managed.contains(u))
+                    .map(|u| (u, pkg.clone())),
+            ),
+            // Removed since (or never installed): nothing of it to start.
+            Err(e) => tracing::debug!(package = %pkg, error = %format!("{e:#}"), "no unit list"),
+        }
+    }
+    let bus = match host.bus() {
+        Ok(bus) => bus,
+        Err(fault) => {
+            // Kept in `held`: the next pass tries again.
+            return shipped
+                .into_iter()
+                .map(|(unit, pkg)| held_outcome(unit, &pkg, Err(fault.clone())))
+                .collect();
+        }
+    };
+    let mut due = Vec::new();
+    for (unit, pkg) in shipped {
+        match bus.live(&unit) {
+            Ok(s) if s.is_enabled() && !s.is_active() && !s.is_masked() => due.push((unit, pkg)),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(unit = %unit, error = %format!("{e:#}"), "could not read the state of a package's unit")
+            }
+        }
+    }
+    let names: Vec<&str> = due.iter().map(|(u, _)| u.as_str()).collect();
+    let results = super::activate::start_units(bus, &names);
+    state.held.clear();
+    due.into_iter()
+        .zip(results)
+        .map(|((unit, pkg), r)| held_outcome(unit, &pkg, r))
+        .collect()
+}
+
+fn held_outcome(unit: String, pkg: &str, r: std::result::Result<(), Fault>) -> Outcome {
+    let (state, detail, lines) = match r {
+        Ok(()) => {
+            let what = format!(
+                "started: package {pkg} ships it enabled; its start was held until the pass's files were in place"
+            );
+            let line = format!("start unit {unit} (package {pkg}, held during its install)");
+            (ResourceState::Changed, what, vec![line])
+        }
+        Err(e) => (
+            ResourceState::Failed,
+            format!("package {pkg} ships it enabled; starting it after the install failed: {e}"),
+            vec![],
+        ),
+    };
+    Outcome {
+        report: ResourceReport {
+            kind: Kind::Unit,
+            name: unit,
+            state,
+            detail,
+        },
+        drift: false,
+        masked: false,
+        lines,
+    }
 }
 
 #[cfg(test)]
@@ -817,7 +1034,7 @@ mod tests {
         ];
         let root = tempfile::tempdir().unwrap();
         let host = Host::open(root.path()).unwrap();
-        let r = apply(&host, &desired, &changes, &mut state, &sd);
+        let r = apply(&host, &desired, None, &changes, &mut state, &sd);
         assert_eq!(state.packages, inv(&[("pre", false)]));
         let got: Vec<(&str, ResourceState)> =
             r.iter().map(|r| (r.name.as_str(), r.state)).collect();
@@ -835,6 +1052,49 @@ mod tests {
             r[2]
         );
         assert!(cache_age(&sd).is_none(), "nothing was refreshed");
+    }
+
+    #[test]
+    fn what_an_install_brought() {
+        let before = set(&["curl", "libc6", "libc6:amd64"]).unwrap();
+        let after = set(&[
+            "curl",
+            "libc6",
+            "libc6:amd64",
+            "nginx",
+            "nginx-common",
+            "libfoo",
+            "libfoo:amd64",
+            "libbar:i386",
+        ])
+        .unwrap();
+        let got: Vec<String> = appeared(&before, &after).into_iter().collect();
+        assert_eq!(got, ["libbar:i386", "libfoo", "nginx", "nginx-common"]);
+    }
+
+    #[test]
+    fn cleanup_is_said_in_the_detail() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(cleanup_note(&[], &[]), "");
+        assert_eq!(
+            cleanup_note(&s(&["nginx-common"]), &s(&["nginx", "nginx-common"])),
+            "; with it what its install brought and nothing else needs: nginx-common; configuration purged: nginx, nginx-common"
+        );
+    }
+
+    /// A state.json written before `brought` and `held` existed still loads; empty sets are not
+    /// written.
+    #[test]
+    fn old_state_loads() {
+        let old = r#"{"packages":{"nginx":{"installed_by_plumb":true}}}"#;
+        let st: State = serde_json::from_str(old).unwrap();
+        assert!(st.brought.is_empty() && st.held.is_empty());
+        assert!(st.packages["nginx"].installed_by_plumb);
+        let json = serde_json::to_string(&st).unwrap();
+        assert!(
+            !json.contains("brought") && !json.contains("held"),
+            "{json}"
+        );
     }
 
     #[test]
