@@ -10,7 +10,7 @@ use crate::source::backoff::FetchBackoff;
 use crate::source::git::{redact_url, LocalRepo, Remote};
 use crate::spec::{self, Desired};
 use crate::state::{State, StateDir};
-use crate::status::report::{now_rfc3339, Kind, Outcome, Report, ResourceReport, ResourceState};
+use crate::status::report::{now_rfc3339, Outcome, Report, ResourceReport, ResourceState};
 use anyhow::{Context, Result};
 use gix::ObjectId;
 
@@ -307,9 +307,7 @@ impl Agent {
             } else {
                 kind.converge(host, desired, &ctx, detect, &mut apply)?
             };
-            if !detect {
-                ctx.changed_paths.extend(changed_files(&outcomes));
-            }
+            ctx.learn(&outcomes, desired);
             run.add(outcomes);
         }
         if apply.stopped {
@@ -591,18 +589,4 @@ fn run_notes(run: &Converged, detect: bool, dry_run: bool) -> Vec<String> {
         notes.push(format!("{} change(s) pending", run.changed));
     }
     notes
-}
-
-/// Managed files this pass changed: units with `restart_on` them restart.
-fn changed_files(outcomes: &[resource::Outcome]) -> impl Iterator<Item = String> + '_ {
-    outcomes
-        .iter()
-        .filter(|o| {
-            o.report.kind == Kind::File
-                && matches!(
-                    o.report.state,
-                    ResourceState::Changed | ResourceState::DriftCorrected | ResourceState::Pruned
-                )
-        })
-        .map(|o| o.report.name.clone())
 }

@@ -1,7 +1,7 @@
 //! Units and Quadlet containers, one kind to the engine: systemd activates them together, in
 //! the order it needs: stop what is pruned, write unit and Quadlet files, one daemon-reload,
-//! enable/disable, then stop/start/restart, every job awaited. `unit` and `container` plan their
-//! own changes (pure); this module observes both and applies the union.
+//! enable/disable, then stop/start/restart/reload, every job awaited. `unit` and `container`
+//! plan their own changes (pure); this module observes both and applies the union.
 
 use super::{Apply, Context, Outcome, Step};
 use crate::host::bus::Bus;
@@ -483,6 +483,7 @@ impl Activation<'_> {
                     match changes[i].run {
                         Some(RunAction::Start) => "started",
                         Some(RunAction::Stop) => "stopped",
+                        Some(RunAction::Reload) => "reloaded",
                         _ => "restarted",
                     }
                     .into(),
@@ -500,7 +501,10 @@ impl Activation<'_> {
             .zip(self.done)
             .map(|((c, error), done)| {
                 let mut detail = c.why.join(", ");
-                if !done.is_empty() {
+                if c.run == Some(RunAction::Reload) && done.iter().any(|d| d == "reloaded") {
+                    // "reloaded (/etc/nginx/conf.d/site.conf changed)"
+                    detail = format!("{} ({detail})", done.join(", "));
+                } else if !done.is_empty() {
                     detail = format!("{detail}: {}", done.join(", "));
                 }
                 let state = match &error {
@@ -577,6 +581,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                 RunAction::Start => sd.start(unit).await,
                 RunAction::Stop => sd.stop(unit).await,
                 RunAction::Restart => sd.restart(unit).await,
+                RunAction::Reload => sd.reload_unit(unit).await,
             }
         },
     )));
@@ -591,6 +596,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                 RunAction::Start => "start",
                 RunAction::Stop => "stop",
                 RunAction::Restart => "restart",
+                RunAction::Reload => "reload",
             };
             let result = result.map_err(Fault::from)?;
             let failed_after = action != RunAction::Stop
@@ -611,6 +617,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                     sd.reset_failed(unit).await?;
                     match action {
                         RunAction::Restart => sd.restart(unit).await,
+                        RunAction::Reload => sd.reload_unit(unit).await,
                         _ => sd.start(unit).await,
                     }
                 };
