@@ -99,7 +99,8 @@ impl Draft {
             reason = self.report.reason.map(|r| r.as_str()).unwrap_or(""),
             changes = changes.len(),
             failed,
-            "pass done"
+            "pass done: {}",
+            pass_summary(&self.report, changes.len(), failed)
         );
         PassResult {
             report: self.report,
@@ -352,7 +353,7 @@ impl Agent {
                 Err(fault) => {
                     // Nothing judged: not marked good, not marked bad, not rolled back; the next
                     // pass checks again.
-                    tracing::warn!(error = %fault, "health check could not be run; the commit is not judged");
+                    tracing::warn!(error = %fault, "health check could not be run, the commit is not judged: {fault}");
                     healthy = false;
                     draft.report.outcome = Outcome::Failed;
                     draft.report.reason = Some(Reason::CheckFault);
@@ -424,7 +425,7 @@ impl Agent {
             Err(e) => {
                 let e = format!("{e:#}");
                 self.fetch_backoff.failed(now, self.settings.interval);
-                tracing::warn!(error = %e, failures = self.fetch_backoff.failures(), "fetch failed, keeping the last fetched commit");
+                tracing::warn!(error = %e, failures = self.fetch_backoff.failures(), "fetch failed, keeping the last fetched commit: {e}");
                 self.fetch_error = e.clone();
                 Err(e)
             }
@@ -463,7 +464,7 @@ impl Agent {
                 ))
             }
         };
-        tracing::warn!(bad = %bad, good = %good, "rolling back to the last good commit");
+        tracing::warn!(bad = %bad, good = %good, "rolling back from {} to the last good commit {}", short(&bad), short(&good));
         let back = self.converge(host, &desired, state, false)?;
         run.lines.extend(back.lines);
         run.resources = back.resources;
@@ -549,6 +550,25 @@ fn release_freed_memory() {
     unsafe {
         nix::libc::malloc_trim(0);
     }
+}
+
+/// "changed at 3f2a9c1, 2 changes", "failed at 3f2a9c1 (check-failed), 1 change, 1 failed":
+/// the essentials of the pass's one info line.
+fn pass_summary(report: &Report, changes: usize, failed: usize) -> String {
+    let mut s = report.outcome.as_str().to_string();
+    let commit = &report.desired_commit;
+    if !commit.is_empty() {
+        s.push_str(&format!(" at {}", commit.get(..7).unwrap_or(commit)));
+    }
+    if let Some(r) = report.reason {
+        s.push_str(&format!(" ({})", r.as_str()));
+    }
+    let plural = if changes == 1 { "" } else { "s" };
+    s.push_str(&format!(", {changes} change{plural}"));
+    if failed > 0 {
+        s.push_str(&format!(", {failed} failed"));
+    }
+    s
 }
 
 fn short(id: &ObjectId) -> String {

@@ -89,10 +89,10 @@ pub fn run(
             }
         };
         if let Err(output) = finding {
-            tracing::warn!(check = %check, output = %output, "health check failed");
+            tracing::warn!(check = %check, output = %output, "health check failed: {check}: {output}");
             return Ok(Verdict::Unhealthy(Failure { check, output }));
         }
-        tracing::info!(check = %check, "health check passed");
+        tracing::info!(check = %check, "health check passed: {check}");
     }
     Ok(Verdict::Healthy)
 }

@@ -52,7 +52,7 @@ impl super::Kind for ServiceKind {
         let bus = match host.bus() {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(error = %e);
+                tracing::error!(error = %e, "units and containers left alone: {e}");
                 return Seen::NoBus(e);
             }
         };
@@ -182,7 +182,7 @@ fn batch_states(
     match asked {
         Ok(states) => wanted.into_iter().zip(states).collect(),
         Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "batch state query failed, asking unit by unit");
+            tracing::warn!(error = %format!("{e:#}"), "batch state query failed, asking unit by unit: {e:#}");
             BTreeMap::new()
         }
     }
@@ -401,7 +401,7 @@ impl Activation<'_> {
     fn reload(&mut self) {
         if let Err(e) = self.bus.block_on(self.bus.systemd.reload()) {
             let e = format!("systemd daemon-reload failed: {e:#}");
-            tracing::error!(error = %e);
+            tracing::error!(error = %e, "{e}");
             for i in self.live().collect::<Vec<_>>() {
                 self.errors[i] = Some(e.clone());
             }
@@ -604,7 +604,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                     .as_ref()
                     .is_some_and(|a| a[k].active_state == "failed");
             if result == JobResult::Done && !failed_after {
-                tracing::info!(unit, action = verb, "job done");
+                tracing::info!(unit, action = verb, "job done: {verb} {unit}");
                 return Ok(());
             }
             let mut result = result;
@@ -612,7 +612,10 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
             if unit_result.as_deref() == Some("start-limit-hit") {
                 // systemd's limit is for crash loops; plumb's own starts are deliberate and a
                 // pass apart. Clear it and try once more.
-                tracing::info!(unit, "start limit hit: reset-failed and one more try");
+                tracing::info!(
+                    unit,
+                    "{unit} hit its start limit: reset-failed and one more try"
+                );
                 let retry = async {
                     sd.reset_failed(unit).await?;
                     match action {
@@ -626,7 +629,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                 if result == JobResult::Done
                     && now.as_ref().is_some_and(|s| s.active_state != "failed")
                 {
-                    tracing::info!(unit, action = verb, "job done");
+                    tracing::info!(unit, action = verb, "job done: {verb} {unit}");
                     return Ok(());
                 }
                 unit_result = now.and_then(|s| s.result);
@@ -638,7 +641,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                 .map(|t| t.trim().replace('\n', " | "))
                 .unwrap_or_else(|e| format!("(no journal: {e:#})"));
             let msg = format!("{verb} failed (job {result}{why}); last log lines: {log}");
-            tracing::error!(unit, action = verb, error = %msg, "job failed");
+            tracing::error!(unit, action = verb, error = %msg, "job failed: {unit}: {msg}");
             Err(Fault(msg))
         })
         .collect()

@@ -90,11 +90,11 @@ impl super::Kind for FileKind {
             );
             out.push(match applied {
                 Err(e) => {
-                    tracing::error!(kind = "file", name = %c.path, error = %format!("{e:#}"), "failed");
+                    tracing::error!(kind = "file", name = %c.path, error = %format!("{e:#}"), "failed: {}: {e:#}", c.describe());
                     outcome(c, ResourceState::Failed, format!("{e:#}"), vec![])
                 }
                 Ok(()) if c.touches_host() => {
-                    tracing::info!(kind = "file", name = %c.path, action = c.action.name(), drift = c.drift, "applied");
+                    tracing::info!(kind = "file", name = %c.path, action = c.action.name(), drift = c.drift, "applied: {}", c.describe());
                     outcome(c, resource_state(c), c.detail.clone(), vec![c.describe()])
                 }
                 Ok(()) => outcome(c, resource_state(c), c.detail.clone(), vec![]),
@@ -107,7 +107,7 @@ impl super::Kind for FileKind {
         // content differs from the inventory's).
         if let Err(e) = fs.commit_batch() {
             let e = format!("{e:#}");
-            tracing::error!(kind = "file", error = %e, "failed to put the written files in place");
+            tracing::error!(kind = "file", error = %e, "failed to put the written files in place: {e}");
             for o in out.iter_mut().filter(|o| {
                 matches!(
                     o.report.state,
