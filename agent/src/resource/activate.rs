@@ -614,7 +614,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                 // pass apart. Clear it and try once more.
                 tracing::info!(
                     unit,
-                    "{unit} hit its start limit: reset-failed and one more try"
+                    "start limit hit by {unit}: reset-failed and one more try"
                 );
                 let retry = async {
                     sd.reset_failed(unit).await?;
