@@ -10,7 +10,7 @@ use crate::source::backoff::FetchBackoff;
 use crate::source::git::{redact_url, LocalRepo, Remote};
 use crate::spec::{self, Desired};
 use crate::state::{State, StateDir};
-use crate::status::report::{now_rfc3339, Kind, Outcome, Report, ResourceReport, ResourceState};
+use crate::status::report::{now_rfc3339, Outcome, Report, ResourceReport, ResourceState};
 use anyhow::{Context, Result};
 use gix::ObjectId;
 
@@ -121,7 +121,8 @@ impl Draft {
             reason = self.report.reason.map(|r| r.as_str()).unwrap_or(""),
             changes = changes.len(),
             failed,
-            "pass done"
+            "pass done: {}",
+            pass_summary(&self.report, changes.len(), failed)
         );
         PassResult {
             report: self.report,
@@ -358,9 +359,7 @@ impl Agent {
             } else {
                 kind.converge(host, desired, &ctx, detect, &mut apply)?
             };
-            if !detect {
-                ctx.changed_paths.extend(changed_files(&outcomes));
-            }
+            ctx.learn(&outcomes, desired);
             run.add(outcomes);
             if kind == resource::KindId::Files && gates.check_units && !detect {
                 // Before any unit restarts or reloads on them: are the new files acceptable?
@@ -436,7 +435,7 @@ impl Agent {
             Err(e) => {
                 let e = format!("{e:#}");
                 self.fetch_backoff.failed(now, self.settings.interval);
-                tracing::warn!(error = %e, failures = self.fetch_backoff.failures(), "fetch failed, keeping the last fetched commit");
+                tracing::warn!(error = %e, failures = self.fetch_backoff.failures(), "fetch failed, keeping the last fetched commit: {e}");
                 self.fetch_error = e.clone();
                 Err(e)
             }
@@ -520,6 +519,25 @@ fn release_freed_memory() {
     }
 }
 
+/// "changed at 3f2a9c1, 2 changes", "failed at 3f2a9c1 (check-failed), 1 change, 1 failed":
+/// the essentials of the pass's one info line.
+fn pass_summary(report: &Report, changes: usize, failed: usize) -> String {
+    let mut s = report.outcome.as_str().to_string();
+    let commit = &report.desired_commit;
+    if !commit.is_empty() {
+        s.push_str(&format!(" at {}", commit.get(..7).unwrap_or(commit)));
+    }
+    if let Some(r) = report.reason {
+        s.push_str(&format!(" ({})", r.as_str()));
+    }
+    let plural = if changes == 1 { "" } else { "s" };
+    s.push_str(&format!(", {changes} change{plural}"));
+    if failed > 0 {
+        s.push_str(&format!(", {failed} failed"));
+    }
+    s
+}
+
 fn short(id: &ObjectId) -> String {
     id.to_hex_with_len(7).to_string()
 }
@@ -558,18 +576,4 @@ fn run_notes(run: &Converged, detect: bool, dry_run: bool) -> Vec<String> {
         notes.push(format!("{} change(s) pending", run.changed));
     }
     notes
-}
-
-/// Managed files this pass changed: units with `restart_on` them restart.
-fn changed_files(outcomes: &[resource::Outcome]) -> impl Iterator<Item = String> + '_ {
-    outcomes
-        .iter()
-        .filter(|o| {
-            o.report.kind == Kind::File
-                && matches!(
-                    o.report.state,
-                    ResourceState::Changed | ResourceState::DriftCorrected | ResourceState::Pruned
-                )
-        })
-        .map(|o| o.report.name.clone())
 }

@@ -104,7 +104,7 @@ pub fn run(
                 stopped,
             }));
         }
-        tracing::info!(check = %check, "health check passed");
+        tracing::info!(check = %check, "health check passed: {check}");
     }
     Ok(Verdict::Healthy)
 }

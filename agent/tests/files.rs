@@ -540,3 +540,33 @@ fn daemon_passes_on_signal_and_stops_on_term() {
     });
     assert_eq!(status.unwrap().code(), Some(0));
 }
+
+/// Issue 20 item 7: the journal's message text carries the essentials, not only its fields.
+#[test]
+fn log_lines_say_what_was_done_issue_20() {
+    let f = Fleet::new();
+    f.write("hosts/h1/files/etc/motd", "hello\n");
+    let commit = f.commit("one");
+    let h = Host::new("h1", &format!("file://{}", f.bare().display()), "");
+    let out = h.plumb(&["-v", "apply"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line = |start: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(start))
+            .unwrap_or_else(|| panic!("no line with {start:?} in {stderr}"))
+            .to_string()
+    };
+    let applied = line("applied: ");
+    assert!(
+        applied.contains("applied: create file /etc/motd (created)") && applied.contains("name="),
+        "{applied}"
+    );
+    let done = line("pass done: ");
+    assert!(
+        done.contains(&format!("pass done: changed at {}, 1 change", &commit[..7]))
+            && done.contains("outcome=\"changed\""),
+        "{done}"
+    );
+}

@@ -358,3 +358,102 @@ fn invalid_unit_rejected_and_failing_unit_reported() -> Result<()> {
     ensure!(w.systemctl("is-enabled", "daemon.service")? == "enabled");
     Ok(())
 }
+
+/// A unit whose reload (ExecReload) appends the config it reads to a log: each reload leaves
+/// one line there, the main process stays.
+fn reloader(sleep: &str) -> String {
+    format!(
+        "[Service]\nExecStart=/bin/sleep {sleep}\n\
+         ExecReload=/bin/sh -c \"cat /etc/reloader.conf >> /run/reloader.log\"\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+/// Issue 20 item 3: a change to a file in `reload_on` reloads the running unit (ReloadUnit, the
+/// same main process); a restart in the same pass wins over the reload; a unit that is not
+/// running is started, not reloaded.
+#[test]
+fn reload_on_reloads_instead_of_restarting() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let w = World::new("rl1")?;
+    let reloads = || -> Result<String> {
+        Ok(w.node
+            .exec(&["cat", "/run/reloader.log"])?
+            .stdout
+            .trim()
+            .to_string())
+    };
+    w.put("units/reloader.service", &reloader("100005"))?;
+    w.put("files/etc/reloader.conf", "one\n")?;
+    w.put(
+        "host.toml",
+        "[units.\"reloader.service\"]\nreload_on = [\"/etc/reloader.conf\"]\n",
+    )?;
+    w.commit("reloader")?;
+    w.apply(true)?;
+    ensure!(w.systemctl("is-active", "reloader.service")? == "active");
+    ensure!(reloads()?.is_empty(), "reloaded on its first start");
+    let pid = w.prop("reloader.service", "MainPID")?;
+
+    // The file changes: `plan` names the reload; apply reloads, same main process.
+    w.put("files/etc/reloader.conf", "two\n")?;
+    w.commit("conf two")?;
+    let plan = w.node.exec(&["/usr/local/bin/plumb", "plan"])?;
+    let line = "reload unit reloader.service (/etc/reloader.conf changed)";
+    ensure!(plan.stdout.contains(line), "plan:\n{}", plan.stdout);
+    let out = w.apply(true)?;
+    ensure!(out.contains(line), "apply:\n{out}");
+    ensure!(
+        w.prop("reloader.service", "MainPID")? == pid,
+        "restarted, not reloaded"
+    );
+    ensure!(
+        reloads()? == "two",
+        "the reload did not run: {:?}",
+        reloads()?
+    );
+    let (state, detail) = w.resource("unit", "reloader.service")?;
+    ensure!(
+        state == "changed" && detail == "reloaded (/etc/reloader.conf changed)",
+        "{state}: {detail}"
+    );
+    ensure!(w.report_field("outcome")? == "changed", "{}", w.status()?);
+
+    // The file and the unit file change in one commit: restarted, not reloaded.
+    w.put("files/etc/reloader.conf", "three\n")?;
+    w.put("units/reloader.service", &reloader("100006"))?;
+    w.commit("conf three and a new unit file")?;
+    w.apply(true)?;
+    let pid2 = w.prop("reloader.service", "MainPID")?;
+    ensure!(
+        pid2 != pid && pid2 != "0",
+        "not restarted: MainPID {pid} -> {pid2}"
+    );
+    ensure!(w.prop("reloader.service", "ExecStart")?.contains("100006"));
+    ensure!(reloads()? == "two", "reloaded as well: {:?}", reloads()?);
+    let (state, detail) = w.resource("unit", "reloader.service")?;
+    ensure!(
+        state == "changed" && detail.ends_with("restarted"),
+        "{state}: {detail}"
+    );
+
+    // Stopped, then the file changes: started, not reloaded.
+    w.node.exec_ok(&["systemctl", "stop", "reloader.service"])?;
+    w.put("files/etc/reloader.conf", "four\n")?;
+    w.commit("conf four")?;
+    w.apply(true)?;
+    ensure!(w.systemctl("is-active", "reloader.service")? == "active");
+    ensure!(
+        reloads()? == "two",
+        "a stopped unit reloaded: {:?}",
+        reloads()?
+    );
+    let (state, detail) = w.resource("unit", "reloader.service")?;
+    ensure!(
+        state == "drift-corrected" && detail.ends_with("started"),
+        "{state}: {detail}"
+    );
+    Ok(())
+}

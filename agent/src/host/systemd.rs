@@ -186,6 +186,11 @@ impl Systemd {
         self.job("restarting", name).await
     }
 
+    /// Reloads a running unit (`ExecReload=`, ReloadUnit) and waits for its job to finish.
+    pub async fn reload_unit(&self, name: &str) -> Result<JobResult> {
+        self.job("reloading", name).await
+    }
+
     /// Clears a failed unit's failed state (`systemctl reset-failed`).
     pub async fn reset_failed(&self, name: &str) -> Result<()> {
         self.manager
@@ -378,6 +383,7 @@ impl Systemd {
         let job = match verb {
             "starting" => self.manager.start_unit(unit, mode).await,
             "stopping" => self.manager.stop_unit(unit, mode).await,
+            "reloading" => self.manager.reload_unit(unit, mode).await,
             _ => self.manager.restart_unit(unit, mode).await,
         }
         .with_context(ctx)?;

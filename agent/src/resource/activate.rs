@@ -1,7 +1,7 @@
 //! Units and Quadlet containers, one kind to the engine: systemd activates them together, in
 //! the order it needs: stop what is pruned, write unit and Quadlet files, one daemon-reload,
-//! enable/disable, then stop/start/restart, every job awaited. `unit` and `container` plan their
-//! own changes (pure); this module observes both and applies the union.
+//! enable/disable, then stop/start/restart/reload, every job awaited. `unit` and `container`
+//! plan their own changes (pure); this module observes both and applies the union.
 
 use super::{Apply, Context, Outcome, Step};
 use crate::host::bus::Bus;
@@ -52,7 +52,7 @@ impl super::Kind for ServiceKind {
         let bus = match host.bus() {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(error = %e);
+                tracing::error!(error = %e, "units and containers left alone: {e}");
                 return Seen::NoBus(e);
             }
         };
@@ -182,7 +182,7 @@ fn batch_states(
     match asked {
         Ok(states) => wanted.into_iter().zip(states).collect(),
         Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "batch state query failed, asking unit by unit");
+            tracing::warn!(error = %format!("{e:#}"), "batch state query failed, asking unit by unit: {e:#}");
             BTreeMap::new()
         }
     }
@@ -401,7 +401,7 @@ impl Activation<'_> {
     fn reload(&mut self) {
         if let Err(e) = self.bus.block_on(self.bus.systemd.reload()) {
             let e = format!("systemd daemon-reload failed: {e:#}");
-            tracing::error!(error = %e);
+            tracing::error!(error = %e, "{e}");
             for i in self.live().collect::<Vec<_>>() {
                 self.errors[i] = Some(e.clone());
             }
@@ -483,6 +483,7 @@ impl Activation<'_> {
                     match changes[i].run {
                         Some(RunAction::Start) => "started",
                         Some(RunAction::Stop) => "stopped",
+                        Some(RunAction::Reload) => "reloaded",
                         _ => "restarted",
                     }
                     .into(),
@@ -500,7 +501,10 @@ impl Activation<'_> {
             .zip(self.done)
             .map(|((c, error), done)| {
                 let mut detail = c.why.join(", ");
-                if !done.is_empty() {
+                if c.run == Some(RunAction::Reload) && done.iter().any(|d| d == "reloaded") {
+                    // "reloaded (/etc/nginx/conf.d/site.conf changed)"
+                    detail = format!("{} ({detail})", done.join(", "));
+                } else if !done.is_empty() {
                     detail = format!("{detail}: {}", done.join(", "));
                 }
                 let state = match &error {
@@ -577,6 +581,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                 RunAction::Start => sd.start(unit).await,
                 RunAction::Stop => sd.stop(unit).await,
                 RunAction::Restart => sd.restart(unit).await,
+                RunAction::Reload => sd.reload_unit(unit).await,
             }
         },
     )));
@@ -591,6 +596,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                 RunAction::Start => "start",
                 RunAction::Stop => "stop",
                 RunAction::Restart => "restart",
+                RunAction::Reload => "reload",
             };
             let result = result.map_err(Fault::from)?;
             let failed_after = action != RunAction::Stop
@@ -598,7 +604,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                     .as_ref()
                     .is_some_and(|a| a[k].active_state == "failed");
             if result == JobResult::Done && !failed_after {
-                tracing::info!(unit, action = verb, "job done");
+                tracing::info!(unit, action = verb, "job done: {verb} {unit}");
                 return Ok(());
             }
             let mut result = result;
@@ -606,11 +612,15 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
             if unit_result.as_deref() == Some("start-limit-hit") {
                 // systemd's limit is for crash loops; plumb's own starts are deliberate and a
                 // pass apart. Clear it and try once more.
-                tracing::info!(unit, "start limit hit: reset-failed and one more try");
+                tracing::info!(
+                    unit,
+                    "start limit hit by {unit}: reset-failed and one more try"
+                );
                 let retry = async {
                     sd.reset_failed(unit).await?;
                     match action {
                         RunAction::Restart => sd.restart(unit).await,
+                        RunAction::Reload => sd.reload_unit(unit).await,
                         _ => sd.start(unit).await,
                     }
                 };
@@ -619,7 +629,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                 if result == JobResult::Done
                     && now.as_ref().is_some_and(|s| s.active_state != "failed")
                 {
-                    tracing::info!(unit, action = verb, "job done");
+                    tracing::info!(unit, action = verb, "job done: {verb} {unit}");
                     return Ok(());
                 }
                 unit_result = now.and_then(|s| s.result);
@@ -631,7 +641,7 @@ fn run_jobs(bus: &Bus, jobs: &[(&str, RunAction)]) -> Vec<Result<(), Fault>> {
                 .map(|t| t.trim().replace('\n', " | "))
                 .unwrap_or_else(|e| format!("(no journal: {e:#})"));
             let msg = format!("{verb} failed (job {result}{why}); last log lines: {log}");
-            tracing::error!(unit, action = verb, error = %msg, "job failed");
+            tracing::error!(unit, action = verb, error = %msg, "job failed: {unit}: {msg}");
             Err(Fault(msg))
         })
         .collect()

@@ -30,8 +30,14 @@ impl super::Kind for FileKind {
         observe(&host.fs, want, &state.files)
     }
 
-    fn plan(want: &Self::Want, have: &Self::Have, state: &State, _: &Context) -> Vec<FileChange> {
-        plan(want, have, &state.files)
+    fn plan(want: &Self::Want, have: &Self::Have, state: &State, ctx: &Context) -> Vec<FileChange> {
+        let mut changes = plan(want, have, &state.files);
+        if ctx.installing_packages {
+            for c in changes.iter_mut().filter(|c| c.is_create()) {
+                c.detail = MAY_BE_SHIPPED.into();
+            }
+        }
+        changes
     }
 
     fn report(want: &Self::Want, have: &Self::Have, changes: &[FileChange]) -> Vec<Outcome> {
@@ -84,11 +90,11 @@ impl super::Kind for FileKind {
             );
             out.push(match applied {
                 Err(e) => {
-                    tracing::error!(kind = "file", name = %c.path, error = %format!("{e:#}"), "failed");
+                    tracing::error!(kind = "file", name = %c.path, error = %format!("{e:#}"), "failed: {}: {e:#}", c.describe());
                     outcome(c, ResourceState::Failed, format!("{e:#}"), vec![])
                 }
                 Ok(()) if c.touches_host() => {
-                    tracing::info!(kind = "file", name = %c.path, action = c.action.name(), drift = c.drift, "applied");
+                    tracing::info!(kind = "file", name = %c.path, action = c.action.name(), drift = c.drift, "applied: {}", c.describe());
                     outcome(c, resource_state(c), c.detail.clone(), vec![c.describe()])
                 }
                 Ok(()) => outcome(c, resource_state(c), c.detail.clone(), vec![]),
@@ -101,7 +107,7 @@ impl super::Kind for FileKind {
         // content differs from the inventory's).
         if let Err(e) = fs.commit_batch() {
             let e = format!("{e:#}");
-            tracing::error!(kind = "file", error = %e, "failed to put the written files in place");
+            tracing::error!(kind = "file", error = %e, "failed to put the written files in place: {e}");
             for o in out.iter_mut().filter(|o| {
                 matches!(
                     o.report.state,
@@ -170,6 +176,17 @@ impl FileAction {
     }
 }
 
+/// The detail of a file `plan` would create while the same pass installs packages: one of them
+/// may ship it, and then it is an update of the package's file, kept as a backup.
+pub const MAY_BE_SHIPPED: &str = "absent now; if a package this pass installs ships it, plumb keeps that as a backup and replaces it";
+
+impl FileChange {
+    /// Writes a file that is absent now (Git's new file, not one deleted on the host).
+    fn is_create(&self) -> bool {
+        matches!(self.action, FileAction::Write { .. }) && self.detail == "created"
+    }
+}
+
 /// What the host has at one path, and the owner ids Git's names resolve to.
 #[derive(Debug, Clone)]
 pub struct FileObs {
@@ -210,7 +227,9 @@ impl Step for FileChange {
     /// "update file /etc/motd (content differs)" for plan and logs.
     fn describe(&self) -> String {
         let verb = match self.action {
-            FileAction::Write { .. } if self.detail == "created" => "create",
+            FileAction::Write { .. } if self.is_create() || self.detail == MAY_BE_SHIPPED => {
+                "create"
+            }
             FileAction::Write { .. } | FileAction::SetMeta => "update",
             FileAction::Remove { restore: Some(_) } => "restore",
             FileAction::Remove { restore: None } => "delete",
@@ -643,6 +662,50 @@ mod tests {
             digest: Some(s.digest()),
             ..Default::default()
         }
+    }
+
+    /// Issue 20: `plan` does not say a plain "create" for a file a package of the same pass may
+    /// ship; other changes, and passes installing nothing, read as before.
+    #[test]
+    fn create_while_packages_install_names_the_package_case() {
+        use crate::resource::Kind as _;
+        let (conf, motd) = ("/etc/nginx/nginx.conf", "/etc/motd");
+        let want: BTreeMap<String, FileSpec> = [
+            (conf.to_string(), spec("x", 0o644)),
+            (motd.to_string(), spec("m", 0o644)),
+        ]
+        .into();
+        let have: BTreeMap<String, FileObs> = [
+            (conf.to_string(), obs(Observed::Missing)),
+            (motd.to_string(), obs(file("old", 0o644))),
+        ]
+        .into();
+        let state = State::default();
+        let lines = |ctx: &Context| -> Vec<String> {
+            FileKind::plan(&want, &have, &state, ctx)
+                .iter()
+                .map(|c| c.describe())
+                .collect()
+        };
+        assert_eq!(
+            lines(&Context::default()),
+            [
+                "update file /etc/motd (content differs)",
+                "create file /etc/nginx/nginx.conf (created)",
+            ]
+        );
+        let installing = Context {
+            installing_packages: true,
+            ..Context::default()
+        };
+        assert_eq!(
+            lines(&installing),
+            [
+                "update file /etc/motd (content differs)",
+                "create file /etc/nginx/nginx.conf (absent now; if a package this pass installs \
+                 ships it, plumb keeps that as a backup and replaces it)",
+            ]
+        );
     }
 
     /// (desired, observed, inventory) -> (action, drift)

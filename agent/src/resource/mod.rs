@@ -46,8 +46,40 @@ pub struct Outcome {
 /// it changed in this pass.
 #[derive(Debug, Default)]
 pub struct Context {
-    /// Managed files this pass changed (units with `restart_on` them restart).
+    /// Managed files this pass changed, or in detect mode would change (units with them in
+    /// `restart_on` restart, in `reload_on` reload).
     pub changed_paths: BTreeSet<String>,
+    /// Detect mode only: the pass would install packages first, which may ship files it plans
+    /// to create (an applying pass has installed them before it observes files).
+    pub installing_packages: bool,
+}
+
+impl Context {
+    /// Learns from one kind's outcomes what the kinds after it plan with.
+    pub fn learn(&mut self, outcomes: &[Outcome], desired: &Desired) {
+        use crate::status::report::{Kind, ResourceState};
+        for o in outcomes {
+            let r = &o.report;
+            match (r.kind, r.state) {
+                // Drifted: what detect mode says of a file it would write.
+                (
+                    Kind::File,
+                    ResourceState::Changed
+                    | ResourceState::DriftCorrected
+                    | ResourceState::Pruned
+                    | ResourceState::Drifted,
+                ) => {
+                    self.changed_paths.insert(r.name.clone());
+                }
+                (Kind::Package, ResourceState::Drifted)
+                    if desired.packages.install.contains(&r.name) =>
+                {
+                    self.installing_packages = true;
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// What `apply` may change besides the host: the inventory (saved with intent before the host
@@ -181,5 +213,58 @@ pub fn fill_ok<'a>(
                 lines: vec![],
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::report::{Kind, ResourceState};
+
+    fn outcome(kind: Kind, name: &str, state: ResourceState) -> Outcome {
+        Outcome {
+            report: ResourceReport {
+                kind,
+                name: name.into(),
+                state,
+                detail: String::new(),
+            },
+            drift: false,
+            masked: false,
+            lines: vec![],
+        }
+    }
+
+    /// What later kinds plan with: files written (or, in detect mode, to be written) and
+    /// whether packages are still to be installed.
+    #[test]
+    fn context_learns_changed_files_and_pending_installs() {
+        let mut desired = Desired::default();
+        desired.packages.install.insert("nginx".into());
+        desired.packages.remove.insert("telnet".into());
+        let mut ctx = Context::default();
+        ctx.learn(
+            &[
+                outcome(Kind::Package, "telnet", ResourceState::Drifted),
+                outcome(Kind::Package, "curl", ResourceState::Changed),
+                outcome(Kind::File, "/etc/ok", ResourceState::Ok),
+                outcome(Kind::File, "/etc/failed", ResourceState::Failed),
+                outcome(Kind::File, "/etc/a", ResourceState::Changed),
+                outcome(Kind::File, "/etc/b", ResourceState::DriftCorrected),
+                outcome(Kind::File, "/etc/c", ResourceState::Pruned),
+                outcome(Kind::File, "/etc/d", ResourceState::Drifted),
+            ],
+            &desired,
+        );
+        assert!(!ctx.installing_packages, "a removal is not an install");
+        assert_eq!(
+            ctx.changed_paths.iter().collect::<Vec<_>>(),
+            ["/etc/a", "/etc/b", "/etc/c", "/etc/d"]
+        );
+        ctx.learn(
+            &[outcome(Kind::Package, "nginx", ResourceState::Drifted)],
+            &desired,
+        );
+        assert!(ctx.installing_packages);
     }
 }

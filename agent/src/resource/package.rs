@@ -510,7 +510,7 @@ fn record_result(
     let name = &c.name;
     match result {
         Ok(detail) => {
-            tracing::info!(kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "applied");
+            tracing::info!(kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "package {name}: {detail}");
             let st = match c.action {
                 PackageAction::Install if c.drift => ResourceState::DriftCorrected,
                 PackageAction::Install => ResourceState::Changed,
@@ -531,7 +531,7 @@ fn record_result(
             set(out, name, st, detail, c.drift);
         }
         Err(e) => {
-            tracing::error!(kind = "package", name = %name, error = %e, "failed");
+            tracing::error!(kind = "package", name = %name, error = %e, "package {name} failed: {e}");
             if fresh.contains(name) {
                 state.packages.remove(name);
             }
@@ -565,7 +565,10 @@ async fn run_backend(
         backend = backend.name(),
         install = install.len(),
         remove = remove.len(),
-        "applying packages"
+        "applying packages with {}: {} to install, {} to remove",
+        backend.name(),
+        install.len(),
+        remove.len()
     );
     let mut done = Vec::new();
     if !install.is_empty() {
@@ -668,7 +671,7 @@ where
             .collect(),
         Err(e) if batch.len() == 1 => vec![(batch[0].0.clone(), Err(format!("{e:#}")))],
         Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "package transaction failed; trying each package alone");
+            tracing::warn!(error = %format!("{e:#}"), "package transaction failed, trying each package alone: {e:#}");
             let mut done = Vec::new();
             for (name, id) in batch {
                 let r = op(vec![id.clone()]).await.map(|()| what.to_string());
@@ -688,16 +691,20 @@ fn all_failed(names: &[String], e: &anyhow::Error) -> Done {
 /// resolving against the old lists may still find everything. It counts as a try all the same,
 /// so a broken mirror is not asked again on every pass.
 async fn refresh(backend: &Backend, state_dir: &StateDir) {
-    tracing::info!(backend = backend.name(), "refreshing the package lists");
+    tracing::info!(
+        backend = backend.name(),
+        "refreshing the package lists with {}",
+        backend.name()
+    );
     if let Err(e) = backend.refresh().await {
-        tracing::warn!(error = %format!("{e:#}"), "refreshing the package lists failed");
+        tracing::warn!(error = %format!("{e:#}"), "refreshing the package lists failed: {e:#}");
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
     if let Err(e) = state_dir.write_doc(REFRESHED_DOC, &format!("{now}\n")) {
-        tracing::warn!(error = %format!("{e:#}"), "could not remember the refresh time");
+        tracing::warn!(error = %format!("{e:#}"), "could not remember the refresh time: {e:#}");
     }
 }
 

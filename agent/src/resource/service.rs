@@ -28,6 +28,8 @@ pub enum RunAction {
     Start,
     Stop,
     Restart,
+    /// ReloadUnit: a running unit rereads its configuration (`reload_on`), same main process.
+    Reload,
 }
 
 /// Everything one unit (or Quadlet file) needs, applied phase by phase with all the others.
@@ -93,6 +95,7 @@ impl SystemdChange {
         } else {
             match (self.run, self.enable, self.files.is_empty()) {
                 (Some(RunAction::Restart), ..) => "restart",
+                (Some(RunAction::Reload), ..) => "reload",
                 (Some(RunAction::Start), ..) => "start",
                 (Some(RunAction::Stop), ..) => "stop",
                 (None, Some(true), _) => "enable",

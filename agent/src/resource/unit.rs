@@ -139,7 +139,8 @@ fn is_template(name: &str) -> bool {
 }
 
 /// Desired x observed x inventory -> one change per unit that needs anything, in name order.
-/// `changed_files` are the managed files this pass writes (for `restart_on`). Pure.
+/// `changed_files` are the managed files this pass writes (for `restart_on` and `reload_on`).
+/// Pure.
 pub fn plan(
     desired: &BTreeMap<String, UnitSpec>,
     obs: &BTreeMap<String, UnitObs>,
@@ -213,14 +214,46 @@ fn plan_one(
         return c;
     }
     plan_enablement(&mut c, spec, live, files_changed, writes_unit_file);
-    let restart_for = spec.restart_on.iter().find(|p| changed_files.contains(*p));
-    plan_run(&mut c, spec, live, triggered, files_changed, restart_for);
+    let on = |paths: &[String]| -> Vec<String> {
+        paths
+            .iter()
+            .filter(|p| changed_files.contains(*p))
+            .cloned()
+            .collect()
+    };
+    let changed = Triggers {
+        restart: on(&spec.restart_on),
+        reload: on(&spec.reload_on),
+    };
+    plan_run(&mut c, spec, live, triggered, files_changed, &changed);
     // Git did not change, yet the host needs work: somebody changed the host.
     c.drift = git_unchanged && (files_changed || c.enable.is_some() || c.run.is_some());
-    if c.run == Some(RunAction::Restart) && !files_changed && restart_for.is_some() {
-        c.drift = false;
+    // A restart or reload for a managed file this pass wrote is that file's doing, not drift.
+    let for_files = match c.run {
+        Some(RunAction::Restart) => !changed.restart.is_empty(),
+        Some(RunAction::Reload) => true,
+        _ => false,
+    };
+    if for_files && !files_changed {
+        c.drift = git_unchanged && c.enable.is_some();
     }
     c
+}
+
+/// The managed files this pass changed that a unit names in `restart_on` and `reload_on`.
+struct Triggers {
+    restart: Vec<String>,
+    reload: Vec<String>,
+}
+
+impl Triggers {
+    /// "/etc/a.conf changed", one per file.
+    fn why(&self) -> impl Iterator<Item = String> + '_ {
+        self.restart
+            .iter()
+            .chain(&self.reload)
+            .map(|p| format!("{p} changed"))
+    }
 }
 
 /// The unit file, its drop-ins, and drop-ins plumb wrote that left Git. The error: why they
@@ -285,14 +318,16 @@ fn plan_enablement(
     }
 }
 
-/// Start, stop or restart: `state`, else started unless a trigger or template owns it.
+/// Start, stop, restart or reload: `state`, else started unless a trigger or template owns it.
+/// A restart (its own files, or a `restart_on` file changed) wins over a `reload_on` reload; a
+/// unit that is not running is started, not reloaded.
 fn plan_run(
     c: &mut SystemdChange,
     spec: &UnitSpec,
     live: &Live,
     triggered: &BTreeSet<String>,
     files_changed: bool,
-    restart_for: Option<&String>,
+    changed: &Triggers,
 ) {
     let name = c.name.clone();
     let want = spec
@@ -303,19 +338,14 @@ fn plan_run(
             Some(RunState::Started)
         });
     let running = live.running();
+    let restart = (files_changed || !changed.restart.is_empty()) && restartable(&name) && running;
+    let reload = !changed.reload.is_empty() && running;
     match want {
-        Some(RunState::Started) => {
-            if (files_changed || restart_for.is_some()) && restartable(&name) && running {
-                c.run = Some(RunAction::Restart);
-                if let Some(p) = restart_for {
-                    c.why.push(format!("{p} changed"));
-                }
-            } else if !running {
-                c.run = Some(RunAction::Start);
-                if !files_changed {
-                    c.why
-                        .push(format!("was {}", or_unknown(&live.active_state)));
-                }
+        Some(RunState::Started) if !running => {
+            c.run = Some(RunAction::Start);
+            if !files_changed {
+                c.why
+                    .push(format!("was {}", or_unknown(&live.active_state)));
             }
         }
         Some(RunState::Stopped) if running => {
@@ -323,10 +353,15 @@ fn plan_run(
             c.why.push(format!("was {}", live.active_state));
         }
         Some(RunState::Stopped) => {}
-        // Left to its trigger: a running one picks up its new file through a restart.
-        None => {
-            if (files_changed || restart_for.is_some()) && running && restartable(&name) {
+        // Started and running, or left to its trigger: a running one picks up its new files
+        // through a restart, or a reload.
+        Some(RunState::Started) | None => {
+            if restart {
                 c.run = Some(RunAction::Restart);
+                c.why.extend(changed.why());
+            } else if reload {
+                c.run = Some(RunAction::Reload);
+                c.why.extend(changed.why());
             }
         }
     }
@@ -891,6 +926,100 @@ mod tests {
             short(&p[0]),
             (2, Some(false), Some(RunAction::Stop), false, false, true)
         );
+    }
+
+    /// `reload_on` (issue 20): a reload for a changed file; a restart wins over it; a unit that
+    /// is not running is started, not reloaded.
+    #[test]
+    fn reload_on_plan_table() {
+        use RunAction::*;
+        const SITE: &str = "/etc/site.conf";
+        const APP_CONF: &str = "/etc/app.conf";
+        let mut app = unit("app.service", Some(SVC));
+        app.reload_on = vec![SITE.into()];
+        app.restart_on = vec![APP_CONF.into()];
+        let app_old = unit("app.service", Some(SVC2));
+        let stopped = UnitSpec {
+            state: Some(RunState::Stopped),
+            ..app.clone()
+        };
+        // A unit only host.toml names (a package's), with only reload_on.
+        let mut pkg = unit("app.service", None);
+        pkg.reload_on = vec![SITE.into()];
+        let running = || obs(on_disk(SVC), live("active", "enabled"));
+        type Case<'a> = (
+            UnitSpec,
+            UnitObs,
+            ManagedUnit,
+            &'a [&'a str],
+            Option<Short>,
+            &'a str,
+        );
+        let cases: Vec<(&str, Case)> = vec![
+            (
+                "site changed: reload",
+                (app.clone(), running(), managed(&app), &[SITE], Some((0, None, Some(Reload), false, false, false)),
+                 "reload unit app.service (/etc/site.conf changed)"),
+            ),
+            (
+                "site changed, package's unit: reload",
+                (pkg.clone(), obs(Ok(Observed::Missing), live("active", "enabled")), managed(&pkg), &[SITE],
+                 Some((0, None, Some(Reload), false, false, false)),
+                 "reload unit app.service (/etc/site.conf changed)"),
+            ),
+            (
+                "site and restart_on file changed: restart wins",
+                (app.clone(), running(), managed(&app), &[SITE, APP_CONF], Some((0, None, Some(Restart), false, false, false)),
+                 "restart unit app.service (/etc/app.conf changed, /etc/site.conf changed)"),
+            ),
+            (
+                "site and the unit file changed: restart wins",
+                (app.clone(), obs(on_disk(SVC2), live("active", "enabled")), managed(&app_old), &[SITE],
+                 Some((1, Some(true), Some(Restart), false, false, false)),
+                 "restart unit app.service (unit file or drop-in changed, /etc/site.conf changed)"),
+            ),
+            (
+                "site changed, unit file edited by hand: restart wins",
+                (app.clone(), obs(on_disk(SVC2), live("active", "enabled")), managed(&app), &[SITE],
+                 Some((1, Some(true), Some(Restart), true, false, false)),
+                 "restart unit app.service (unit file or drop-in changed, /etc/site.conf changed, drift)"),
+            ),
+            (
+                "site changed, not running: started",
+                (app.clone(), obs(on_disk(SVC), live("inactive", "enabled")), managed(&app), &[SITE],
+                 Some((0, None, Some(Start), true, false, false)),
+                 "start unit app.service (was inactive, drift)"),
+            ),
+            (
+                "site changed, failed: started",
+                (app.clone(), obs(on_disk(SVC), live("failed", "enabled")), managed(&app), &[SITE],
+                 Some((0, None, Some(Start), true, false, false)),
+                 "start unit app.service (was failed, drift)"),
+            ),
+            (
+                "site changed, state stopped: left stopped",
+                (stopped.clone(), obs(on_disk(SVC), live("inactive", "enabled")), managed(&stopped), &[SITE], None, ""),
+            ),
+            (
+                "another file changed: nothing",
+                (app.clone(), running(), managed(&app), &["/etc/other"], None, ""),
+            ),
+        ];
+        for (name, (spec, o, m, changed, want, line)) in cases {
+            let n = spec.name.clone();
+            let desired: BTreeMap<_, _> = [(n.clone(), spec)].into();
+            let inventory: BTreeMap<_, _> = [(n.clone(), m)].into();
+            let obs: BTreeMap<_, _> = [(n.clone(), o)].into();
+            let changed: BTreeSet<String> = changed.iter().map(|p| p.to_string()).collect();
+            let got = plan(&desired, &obs, &inventory, &changed);
+            let got = got
+                .first()
+                .filter(|c| c.touches_host() || c.blocked.is_some());
+            assert_eq!(got.map(short), want, "case {name}");
+            if let Some(c) = got {
+                assert_eq!(c.describe(), line, "case {name}");
+            }
+        }
     }
 
     /// The real `systemd-analyze` of this machine, when it has one.

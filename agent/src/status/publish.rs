@@ -190,7 +190,7 @@ pub fn publish(settings: &Settings, state_dir: &StateDir, report: &Report) -> Op
     }
     let pushed = match result {
         Ok(id) => {
-            tracing::info!(branch = %branch, commit = %id, reason, "status pushed");
+            tracing::info!(branch = %branch, commit = %id, reason, "status pushed to {branch} ({reason})");
             memo.pushed_commit = id.to_string();
             memo.pushed_at = now_rfc3339();
             memo.pushed_unix = now;
@@ -201,14 +201,14 @@ pub fn publish(settings: &Settings, state_dir: &StateDir, report: &Report) -> Op
         }
         Err(e) => {
             let e = format!("{e:#}");
-            tracing::warn!(branch = %branch, error = %e, "status push failed; the next pass tries again");
+            tracing::warn!(branch = %branch, error = %e, "status push to {branch} failed, the next pass tries again: {e}");
             memo.last_error = e;
             memo.last_error_at = now_rfc3339();
             None
         }
     };
     if let Err(e) = memo.save(state_dir) {
-        tracing::warn!(error = %format!("{e:#}"), "could not record the status push");
+        tracing::warn!(error = %format!("{e:#}"), "could not record the status push: {e:#}");
     }
     pushed
 }
@@ -248,7 +248,7 @@ impl Publisher {
         let commit = match self.git_push(commit, base)? {
             PushResult::Pushed => commit,
             PushResult::Moved(why) => {
-                tracing::info!(branch = %self.branch, why = %why, "status branch moved: fetching it and building on it");
+                tracing::info!(branch = %self.branch, why = %why, "status branch {} moved ({why}): fetching it and building on it", self.branch);
                 let base = self.fetch_branch(&repo)?;
                 let commit = chain::append(&repo, base, &toml, &message, &who, self.history)?;
                 match self.git_push(commit, base)? {
@@ -281,7 +281,7 @@ impl Publisher {
             command::check(&cmd, &out)
         });
         if let Err(e) = result {
-            tracing::warn!(error = %format!("{e:#}"), "cleaning up the local status repository");
+            tracing::warn!(error = %format!("{e:#}"), "cleaning up the local status repository failed: {e:#}");
         }
     }
 
