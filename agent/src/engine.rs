@@ -336,7 +336,9 @@ impl Agent {
             stop: &self.stop,
             stopped: false,
         };
-        if !detect {
+        // The whole pass (not a rollback's or a put-back's partial one) owns the hold.
+        let whole = kinds == resource::ORDER.as_slice();
+        if !detect && whole {
             resource::package::clear_stale_hold(host);
         }
         for &kind in kinds {
@@ -369,7 +371,7 @@ impl Agent {
                 }
             }
         }
-        if !detect && !apply.stopped && run.gate.is_none() {
+        if !detect && whole && !apply.stopped && run.gate.is_none() {
             // Services of packages installed with their starts held, now their files are in place
             // (after a refused check, the next pass starts them on the files put back).
             run.add(resource::package::start_held(host, desired, apply.state));

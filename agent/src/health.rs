@@ -8,7 +8,6 @@
 use crate::host::command;
 use crate::host::Fault as HostFault;
 use crate::spec::{HealthCheck, HealthProbe};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long a unit must stay active once it got there.
@@ -162,7 +161,11 @@ pub fn wait_active(
 /// failing to run it at all.
 pub fn run_command(argv: &[String], timeout: Duration) -> std::result::Result<Finding, HostFault> {
     let (program, args) = argv.split_first().ok_or(HostFault::from("empty command"))?;
-    let mut cmd = Command::new(program);
+    if !std::path::Path::new(program).is_file() {
+        return Ok(Err(format!("cannot run {program}: it is not installed")));
+    }
+    // With the host's privileges, as the service it checks would run: not in plumb's sandbox.
+    let mut cmd = command::outside_sandbox(program, timeout);
     cmd.args(args);
     let ran = match command::run_merged(cmd, timeout, MAX_OUTPUT) {
         Ok(ran) => ran,

@@ -65,6 +65,11 @@ pub struct ManagedUnit {
     /// Whether plumb installed a file for it (else it only set its state).
     pub has_file: bool,
     pub dropins: Vec<String>,
+    /// Its files were about to be written and it not yet reloaded, restarted or started: a pass
+    /// killed in between leaves this set (saved before the write), and the next pass, finding the
+    /// files already in place, activates it still.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub activation_pending: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -191,6 +191,36 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// An interrupted dpkg run leaves entries in updates/ that only dpkg merges: then ask dpkg-query.
+
+/// A command that must run with the host's full privileges, not inside plumb.service's sandbox
+/// (a config check such as `nginx -t` binds the service's ports, which the sandbox's capability
+/// set forbids). Under systemd it runs as a transient unit, waited for, its output piped back,
+/// and stopped by systemd after `timeout` (killing `systemd-run` would not stop it). Run by hand
+/// (no `INVOCATION_ID`), it runs directly.
+pub fn outside_sandbox(program: &str, timeout: Duration) -> Command {
+    let as_service = std::env::var_os("INVOCATION_ID").is_some()
+        && std::path::Path::new("/run/systemd/system").is_dir()
+        && find_program("systemd-run").is_some();
+    if !as_service {
+        return Command::new(program);
+    }
+    let mut c = Command::new("systemd-run");
+    c.args([
+        "--quiet",
+        "--wait",
+        "--pipe",
+        "--collect",
+        "--service-type=exec",
+    ])
+    .arg(format!("--description=plumb: {program}"))
+    .arg(format!(
+        "--property=RuntimeMaxSec={}",
+        timeout.as_secs().max(1)
+    ))
+    .args(["--", program]);
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

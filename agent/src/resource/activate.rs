@@ -273,6 +273,7 @@ pub fn record_intent(
         let rec = c.record.clone().unwrap_or_default();
         let e = inv.entry(c.name.clone()).or_default();
         e.has_file |= rec.has_file;
+        e.activation_pending |= !c.files.is_empty() || c.resume;
         for d in rec.dropins {
             if !e.dropins.contains(&d) {
                 e.dropins.push(d);
@@ -374,7 +375,9 @@ impl Activation<'_> {
         units: &mut BTreeMap<String, ManagedUnit>,
         containers: &mut BTreeMap<String, ManagedUnit>,
     ) -> bool {
-        let mut reload = false;
+        // A unit whose last activation was cut short: its files are in place, systemd may not
+        // have read them yet.
+        let mut reload = self.changes.iter().any(|c| c.resume && c.touches_host());
         for (i, c) in self.changes.iter().enumerate() {
             if !c.touches_host() || c.files.is_empty() {
                 continue;

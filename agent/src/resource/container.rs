@@ -87,6 +87,7 @@ pub fn plan(
             digest: Some(digest),
             has_file: true,
             dropins: vec![],
+            activation_pending: false,
         });
         match file_op(&quadlet_path(name), Some(&spec.content), &o.file) {
             Ok(Some(op)) => {
@@ -104,7 +105,13 @@ pub fn plan(
                 continue;
             }
         }
-        let changed = !c.files.is_empty();
+        // The last pass wrote the Quadlet file and was stopped before it activated it.
+        c.resume = inventory.get(name).is_some_and(|m| m.activation_pending) && c.files.is_empty();
+        if c.resume {
+            c.why
+                .push("the last pass was stopped before it activated the container".into());
+        }
+        let changed = !c.files.is_empty() || c.resume;
         let live = match &o.live {
             Ok(l) => l,
             Err(e) => {
@@ -246,6 +253,7 @@ mod tests {
             digest: Some(digest(s)),
             has_file: true,
             dropins: vec![],
+            activation_pending: false,
         }
     }
 

@@ -58,6 +58,8 @@ pub struct SystemdChange {
     pub why: Vec<String>,
     /// The inventory entry once its files are written; None when pruned.
     pub record: Option<ManagedUnit>,
+    /// The last pass wrote its files but was stopped before it activated it: do it now.
+    pub resume: bool,
 }
 
 impl SystemdChange {
@@ -76,6 +78,7 @@ impl SystemdChange {
             blocked: None,
             why: vec![],
             record: None,
+            resume: false,
         }
     }
 

@@ -180,12 +180,19 @@ fn plan_one(
         digest: Some(digest.clone()),
         has_file: spec.file.is_some(),
         dropins: spec.dropins.keys().cloned().collect(),
+        activation_pending: false,
     });
     if let Err(e) = plan_files(&mut c, spec, o, managed) {
         c.blocked = Some(e);
         return c;
     }
-    let files_changed = !c.files.is_empty();
+    // The last pass wrote this unit's files and was stopped before it activated them.
+    c.resume = managed.is_some_and(|m| m.activation_pending) && c.files.is_empty();
+    if c.resume {
+        c.why
+            .push("the last pass was stopped before it activated the unit".into());
+    }
+    let files_changed = !c.files.is_empty() || c.resume;
     let writes_unit_file = c
         .files
         .iter()
@@ -606,6 +613,7 @@ mod tests {
             digest: Some(digest(s)),
             has_file: s.file.is_some(),
             dropins: s.dropins.keys().cloned().collect(),
+            activation_pending: false,
         }
     }
 
@@ -841,6 +849,7 @@ mod tests {
                     digest: Some("old".into()),
                     has_file: true,
                     dropins: vec![],
+                    activation_pending: false,
                 },
             ),
             (
@@ -849,6 +858,7 @@ mod tests {
                     digest: Some("old".into()),
                     has_file: true,
                     dropins: vec![],
+                    activation_pending: false,
                 },
             ),
         ]
@@ -1089,5 +1099,37 @@ mod tests {
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].starts_with("typo.service:3: Unknown key"), "{p:?}");
         assert!(p[1].contains("bad.service"), "{p:?}");
+    }
+
+    /// Issue 20, item 9: a pass killed after writing a unit file and before restarting the unit
+    /// leaves the file in place; the next pass restarts it still (and reloads systemd first).
+    #[test]
+    fn an_interrupted_activation_is_resumed() {
+        let spec = unit("app.service", Some(SVC));
+        let desired: BTreeMap<_, _> = [("app.service".to_string(), spec.clone())].into();
+        let observed: BTreeMap<_, _> = [(
+            "app.service".to_string(),
+            obs(on_disk(SVC), live("active", "enabled")),
+        )]
+        .into();
+        let mut m = managed(&spec);
+        let plan_with = |m: &ManagedUnit| {
+            let inv: BTreeMap<_, _> = [("app.service".to_string(), m.clone())].into();
+            plan(&desired, &observed, &inv, &BTreeSet::new())
+        };
+        assert!(
+            plan_with(&m).is_empty(),
+            "in place and activated: nothing to do"
+        );
+        m.activation_pending = true;
+        let p = plan_with(&m);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].resume && p[0].files.is_empty());
+        assert_eq!(p[0].run, Some(RunAction::Restart));
+        assert!(
+            p[0].describe().contains("stopped before it activated"),
+            "{}",
+            p[0].describe()
+        );
     }
 }
