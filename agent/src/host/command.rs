@@ -190,8 +190,6 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// An interrupted dpkg run leaves entries in updates/ that only dpkg merges: then ask dpkg-query.
-
 /// A command that must run with the host's full privileges, not inside plumb.service's sandbox
 /// (a config check such as `nginx -t` binds the service's ports, which the sandbox's capability
 /// set forbids). Under systemd it runs as a transient unit, waited for, its output piped back,
