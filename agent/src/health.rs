@@ -165,7 +165,7 @@ pub fn run_command(argv: &[String], timeout: Duration) -> std::result::Result<Fi
         return Ok(Err(format!("cannot run {program}: it is not installed")));
     }
     // With the host's privileges, as the service it checks would run: not in plumb's sandbox.
-    let mut cmd = command::outside_sandbox(program, timeout);
+    let mut cmd = command::outside_sandbox(program, timeout, &[]);
     cmd.args(args);
     let ran = match command::run_merged(cmd, timeout, MAX_OUTPUT) {
         Ok(ran) => ran,

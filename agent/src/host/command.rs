@@ -195,12 +195,14 @@ fn is_executable(p: &Path) -> bool {
 /// set forbids). Under systemd it runs as a transient unit, waited for, its output piped back,
 /// and stopped by systemd after `timeout` (killing `systemd-run` would not stop it). Run by hand
 /// (no `INVOCATION_ID`), it runs directly.
-pub fn outside_sandbox(program: &str, timeout: Duration) -> Command {
+pub fn outside_sandbox(program: &str, timeout: Duration, env: &[(&str, &str)]) -> Command {
     let as_service = std::env::var_os("INVOCATION_ID").is_some()
         && std::path::Path::new("/run/systemd/system").is_dir()
         && find_program("systemd-run").is_some();
     if !as_service {
-        return Command::new(program);
+        let mut c = Command::new(program);
+        c.envs(env.iter().copied());
+        return c;
     }
     let mut c = Command::new("systemd-run");
     c.args([
@@ -214,8 +216,11 @@ pub fn outside_sandbox(program: &str, timeout: Duration) -> Command {
     .arg(format!(
         "--property=RuntimeMaxSec={}",
         timeout.as_secs().max(1)
-    ))
-    .args(["--", program]);
+    ));
+    for (k, v) in env {
+        c.arg(format!("--setenv={k}={v}"));
+    }
+    c.args(["--", program]);
     c
 }
 

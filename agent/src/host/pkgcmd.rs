@@ -165,32 +165,7 @@ impl Native {
 /// packages' maintainer scripts: the tool then runs as a transient unit of systemd, outside that
 /// sandbox, waited for, its output piped back. Run by hand, it runs directly.
 pub(crate) fn system_tool(program: &str, env: &[(&str, &str)]) -> Command {
-    let as_service = std::env::var_os("INVOCATION_ID").is_some()
-        && Path::new("/run/systemd/system").is_dir()
-        && find_program("systemd-run").is_some();
-    if !as_service {
-        let mut c = Command::new(program);
-        c.envs(env.iter().copied());
-        return c;
-    }
-    let mut c = Command::new("systemd-run");
-    c.args([
-        "--quiet",
-        "--wait",
-        "--pipe",
-        "--collect",
-        "--service-type=exec",
-    ])
-    .arg(format!("--description=plumb: {program}"))
-    .arg(format!(
-        "--property=RuntimeMaxSec={}",
-        CHANGE_TIMEOUT.as_secs()
-    ));
-    for (k, v) in env {
-        c.arg(format!("--setenv={k}={v}"));
-    }
-    c.args(["--", program]);
-    c
+    super::command::outside_sandbox(program, CHANGE_TIMEOUT, env)
 }
 
 /// dpkg's database, read directly: every pass of a host with packages in Git reads it, and

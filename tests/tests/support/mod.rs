@@ -62,26 +62,16 @@ impl World {
     /// `plumb apply` inside the node, run as a transient unit in the sandbox of the shipped
     /// plumb.service, as the agent runs; its output. `ok`: whether exit 0 is expected.
     pub fn apply(&self, ok: bool) -> Result<String> {
-        let mut argv = vec!["systemd-run", "--wait", "--pipe", "--quiet", "--collect"];
-        let sandbox = sandbox_properties()?;
-        for p in &sandbox {
-            argv.extend(["-p", p.as_str()]);
-        }
-        argv.extend(["/usr/local/bin/plumb", "apply"]);
-        let out = self.node.exec(&argv)?;
-        let text = format!("{}{}", out.stdout, out.stderr);
-        eprintln!("--- plumb apply ({})\n{text}", out.status);
-        if out.success() != ok {
-            bail!(
-                "plumb apply: {} (expected success: {ok})\n{text}",
-                out.status
-            );
+        let (success, text) = self.run_apply()?;
+        eprintln!("--- plumb apply (success: {success})\n{text}");
+        if success != ok {
+            bail!("plumb apply: success {success} (expected success: {ok})\n{text}");
         }
         Ok(text)
     }
 
-    /// `plumb apply` like `apply`, whatever its exit code; its output.
-    pub fn apply_quiet(&self) -> Result<String> {
+    /// `plumb apply` in plumb.service's sandbox: whether it exited 0, and its output.
+    fn run_apply(&self) -> Result<(bool, String)> {
         let mut argv = vec!["systemd-run", "--wait", "--pipe", "--quiet", "--collect"];
         let sandbox = sandbox_properties()?;
         for p in &sandbox {
@@ -89,7 +79,12 @@ impl World {
         }
         argv.extend(["/usr/local/bin/plumb", "apply"]);
         let out = self.node.exec(&argv)?;
-        Ok(format!("{}{}", out.stdout, out.stderr))
+        Ok((out.success(), format!("{}{}", out.stdout, out.stderr)))
+    }
+
+    /// `plumb apply` like `apply`, whatever its exit code; its output.
+    pub fn apply_quiet(&self) -> Result<String> {
+        Ok(self.run_apply()?.1)
     }
 
     /// `plumb run` as the transient service plumb-test.service, in plumb.service's sandbox.
