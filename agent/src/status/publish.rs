@@ -39,6 +39,21 @@ pub struct PushMemo {
     /// Why the last attempt failed; empty once a push succeeds.
     pub last_error: String,
     pub last_error_at: String,
+    /// Failed pushes in a row, and when the next may be tried (seconds since the epoch): a status
+    /// server that is down or blackholed costs a pass one attempt now and then, not a connect
+    /// timeout on every pass.
+    pub failures: u32,
+    pub retry_unix: u64,
+}
+
+/// When to try again after `failures` failed pushes in a row: the interval, doubled per failure,
+/// at most max(interval, 10 min).
+pub fn push_retry_after(interval: Duration, failures: u32) -> Duration {
+    let cap = interval.max(Duration::from_secs(600));
+    interval
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(cap)
+        .mul_f64(0.85)
 }
 
 /// The part of the memo `plumb status` shows, as its `[push]` table.
@@ -172,6 +187,10 @@ pub fn publish(settings: &Settings, state_dir: &StateDir, report: &Report) -> Op
         tracing::debug!(branch = %branch, "status unchanged, heartbeat not due: no push");
         return None;
     };
+    if memo.failures > 0 && now < memo.retry_unix && memo.repo == repo_name {
+        tracing::debug!(branch = %branch, failures = memo.failures, "status push held back after failures");
+        return None;
+    }
     let publisher = Publisher {
         dir: state_dir.path().join("status.git"),
         endpoint: ep,
@@ -197,6 +216,8 @@ pub fn publish(settings: &Settings, state_dir: &StateDir, report: &Report) -> Op
             memo.pushed_report = Some(report.clone());
             memo.last_error.clear();
             memo.last_error_at.clear();
+            memo.failures = 0;
+            memo.retry_unix = 0;
             Some(id)
         }
         Err(e) => {
@@ -204,6 +225,8 @@ pub fn publish(settings: &Settings, state_dir: &StateDir, report: &Report) -> Op
             tracing::warn!(branch = %branch, error = %e, "status push to {branch} failed, the next pass tries again: {e}");
             memo.last_error = e;
             memo.last_error_at = now_rfc3339();
+            memo.failures = memo.failures.saturating_add(1);
+            memo.retry_unix = now + push_retry_after(settings.interval, memo.failures).as_secs();
             None
         }
     };
@@ -384,6 +407,16 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn failed_pushes_back_off_up_to_ten_minutes() {
+        let i = Duration::from_secs(60);
+        assert_eq!(push_retry_after(i, 1), Duration::from_secs(51));
+        assert_eq!(push_retry_after(i, 2), Duration::from_secs(102));
+        assert_eq!(push_retry_after(i, 40), Duration::from_secs(510));
+        let short = Duration::from_secs(1);
+        assert!(push_retry_after(short, 3) < Duration::from_secs(4));
     }
 
     #[test]
