@@ -54,7 +54,8 @@ fn build_packages() -> Result<Packages> {
         .parent()
         .context("the tests crate sits in the workspace")?;
     let target = target_dir()?;
-    let out = target.join("packages");
+    // Not target/packages, where the README tells operators to look: the test builds an N+1 too.
+    let out = target.join("e2e-packages");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let lock = std::fs::File::create(out.join(".build.lock"))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
@@ -68,6 +69,8 @@ fn build_packages() -> Result<Packages> {
         run(Command::new("bash")
             .arg(workspace.join("packaging/build.sh"))
             .args(extra)
+            .arg("--out")
+            .arg(&out)
             .env("CARGO_TARGET_DIR", &target))?
         .check("packaging/build.sh")?;
         eprintln!(
@@ -108,10 +111,51 @@ fn apt_install(node: &Node, deb: &Path) -> Result<()> {
     let name = deb.file_name().context("a file name")?.to_string_lossy();
     let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
     node.write_file(&format!("/srv/{name}"), bytes)?;
-    node.sh_ok(&format!(
-        "cd /srv && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./{name}"
-    ))?;
+    package_op(
+        node,
+        &format!("cd /srv && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./{name}"),
+    )?;
     Ok(())
+}
+
+/// Runs a package operation (apt, dpkg, rpm) in the node: it must succeed, and its output must
+/// show no maintainer-script trouble. dpkg and rpm carry on past a failing command in a script
+/// that does not `set -e` (issue 18: every install printed `/var/lib/dpkg/info/plumb.postinst:
+/// 33: below: not found` and exited 0), so the exit status alone proves nothing.
+fn package_op(node: &Node, script: &str) -> Result<String> {
+    let out = node.sh(script)?;
+    let all = format!("{}{}", out.stdout, out.stderr);
+    let bad = maintainer_script_errors(&all);
+    ensure!(
+        bad.is_empty(),
+        "{}: `{script}` printed maintainer-script errors:\n{}\n\nfull output:\n{all}",
+        node.name(),
+        bad.join("\n")
+    );
+    out.check(&format!("{}: {script}", node.name()))
+}
+
+/// The lines of dpkg/apt/rpm output that tell of an error in a maintainer script or scriptlet.
+fn maintainer_script_errors(output: &str) -> Vec<&str> {
+    const SIGNS: &[&str] = &[
+        "/var/lib/dpkg/info/",
+        "not found",
+        "scriptlet failed",
+        "warning: %",
+        "error:",
+        "Error:",
+        "No such file or directory",
+        "Permission denied",
+        "command not found",
+    ];
+    output
+        .lines()
+        .filter(|l| {
+            // apt fetching a local .deb as root rather than as _apt is a note, not an error.
+            !l.starts_with("N: ")
+                && (SIGNS.iter().any(|s| l.contains(s)) || l.starts_with("E: "))
+        })
+        .collect()
 }
 
 fn agent_toml(git: &GitServer) -> String {
@@ -533,7 +577,10 @@ fn deb_upgrade_remove_purge() -> Result<()> {
     wait_converged(&node, &repo, &commit)?;
 
     // Remove: stopped and disabled, config and state kept.
-    node.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q plumb")?;
+    package_op(
+        &node,
+        "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q plumb",
+    )?;
     ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "inactive");
     let wants = "/etc/systemd/system/multi-user.target.wants/plumb.service";
     ensure!(
@@ -551,7 +598,10 @@ fn deb_upgrade_remove_purge() -> Result<()> {
     ensure!(node.read_file(FILE)? == "up\n", "managed files stay");
 
     // Purge: config and state gone.
-    node.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q plumb")?;
+    package_op(
+        &node,
+        "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q plumb",
+    )?;
     for gone in ["/etc/plumb/agent.toml", "/var/lib/plumb"] {
         ensure!(
             !node.exec(&["test", "-e", gone])?.success(),
@@ -571,13 +621,14 @@ fn rpm_install_erase_and_lint() -> Result<()> {
     }
     let pkgs = packages()?;
     rpmlint(&pkgs.rpm)?;
+    lintian(&pkgs.deb)?;
 
     let image = NodeImage::ensure()?;
     let net = Network::new()?;
     let node = boot(&image, &net, "rpm-1")?;
     let bytes = std::fs::read(&pkgs.rpm)?;
     node.write_file("/srv/plumb.rpm", bytes)?;
-    node.exec_ok(&["rpm", "-i", "--nodeps", "/srv/plumb.rpm"])?;
+    package_op(&node, "rpm -i --nodeps /srv/plumb.rpm")?;
     ensure!(node.exec_ok(&["systemctl", "is-enabled", "plumb"])?.trim() == "enabled");
     // Enabled, but not started by the package, and not failed.
     ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "inactive");
@@ -595,7 +646,7 @@ fn rpm_install_erase_and_lint() -> Result<()> {
 
     let edited = "# edited\nrepo = \"git://192.0.2.1/fleet.git\"\n";
     node.write_file("/etc/plumb/agent.toml", edited)?;
-    node.exec_ok(&["rpm", "-e", "plumb"])?;
+    package_op(&node, "rpm -e plumb")?;
     ensure!(
         node.read_file("/etc/plumb/agent.toml.rpmsave")? == edited,
         "edited config kept as .rpmsave"
@@ -609,16 +660,53 @@ fn rpm_install_erase_and_lint() -> Result<()> {
     Ok(())
 }
 
+/// Installs a Debian package on the host with apt when `program` is missing.
+fn ensure_tool(program: &str, package: &str) -> Result<()> {
+    if !run(Command::new("sh").args(["-c", &format!("command -v {program}")]))?.success() {
+        run(Command::new("apt-get").args(["update", "-q"]))?.check("apt-get update")?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?
+        .check(&format!("apt-get install {package}"))?;
+    }
+    Ok(())
+}
+
+/// lintian (installed on the host with apt when missing) finds no error and no warning in the
+/// .deb. The tags the package overrides, and why, are in packaging/debian/lintian-overrides
+/// (shipped as /usr/share/lintian/overrides/plumb, where lintian reads them).
+fn lintian(deb: &Path) -> Result<()> {
+    ensure_tool("lintian", "lintian")?;
+    let out = run(Command::new("lintian")
+        // Not `--fail-on warning`: with --show-overrides that counts overridden warnings too.
+        .args(["--fail-on", "error", "--show-overrides"])
+        .arg(deb))?;
+    eprintln!("e2e: lintian:\n{}{}", out.stdout, out.stderr);
+    let flagged: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+        .collect();
+    ensure!(
+        out.success() && flagged.is_empty(),
+        "lintian found errors or warnings in {}:\n{}",
+        deb.display(),
+        flagged.join("\n")
+    );
+    // The overrides are read: each one is reported as overridden ("O:"), so none is stale.
+    let overridden = out.stdout.lines().filter(|l| l.starts_with("O: ")).count();
+    ensure!(
+        overridden == 2,
+        "lintian used {overridden} of packaging/debian/lintian-overrides' 2 overrides:\n{}",
+        out.stdout
+    );
+    Ok(())
+}
+
 /// rpmlint (installed on the host with apt when missing) finds no errors, with the project's
 /// rpmlintrc (headers cargo-generate-rpm cannot write, and no signature).
 fn rpmlint(rpm: &Path) -> Result<()> {
-    if !run(Command::new("sh").args(["-c", "command -v rpmlint"]))?.success() {
-        run(Command::new("apt-get").args(["update", "-q"]))?.check("apt-get update")?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "rpmlint"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))?
-        .check("apt-get install rpmlint")?;
-    }
+    ensure_tool("rpmlint", "rpmlint")?;
     // The filters and why: packaging/rpm/plumb.rpmlintrc.
     let rc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/rpm/plumb.rpmlintrc");
     let out = run(Command::new("rpmlint").arg("-r").arg(rc).arg(rpm))?;
@@ -627,4 +715,23 @@ fn rpmlint(rpm: &Path) -> Result<()> {
         bail!("rpmlint found errors in {}", rpm.display());
     }
     Ok(())
+}
+
+/// The detector catches what issue 18's install printed, and passes a clean apt run.
+#[test]
+fn maintainer_script_errors_are_caught() {
+    let broken = "Setting up plumb (0.1.0-1) ...\n\
+        /var/lib/dpkg/info/plumb.postinst: 33: below: not found\n";
+    assert_eq!(
+        maintainer_script_errors(broken),
+        ["/var/lib/dpkg/info/plumb.postinst: 33: below: not found"]
+    );
+    let rpm = "warning: %post(plumb-0.1.0-1.x86_64) scriptlet failed, exit status 1\n";
+    assert_eq!(maintainer_script_errors(rpm).len(), 1);
+    let clean = "Note, selecting 'plumb' instead of './plumb_0.1.0-1_amd64.deb'\n\
+        Setting up plumb (0.1.0-1) ...\n\
+        Created symlink '/etc/systemd/system/multi-user.target.wants/plumb.service' → '/usr/lib/systemd/system/plumb.service'.\n\
+        N: Download is performed unsandboxed as root as file '/srv/plumb_0.1.0-1_amd64.deb' couldn't be accessed by user '_apt'. - pkgAcquire::Run (13: Permission denied)\n\
+        warning: /etc/plumb/agent.toml saved as /etc/plumb/agent.toml.rpmsave\n";
+    assert!(maintainer_script_errors(clean).is_empty());
 }
