@@ -152,8 +152,7 @@ fn maintainer_script_errors(output: &str) -> Vec<&str> {
         .lines()
         .filter(|l| {
             // apt fetching a local .deb as root rather than as _apt is a note, not an error.
-            !l.starts_with("N: ")
-                && (SIGNS.iter().any(|s| l.contains(s)) || l.starts_with("E: "))
+            !l.starts_with("N: ") && (SIGNS.iter().any(|s| l.contains(s)) || l.starts_with("E: "))
         })
         .collect()
 }
