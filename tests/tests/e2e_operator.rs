@@ -66,13 +66,21 @@ fn build_packages() -> Result<Packages> {
     let next = format!("{version}+1");
     let build = |extra: &[&str]| -> Result<()> {
         let t = Instant::now();
-        run(Command::new("bash")
-            .arg(workspace.join("packaging/build.sh"))
+        let mut cmd = Command::new("bash");
+        cmd.arg(workspace.join("packaging/build.sh"))
             .args(extra)
             .arg("--out")
             .arg(&out)
-            .env("CARGO_TARGET_DIR", &target))?
-        .check("packaging/build.sh")?;
+            .env("CARGO_TARGET_DIR", &target);
+        // Without the variables cargo set for this test (CARGO_PKG_NAME=plumb-systest, ...):
+        // crates that read them with env!() would otherwise look changed to cargo, and the
+        // release binary would be built once for the tests and again by a build.sh run by hand.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(cargo_set_for_tests) {
+                cmd.env_remove(key);
+            }
+        }
+        run(&mut cmd)?.check("packaging/build.sh")?;
         eprintln!(
             "e2e: packaging/build.sh {} took {:.1?}",
             extra.join(" "),
@@ -92,6 +100,21 @@ fn build_packages() -> Result<Packages> {
         deb_next: find(&format!("plumb_{next}-1_amd64.deb"))?,
         rpm: find(&format!("plumb-{version}-1.x86_64.rpm"))?,
     })
+}
+
+/// The environment variables cargo sets for a test process (not the user's own CARGO_HOME,
+/// CARGO_TARGET_DIR or CARGO_PROFILE_* settings).
+fn cargo_set_for_tests(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            key,
+            "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+        )
 }
 
 /// The cargo target dir this test binary was built in: <target>/<profile>/deps/<binary>.
