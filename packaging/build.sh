@@ -1,34 +1,45 @@
 #!/bin/bash
 # Builds the plumb packages into $TARGET/packages/: plumb_<ver>-1_<arch>.deb and plumb-<ver>-1.<arch>.rpm.
 #
-#   packaging/build.sh [--version VER]
+#   packaging/build.sh [--version VER] [--out DIR]
 #
-# Installs cargo-deb and cargo-generate-rpm from crates.io when missing, builds the release
-# binary, generates the man pages and shell completions from the CLI definition, then runs both
-# packagers. --version VER overrides the package version (the binary keeps its own).
+# Installs cargo-deb and cargo-generate-rpm (the pinned versions below; this needs network) when
+# missing or at another version, builds the release binary, generates the man pages and shell
+# completions from the CLI definition, then runs both packagers. --version VER overrides the
+# package version (the binary keeps its own); --out DIR writes the packages there instead (the
+# tests keep theirs out of target/packages).
 # Honours CARGO_TARGET_DIR (default: target/ in the workspace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version=
+out=
 while [ $# -gt 0 ]; do
     case $1 in
         --version) version=${2:?--version needs a value}; shift 2 ;;
-        *) echo "usage: $0 [--version VER]" >&2; exit 2 ;;
+        --out) out=${2:?--out needs a directory}; shift 2 ;;
+        *) echo "usage: $0 [--version VER] [--out DIR]" >&2; exit 2 ;;
     esac
 done
 
+# The packagers, pinned: the same sources make the same packages next year. Another installed
+# version is replaced by the pinned one (a different packager can lay the package out otherwise).
+CARGO_DEB_VERSION=3.8.0
+CARGO_GENERATE_RPM_VERSION=0.21.1
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-missing=()
-cargo deb --version >/dev/null 2>&1 || missing+=(cargo-deb)
-cargo generate-rpm --version >/dev/null 2>&1 || missing+=(cargo-generate-rpm)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "build.sh: installing ${missing[*]}" >&2
-    cargo install --locked "${missing[@]}"
-fi
+ensure_tool() { # crate, version, the version its --version prints
+    local crate=$1 want=$2 have
+    have=$(cargo "${crate#cargo-}" --version 2>/dev/null || true)
+    if [[ "$have" != *" $want"* ]]; then
+        echo "build.sh: installing $crate $want${have:+ (found: $have)}" >&2
+        cargo install --locked --force --version "=$want" "$crate"
+    fi
+}
+ensure_tool cargo-deb "$CARGO_DEB_VERSION"
+ensure_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
 
 target=${CARGO_TARGET_DIR:-$PWD/target}
-out=$target/packages
+out=${out:-$target/packages}
 cargo build --release -p plumb --locked
 
 # Man pages and completions, from the very binary being packaged.

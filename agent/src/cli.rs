@@ -118,16 +118,14 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dry_run: true,
                 ..Default::default()
             })?;
-            for line in &r.changes {
-                out(format_args!("{line}\n"));
-            }
-            print_summary(&r.report);
             use crate::status::report::Outcome;
-            Ok(match r.report.outcome {
-                Outcome::Failed | Outcome::Rejected => 1,
-                _ if r.has_changes() => 2,
-                _ => 0,
-            })
+            // The plan on stdout (logs stay on stderr), like `terraform plan`.
+            out(format_args!("{}", plan_text(&r)));
+            if matches!(r.report.outcome, Outcome::Failed | Outcome::Rejected) {
+                print_summary(&r.report);
+                return Ok(1);
+            }
+            Ok(if r.has_changes() { 2 } else { 0 })
         }
         Command::Status { json } => {
             let settings = Settings::load(&cli.config)?;
@@ -192,6 +190,38 @@ fn out(args: std::fmt::Arguments) {
         eprintln!("plumb: writing to stdout: {e}");
         std::process::exit(1);
     }
+}
+
+/// What `plan` prints: each change in the future tense ("would create file /etc/motd") with its
+/// diff indented below it, then one line with the count and the commit.
+fn plan_text(r: &crate::engine::PassResult) -> String {
+    let mut s = String::new();
+    for entry in &r.changes {
+        // An entry is a change ("create file /etc/motd") or the diff that follows it.
+        if entry.starts_with(|c: char| c.is_ascii_lowercase()) {
+            s.push_str(&format!("would {entry}\n"));
+        } else {
+            for line in entry.lines() {
+                s.push_str(&format!("    {line}\n"));
+            }
+        }
+    }
+    let report = &r.report;
+    let commit = report.desired_commit.get(..12).unwrap_or("-");
+    let n = r.changed;
+    let count = match n {
+        0 => "no changes: the host matches Git".to_string(),
+        1 => "1 change; `plumb apply` makes it".to_string(),
+        _ => format!("{n} changes; `plumb apply` makes them"),
+    };
+    if !r.changes.is_empty() {
+        s.push('\n');
+    }
+    s.push_str(&format!("plan for {} at {commit}: {count}\n", report.host));
+    if !report.message.is_empty() {
+        s.push_str(&format!("note: {}\n", report.message));
+    }
+    s
 }
 
 fn print_summary(r: &crate::status::report::Report) {

@@ -40,6 +40,8 @@ struct Converged {
     failed: usize,
     drifted: usize,
     changed: usize,
+    /// Resources changed, or in detect mode that would change: the pass's one count of changes.
+    changes: usize,
     /// Units left masked on the host (reported as drift, not unmasked).
     masked: usize,
     /// SIGTERM arrived: the pass stopped between two changes.
@@ -75,6 +77,7 @@ impl Converged {
             } else {
                 self.count(o.report.state, o.drift);
             }
+            self.changes += usize::from(!o.lines.is_empty());
             self.lines.extend(o.lines);
             self.resources.push(o.report);
         }
@@ -103,6 +106,10 @@ struct Draft {
     report: Report,
     notes: Vec<String>,
     fetch_failed: bool,
+    /// Resources changed (or that would change): `Converged::changes`.
+    changes: usize,
+    /// `plan`: the line says what would change ("plan done"), nothing did.
+    dry_run: bool,
 }
 
 impl Draft {
@@ -119,14 +126,16 @@ impl Draft {
             commit = %self.report.desired_commit,
             outcome = self.report.outcome.as_str(),
             reason = self.report.reason.map(|r| r.as_str()).unwrap_or(""),
-            changes = changes.len(),
+            changes = self.changes,
             failed,
-            "pass done: {}",
-            pass_summary(&self.report, changes.len(), failed)
+            "{}: {}",
+            if self.dry_run { "plan done" } else { "pass done" },
+            pass_summary(&self.report, self.changes, failed, self.dry_run)
         );
         PassResult {
             report: self.report,
             changes,
+            changed: self.changes,
             fetch_failed: self.fetch_failed,
         }
     }
@@ -137,6 +146,9 @@ pub struct PassResult {
     pub report: Report,
     /// One line per pending or applied change, with diffs for `plan`.
     pub changes: Vec<String>,
+    /// How many resources changed (apply) or would change (plan): the count the log and the
+    /// summary both give.
+    pub changed: usize,
     /// Git could not be reached: the daemon backs off.
     pub fetch_failed: bool,
 }
@@ -215,6 +227,8 @@ impl Agent {
             report: self.blank_report(&state),
             notes: vec![],
             fetch_failed: false,
+            changes: 0,
+            dry_run: opts.dry_run,
         };
         let Some(fetched) = self.fetch_phase(opts, &mut draft)? else {
             return Ok(draft.finish(vec![]));
@@ -410,6 +424,7 @@ impl Agent {
             };
         }
         draft.notes.extend(run_notes(&run, detect, dry_run));
+        draft.changes = run.changes;
         let Converged {
             lines, resources, ..
         } = run;
@@ -522,9 +537,12 @@ fn release_freed_memory() {
 }
 
 /// "changed at 3f2a9c1, 2 changes", "failed at 3f2a9c1 (check-failed), 1 change, 1 failed":
-/// the essentials of the pass's one info line.
-fn pass_summary(report: &Report, changes: usize, failed: usize) -> String {
-    let mut s = report.outcome.as_str().to_string();
+/// the essentials of the pass's one info line; a plan's reads "would change at 3f2a9c1, 2 changes".
+fn pass_summary(report: &Report, changes: usize, failed: usize, dry_run: bool) -> String {
+    let mut s = match report.outcome {
+        Outcome::Changed if dry_run => "would change".to_string(),
+        o => o.as_str().to_string(),
+    };
     let commit = &report.desired_commit;
     if !commit.is_empty() {
         s.push_str(&format!(" at {}", commit.get(..7).unwrap_or(commit)));
@@ -574,8 +592,9 @@ fn run_notes(run: &Converged, detect: bool, dry_run: bool) -> Vec<String> {
             run.masked
         ));
     }
-    if detect && run.changed > 0 {
-        notes.push(format!("{} change(s) pending", run.changed));
+    // `plan` prints its own count; a detect-mode daemon says it in its report.
+    if detect && !dry_run && run.changes > 0 {
+        notes.push(format!("{} change(s) pending", run.changes));
     }
     notes
 }

@@ -182,12 +182,36 @@ fn detect_and_suspend_change_nothing() {
 #[test]
 fn plan_exit_codes_and_diff() {
     let f = base_fleet();
-    f.commit("one");
+    let c1 = f.commit("one");
     let h = Host::new("h1", &format!("file://{}", f.bare().display()), "");
-    let out = h.plumb(&["plan"]);
+    let out = h.plumb(&["-v", "plan"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(text.contains("create file /etc/motd"), "{text}");
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{text}{log}");
+    // Issue 18: the plan on stdout in the future tense, logs on stderr, one count in both.
+    assert!(text.contains("would create file /etc/motd\n"), "{text}");
+    assert!(
+        !text.contains("(created)") && !log.contains("would create"),
+        "{text}{log}"
+    );
+    let n = text.lines().filter(|l| l.starts_with("would ")).count();
+    assert!(n >= 2, "{text}");
+    assert!(
+        text.contains(&format!("plan for h1 at {}: {n} changes;", &c1[..12])),
+        "{text}"
+    );
+    assert!(log.contains(&format!("changes={n} ")), "{log}");
+    assert!(
+        log.contains(&format!(
+            "plan done: would change at {}, {n} changes",
+            &c1[..7]
+        )),
+        "nothing changed, the log says what would: {log}"
+    );
+    assert!(
+        !log.contains("pending") && !text.contains("pending"),
+        "{text}{log}"
+    );
     assert!(text.contains("+hello"), "diff shown: {text}");
     assert!(
         !text.contains("port = 80"),
@@ -196,7 +220,13 @@ fn plan_exit_codes_and_diff() {
     assert!(h.snapshot().is_empty(), "plan changes nothing");
 
     h.apply_expect(0);
-    assert_eq!(h.plumb(&["plan"]).status.code(), Some(0));
+    let out = h.plumb(&["plan"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("no changes: the host matches Git\n"),
+        "{text}"
+    );
 
     f.write("hosts/h1/host.toml", "bogus = 1\n");
     f.commit("bad");
@@ -560,7 +590,7 @@ fn log_lines_say_what_was_done_issue_20() {
     };
     let applied = line("applied: ");
     assert!(
-        applied.contains("applied: create file /etc/motd (created)") && applied.contains("name="),
+        applied.contains("applied: create file /etc/motd") && applied.contains("name="),
         "{applied}"
     );
     let done = line("pass done: ");

@@ -1,4 +1,4 @@
-//! plumb-bench: measures plumb against the targets of DESIGN section 8, side by side with
+//! plumb-bench: measures plumb against the targets of docs/design.md, side by side with
 //! ansible-pull and puppet on the same work in the same run, and prints a Markdown report.
 //! `bench/run.sh` installs the peers, builds the release binary and runs this.
 

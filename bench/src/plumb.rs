@@ -16,7 +16,7 @@ pub struct Host {
     pub dir: PathBuf,
 }
 
-/// Where hosts push their status (a separate repository, as DESIGN recommends).
+/// Where hosts push their status (a separate repository, as docs/status.md recommends).
 pub struct StatusTo<'a> {
     pub url: &'a str,
     pub heartbeat: &'a str,

@@ -54,7 +54,8 @@ fn build_packages() -> Result<Packages> {
         .parent()
         .context("the tests crate sits in the workspace")?;
     let target = target_dir()?;
-    let out = target.join("packages");
+    // Not target/packages, where the README tells operators to look: the test builds an N+1 too.
+    let out = target.join("e2e-packages");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let lock = std::fs::File::create(out.join(".build.lock"))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
@@ -65,11 +66,21 @@ fn build_packages() -> Result<Packages> {
     let next = format!("{version}+1");
     let build = |extra: &[&str]| -> Result<()> {
         let t = Instant::now();
-        run(Command::new("bash")
-            .arg(workspace.join("packaging/build.sh"))
+        let mut cmd = Command::new("bash");
+        cmd.arg(workspace.join("packaging/build.sh"))
             .args(extra)
-            .env("CARGO_TARGET_DIR", &target))?
-        .check("packaging/build.sh")?;
+            .arg("--out")
+            .arg(&out)
+            .env("CARGO_TARGET_DIR", &target);
+        // Without the variables cargo set for this test (CARGO_PKG_NAME=plumb-systest, ...):
+        // crates that read them with env!() would otherwise look changed to cargo, and the
+        // release binary would be built once for the tests and again by a build.sh run by hand.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(cargo_set_for_tests) {
+                cmd.env_remove(key);
+            }
+        }
+        run(&mut cmd)?.check("packaging/build.sh")?;
         eprintln!(
             "e2e: packaging/build.sh {} took {:.1?}",
             extra.join(" "),
@@ -91,6 +102,21 @@ fn build_packages() -> Result<Packages> {
     })
 }
 
+/// The environment variables cargo sets for a test process (not the user's own CARGO_HOME,
+/// CARGO_TARGET_DIR or CARGO_PROFILE_* settings).
+fn cargo_set_for_tests(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            key,
+            "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+        )
+}
+
 /// The cargo target dir this test binary was built in: <target>/<profile>/deps/<binary>.
 fn target_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -108,10 +134,50 @@ fn apt_install(node: &Node, deb: &Path) -> Result<()> {
     let name = deb.file_name().context("a file name")?.to_string_lossy();
     let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
     node.write_file(&format!("/srv/{name}"), bytes)?;
-    node.sh_ok(&format!(
-        "cd /srv && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./{name}"
-    ))?;
+    package_op(
+        node,
+        &format!("cd /srv && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./{name}"),
+    )?;
     Ok(())
+}
+
+/// Runs a package operation (apt, dpkg, rpm) in the node: it must succeed, and its output must
+/// show no maintainer-script trouble. dpkg and rpm carry on past a failing command in a script
+/// that does not `set -e` (issue 18: every install printed `/var/lib/dpkg/info/plumb.postinst:
+/// 33: below: not found` and exited 0), so the exit status alone proves nothing.
+fn package_op(node: &Node, script: &str) -> Result<String> {
+    let out = node.sh(script)?;
+    let all = format!("{}{}", out.stdout, out.stderr);
+    let bad = maintainer_script_errors(&all);
+    ensure!(
+        bad.is_empty(),
+        "{}: `{script}` printed maintainer-script errors:\n{}\n\nfull output:\n{all}",
+        node.name(),
+        bad.join("\n")
+    );
+    out.check(&format!("{}: {script}", node.name()))
+}
+
+/// The lines of dpkg/apt/rpm output that tell of an error in a maintainer script or scriptlet.
+fn maintainer_script_errors(output: &str) -> Vec<&str> {
+    const SIGNS: &[&str] = &[
+        "/var/lib/dpkg/info/",
+        "not found",
+        "scriptlet failed",
+        "warning: %",
+        "error:",
+        "Error:",
+        "No such file or directory",
+        "Permission denied",
+        "command not found",
+    ];
+    output
+        .lines()
+        .filter(|l| {
+            // apt fetching a local .deb as root rather than as _apt is a note, not an error.
+            !l.starts_with("N: ") && (SIGNS.iter().any(|s| l.contains(s)) || l.starts_with("E: "))
+        })
+        .collect()
 }
 
 fn agent_toml(git: &GitServer) -> String {
@@ -533,7 +599,10 @@ fn deb_upgrade_remove_purge() -> Result<()> {
     wait_converged(&node, &repo, &commit)?;
 
     // Remove: stopped and disabled, config and state kept.
-    node.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q plumb")?;
+    package_op(
+        &node,
+        "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q plumb",
+    )?;
     ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "inactive");
     let wants = "/etc/systemd/system/multi-user.target.wants/plumb.service";
     ensure!(
@@ -551,7 +620,10 @@ fn deb_upgrade_remove_purge() -> Result<()> {
     ensure!(node.read_file(FILE)? == "up\n", "managed files stay");
 
     // Purge: config and state gone.
-    node.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q plumb")?;
+    package_op(
+        &node,
+        "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q plumb",
+    )?;
     for gone in ["/etc/plumb/agent.toml", "/var/lib/plumb"] {
         ensure!(
             !node.exec(&["test", "-e", gone])?.success(),
@@ -571,13 +643,14 @@ fn rpm_install_erase_and_lint() -> Result<()> {
     }
     let pkgs = packages()?;
     rpmlint(&pkgs.rpm)?;
+    lintian(&pkgs.deb)?;
 
     let image = NodeImage::ensure()?;
     let net = Network::new()?;
     let node = boot(&image, &net, "rpm-1")?;
     let bytes = std::fs::read(&pkgs.rpm)?;
     node.write_file("/srv/plumb.rpm", bytes)?;
-    node.exec_ok(&["rpm", "-i", "--nodeps", "/srv/plumb.rpm"])?;
+    package_op(&node, "rpm -i --nodeps /srv/plumb.rpm")?;
     ensure!(node.exec_ok(&["systemctl", "is-enabled", "plumb"])?.trim() == "enabled");
     // Enabled, but not started by the package, and not failed.
     ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "inactive");
@@ -595,7 +668,7 @@ fn rpm_install_erase_and_lint() -> Result<()> {
 
     let edited = "# edited\nrepo = \"git://192.0.2.1/fleet.git\"\n";
     node.write_file("/etc/plumb/agent.toml", edited)?;
-    node.exec_ok(&["rpm", "-e", "plumb"])?;
+    package_op(&node, "rpm -e plumb")?;
     ensure!(
         node.read_file("/etc/plumb/agent.toml.rpmsave")? == edited,
         "edited config kept as .rpmsave"
@@ -609,16 +682,53 @@ fn rpm_install_erase_and_lint() -> Result<()> {
     Ok(())
 }
 
+/// Installs a Debian package on the host with apt when `program` is missing.
+fn ensure_tool(program: &str, package: &str) -> Result<()> {
+    if !run(Command::new("sh").args(["-c", &format!("command -v {program}")]))?.success() {
+        run(Command::new("apt-get").args(["update", "-q"]))?.check("apt-get update")?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?
+        .check(&format!("apt-get install {package}"))?;
+    }
+    Ok(())
+}
+
+/// lintian (installed on the host with apt when missing) finds no error and no warning in the
+/// .deb. The tags the package overrides, and why, are in packaging/debian/lintian-overrides
+/// (shipped as /usr/share/lintian/overrides/plumb, where lintian reads them).
+fn lintian(deb: &Path) -> Result<()> {
+    ensure_tool("lintian", "lintian")?;
+    let out = run(Command::new("lintian")
+        // Not `--fail-on warning`: with --show-overrides that counts overridden warnings too.
+        .args(["--fail-on", "error", "--show-overrides"])
+        .arg(deb))?;
+    eprintln!("e2e: lintian:\n{}{}", out.stdout, out.stderr);
+    let flagged: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+        .collect();
+    ensure!(
+        out.success() && flagged.is_empty(),
+        "lintian found errors or warnings in {}:\n{}",
+        deb.display(),
+        flagged.join("\n")
+    );
+    // The overrides are read: each one is reported as overridden ("O:"), so none is stale.
+    let overridden = out.stdout.lines().filter(|l| l.starts_with("O: ")).count();
+    ensure!(
+        overridden == 2,
+        "lintian used {overridden} of packaging/debian/lintian-overrides' 2 overrides:\n{}",
+        out.stdout
+    );
+    Ok(())
+}
+
 /// rpmlint (installed on the host with apt when missing) finds no errors, with the project's
 /// rpmlintrc (headers cargo-generate-rpm cannot write, and no signature).
 fn rpmlint(rpm: &Path) -> Result<()> {
-    if !run(Command::new("sh").args(["-c", "command -v rpmlint"]))?.success() {
-        run(Command::new("apt-get").args(["update", "-q"]))?.check("apt-get update")?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "rpmlint"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))?
-        .check("apt-get install rpmlint")?;
-    }
+    ensure_tool("rpmlint", "rpmlint")?;
     // The filters and why: packaging/rpm/plumb.rpmlintrc.
     let rc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/rpm/plumb.rpmlintrc");
     let out = run(Command::new("rpmlint").arg("-r").arg(rc).arg(rpm))?;
@@ -627,4 +737,23 @@ fn rpmlint(rpm: &Path) -> Result<()> {
         bail!("rpmlint found errors in {}", rpm.display());
     }
     Ok(())
+}
+
+/// The detector catches what issue 18's install printed, and passes a clean apt run.
+#[test]
+fn maintainer_script_errors_are_caught() {
+    let broken = "Setting up plumb (0.1.0-1) ...\n\
+        /var/lib/dpkg/info/plumb.postinst: 33: below: not found\n";
+    assert_eq!(
+        maintainer_script_errors(broken),
+        ["/var/lib/dpkg/info/plumb.postinst: 33: below: not found"]
+    );
+    let rpm = "warning: %post(plumb-0.1.0-1.x86_64) scriptlet failed, exit status 1\n";
+    assert_eq!(maintainer_script_errors(rpm).len(), 1);
+    let clean = "Note, selecting 'plumb' instead of './plumb_0.1.0-1_amd64.deb'\n\
+        Setting up plumb (0.1.0-1) ...\n\
+        Created symlink '/etc/systemd/system/multi-user.target.wants/plumb.service' → '/usr/lib/systemd/system/plumb.service'.\n\
+        N: Download is performed unsandboxed as root as file '/srv/plumb_0.1.0-1_amd64.deb' couldn't be accessed by user '_apt'. - pkgAcquire::Run (13: Permission denied)\n\
+        warning: /etc/plumb/agent.toml saved as /etc/plumb/agent.toml.rpmsave\n";
+    assert!(maintainer_script_errors(clean).is_empty());
 }

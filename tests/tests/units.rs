@@ -25,7 +25,7 @@ fn units_installed_restarted_corrected_and_pruned() -> Result<()> {
     let plan = w.node.exec(&["/usr/local/bin/plumb", "plan"])?;
     ensure!(plan.status.code() == Some(2), "plan: {plan:?}");
     ensure!(
-        plan.stdout.contains("start unit hello.service"),
+        plan.stdout.contains("would start unit hello.service"),
         "plan: {}",
         plan.stdout
     );
@@ -402,7 +402,11 @@ fn reload_on_reloads_instead_of_restarting() -> Result<()> {
     w.commit("conf two")?;
     let plan = w.node.exec(&["/usr/local/bin/plumb", "plan"])?;
     let line = "reload unit reloader.service (/etc/reloader.conf changed)";
-    ensure!(plan.stdout.contains(line), "plan:\n{}", plan.stdout);
+    ensure!(
+        plan.stdout.contains(&format!("would {line}")),
+        "plan:\n{}",
+        plan.stdout
+    );
     let out = w.apply(true)?;
     ensure!(out.contains(line), "apply:\n{out}");
     ensure!(

@@ -236,8 +236,47 @@ impl Step for FileChange {
             FileAction::Record | FileAction::Fail(_) => "keep",
         };
         let drift = if self.drift { ", drift" } else { "" };
+        if self.is_create() && !self.drift {
+            // The verb says it all ("create file /etc/motd"), in plan's tense and apply's.
+            return format!("{verb} file {}", self.path);
+        }
         format!("{verb} file {} ({}{drift})", self.path, self.detail)
     }
+}
+
+/// The invoking user's (uid, gid) when plumb does not run as root, else None.
+fn unprivileged() -> Option<(u32, u32)> {
+    let uid = nix::unistd::geteuid();
+    (!uid.is_root()).then(|| (uid.as_raw(), nix::unistd::getegid().as_raw()))
+}
+
+/// The uid and gid a file gets: the ones Git names; where it names none, root's, or the invoking
+/// user's when plumb is not root (`me`), who could not give a file away to root anyway.
+fn ids(fs: &HostFs, spec: &FileSpec, me: Option<(u32, u32)>) -> Result<(u32, u32)> {
+    let uid = match (spec.owner.as_str(), me) {
+        ("", Some((uid, _))) => uid,
+        ("", None) => fs.uid("root")?,
+        (name, _) => fs.uid(name)?,
+    };
+    let gid = match (spec.group.as_str(), me) {
+        ("", Some((_, gid))) => gid,
+        ("", None) => fs.gid("root")?,
+        (name, _) => fs.gid(name)?,
+    };
+    Ok((uid, gid))
+}
+
+/// Says once per process that files with no owner in Git keep the invoking user's ownership.
+fn say_once_unprivileged() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let uid = nix::unistd::geteuid();
+        tracing::warn!(
+            "plumb runs as uid {uid}, not root: files whose owner or group Git does not name \
+             get uid {uid} and gid {} instead of root (a file that names one needs root)",
+            nix::unistd::getegid()
+        );
+    });
 }
 
 /// Looks at every desired and every inventoried path.
@@ -247,11 +286,16 @@ pub fn observe(
     inventory: &BTreeMap<String, ManagedFile>,
 ) -> BTreeMap<String, FileObs> {
     let mut out = BTreeMap::new();
+    let me = unprivileged();
+    if me.is_some()
+        && desired
+            .values()
+            .any(|s| s.owner.is_empty() || s.group.is_empty())
+    {
+        say_once_unprivileged();
+    }
     for (path, spec) in desired {
-        let ids = fs
-            .uid(&spec.owner)
-            .and_then(|u| Ok((u, fs.gid(&spec.group)?)))
-            .map_err(Fault::from);
+        let ids = ids(fs, spec, me).map_err(Fault::from);
         out.insert(
             path.clone(),
             FileObs {
@@ -667,6 +711,39 @@ mod tests {
     /// Issue 20: `plan` does not say a plain "create" for a file a package of the same pass may
     /// ship; other changes, and passes installing nothing, read as before.
     #[test]
+    fn unnamed_owner_is_root_or_the_invoking_user() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("etc")).unwrap();
+        std::fs::write(
+            t.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1234:1235::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(t.path().join("etc/group"), "root:x:0:\napp:x:1235:\n").unwrap();
+        let fs = HostFs::open(t.path()).unwrap();
+        let unnamed = FileSpec {
+            owner: String::new(),
+            group: String::new(),
+            ..spec("x", 0o644)
+        };
+        let named = FileSpec {
+            owner: "app".into(),
+            group: "app".into(),
+            ..spec("x", 0o644)
+        };
+        let me = Some((1000, 1001));
+        assert_eq!(ids(&fs, &unnamed, None).unwrap(), (0, 0));
+        assert_eq!(ids(&fs, &unnamed, me).unwrap(), (1000, 1001));
+        assert_eq!(ids(&fs, &named, me).unwrap(), (1234, 1235));
+        assert_eq!(ids(&fs, &named, None).unwrap(), (1234, 1235));
+        let half = FileSpec {
+            group: String::new(),
+            ..named
+        };
+        assert_eq!(ids(&fs, &half, me).unwrap(), (1234, 1001));
+    }
+
+    #[test]
     fn create_while_packages_install_names_the_package_case() {
         use crate::resource::Kind as _;
         let (conf, motd) = ("/etc/nginx/nginx.conf", "/etc/motd");
@@ -691,7 +768,7 @@ mod tests {
             lines(&Context::default()),
             [
                 "update file /etc/motd (content differs)",
-                "create file /etc/nginx/nginx.conf (created)",
+                "create file /etc/nginx/nginx.conf",
             ]
         );
         let installing = Context {

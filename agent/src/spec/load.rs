@@ -204,8 +204,8 @@ impl Builder {
         let spec = FileSpec {
             content,
             mode,
-            owner: "root".into(),
-            group: "root".into(),
+            owner: String::new(),
+            group: String::new(),
             origin: origin.to_string(),
             validate: None,
         };
@@ -765,6 +765,9 @@ mod tests {
         );
         assert!(s.is_secret());
         assert!(!d.files["/etc/motd"].is_secret());
+        // No owner in Git: left for the agent to resolve (root, or the invoking user).
+        let motd = &d.files["/etc/motd"];
+        assert_eq!((motd.owner.as_str(), motd.group.as_str()), ("", ""));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct FileSpec {
     pub content: Content,
     /// Permission bits; unused for symlinks.
     pub mode: u32,
+    /// The owner and group Git names; empty when Git names none: root, or the invoking user's
+    /// own ids when plumb does not run as root (the demo, a test root).
     pub owner: String,
     pub group: String,
     /// The repo path it came from, for messages.
@@ -62,7 +64,17 @@ impl FileSpec {
                 h.update(t.as_bytes());
             }
         }
-        h.update(format!("\0{:o}\0{}\0{}", self.mode, self.owner, self.group).as_bytes());
+        // An owner Git does not name hashes as root, as before it could be left unnamed.
+        let named = |s: &str| if s.is_empty() { "root" } else { s }.to_string();
+        h.update(
+            format!(
+                "\0{:o}\0{}\0{}",
+                self.mode,
+                named(&self.owner),
+                named(&self.group)
+            )
+            .as_bytes(),
+        );
         hex::encode(&h.finalize()[..16])
     }
 }

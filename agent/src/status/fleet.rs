@@ -67,7 +67,7 @@ pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
 
 const HOST_PLACEHOLDER: &str = "{host}";
 
-/// Where the host directories are in the fleet repository (DESIGN section 1).
+/// Where the host directories are in the fleet repository (docs/design.md, "The fleet repository").
 const HOSTS_DIR: &str = "hosts";
 
 /// One status repository per host (`{host}` in its URL; a push then receives only its own
