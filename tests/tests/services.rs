@@ -70,7 +70,7 @@ fn nginx_held_checked_reloaded_and_validated() -> Result<()> {
     let c2 = w.commit("site v2")?;
     let out = w.apply(true)?;
     ensure!(out.contains("reload"), "plan/apply names the reload: {out}");
-    ensure!(w.http_get(URL)?.as_deref() == Some("v2\n"), "site v2");
+    w.wait_served(URL, "v2\n")?;
     ensure!(
         w.prop("nginx.service", "MainPID")? == pid,
         "nginx was restarted, not reloaded"

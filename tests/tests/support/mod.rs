@@ -223,6 +223,16 @@ impl World {
         Ok(out.success().then_some(out.stdout))
     }
 
+    /// Waits until `url` serves exactly `want`. nginx's reload returns before its new workers
+    /// answer (the old ones finish their requests first), so a reload is seen with a deadline.
+    pub fn wait_served(&self, url: &str, want: &str) -> Result<()> {
+        self.node.wait_until(
+            &format!("{url} to serve {want:?}"),
+            Duration::from_secs(30),
+            || Ok((self.http_get(url)?.as_deref() == Some(want)).then_some(())),
+        )
+    }
+
     /// Whether dpkg has `pkg` installed ("install ok installed").
     pub fn installed(&self, pkg: &str) -> Result<bool> {
         let out = self
