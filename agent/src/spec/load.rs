@@ -1,7 +1,7 @@
 //! Reads a host directory and the roles it includes into one `Desired`.
 
 use super::hosttoml::{HostToml, RawFile, RawUnit};
-use super::tree::{FleetTree, Node};
+use super::tree::{Budget, FleetTree, Node};
 use super::*;
 use crate::config::{parse_duration_in, ranges, Limits};
 use crate::reason::Reason;
@@ -43,7 +43,10 @@ fn err<T>(msg: impl Into<String>) -> Result<T> {
 /// Loads `host_dir` (e.g. "hosts/web-01") from `tree`. Every problem is a `SpecError` naming the
 /// repo file and what to do; nothing here touches the host.
 pub fn load(tree: &dyn FleetTree, host_dir: &str, limits: &Limits) -> Result<Desired> {
-    let mut b = Builder::default();
+    let mut b = Builder {
+        budget: Budget::new(limits),
+        ..Builder::default()
+    };
     let mut stack = Vec::new();
     b.layer(tree, host_dir, &mut stack, true, limits)?;
     b.finish(limits)
@@ -82,6 +85,8 @@ struct Builder {
     container_settings: BTreeMap<String, (String, Option<String>)>,
     packages: Packages,
     health: Vec<HealthCheck>,
+    /// What the walks of this load may still read (every layer counts against one budget).
+    budget: Budget,
 }
 
 impl Builder {
@@ -112,7 +117,7 @@ impl Builder {
             ));
         }
         let entries = tree
-            .walk(dir, limits.max_depth)
+            .walk(dir, &mut self.budget)
             .map_err(|e| walk_error(dir, e))?;
         let Some(entries) = entries else {
             return err(if is_host {
