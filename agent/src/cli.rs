@@ -339,7 +339,10 @@ fn validate(dir: PathBuf, host: Option<String>) -> Result<i32> {
             errors += 1;
             continue;
         }
-        match crate::spec::load(&tree, &format!("hosts/{h}"), &limits) {
+        let guard = crate::spec::guard::Guard::packaged();
+        let loaded = crate::spec::load(&tree, &format!("hosts/{h}"), &limits)
+            .and_then(|d| crate::spec::guard::check(&d, &guard).map(|()| d));
+        match loaded {
             Ok(d) => out(format_args!(
                 "hosts/{h}: ok ({} files, {} units, {} containers, {} packages)\n",
                 d.files.len(),

@@ -38,6 +38,21 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// The paths of the packaged install (`.deb`/`.rpm` defaults and the documented agent.toml):
+    /// what `plumb validate` checks a checkout against on a CI machine that is not the host.
+    pub fn packaged() -> Guard {
+        Guard {
+            root: "/".into(),
+            config: crate::config::DEFAULT_CONFIG.into(),
+            state_dir: "/var/lib/plumb".into(),
+            allowed_signers: Some("/etc/plumb/allowed_signers".into()),
+            secrets: vec!["/etc/plumb/deploy_key".into(), "/etc/plumb/token".into()],
+            exe: Some("/usr/bin/plumb".into()),
+        }
+    }
+}
+
 /// Where systemd looks for unit files (system.control, system.attached, system, ... below each):
 /// a `plumb.service` (or a drop-in for it) anywhere below would replace, mask or reconfigure the
 /// agent's own service. (/run is refused for every file anyway.)
