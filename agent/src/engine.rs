@@ -371,7 +371,7 @@ impl Agent {
             }
             let outcomes = if kind == resource::KindId::Services && !host.is_system_root() {
                 // Another root (an image build): the D-Bus systemd is the host's; drive none of it.
-                crate::offline::files_only(&host.fs, desired, detect)
+                crate::offline::files_only(&host.fs, desired, detect, &mut apply)?
             } else {
                 kind.converge(host, desired, &ctx, detect, &mut apply)?
             };

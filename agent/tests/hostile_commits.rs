@@ -1374,6 +1374,53 @@ fn units_under_another_root_are_files_only() {
         .join("etc/systemd/system/multi-user.target.wants")
         .exists());
     assert_eq!(e.host.converge().outcome.as_str(), "converged");
+
+    // A drop-in comes and goes; then the unit and the container leave Git: their files are
+    // removed as on a live host (issue 12), and what plumb did not write stays.
+    let sys = e.host.root.join("etc/systemd/system");
+    e.fleet.write(
+        "hosts/h1/units/plumb-test-image.service.d/env.conf",
+        "[Service]\nEnvironment=A=1\n",
+    );
+    e.signed("drop-in");
+    assert_eq!(e.host.converge().outcome.as_str(), "changed");
+    assert!(sys.join("plumb-test-image.service.d/env.conf").is_file());
+    e.fleet
+        .remove("hosts/h1/units/plumb-test-image.service.d/env.conf");
+    e.signed("drop-in gone");
+    assert_eq!(e.host.converge().outcome.as_str(), "changed");
+    assert!(!sys.join("plumb-test-image.service.d").exists());
+    assert!(sys.join("plumb-test-image.service").is_file());
+
+    std::fs::write(sys.join("not-plumbs.service"), "[Service]\n").unwrap();
+    e.fleet.remove("hosts/h1/units/plumb-test-image.service");
+    e.fleet.remove("hosts/h1/containers/web.container");
+    e.signed("units gone");
+    let plan = e.host.plumb(&["plan"]).output().unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("would remove plumb-test-image.service")
+            && text.contains("would remove web.container"),
+        "{text}"
+    );
+    let r = e.host.converge();
+    assert_eq!(r.outcome.as_str(), "changed", "{}", r.message);
+    let pruned: Vec<&str> = r
+        .resources
+        .iter()
+        .filter(|x| x.state == plumb::status::report::ResourceState::Pruned)
+        .map(|x| x.name.as_str())
+        .collect();
+    assert_eq!(pruned, ["plumb-test-image.service", "web.container"]);
+    assert!(!sys.join("plumb-test-image.service").exists());
+    assert!(!e
+        .host
+        .root
+        .join("etc/containers/systemd/web.container")
+        .exists());
+    assert!(sys.join("not-plumbs.service").is_file());
+    assert_eq!(e.host.converge().outcome.as_str(), "converged");
 }
 
 /// /tmp is private to plumb.service: a file there is applied, with a warning.
