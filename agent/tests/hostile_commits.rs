@@ -442,7 +442,7 @@ fn cases() -> Vec<(&'static str, Act)> {
             let c = e.signed("many");
             rejected(
                 &c,
-                "27 files exceed the limit of 20 (limits.max_files in agent.toml)",
+                "more than 20 files for this host (limits.max_files in agent.toml)",
             )
             .code("size-limit")
         }),

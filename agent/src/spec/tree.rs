@@ -38,6 +38,11 @@ impl Budget {
 
     /// Counts a file or symlink of `size` bytes at `rel`, before it is read.
     pub fn take_file(&mut self, rel: &str, size: u64) -> Result<()> {
+        self.take_path(rel)?;
+        if rel == "host.toml" {
+            // Not installed: bounded by its own size limit and limits.max_includes.
+            return Ok(());
+        }
         self.files += 1;
         self.bytes = self.bytes.saturating_add(size);
         if self.files > self.limits.max_files {
@@ -48,25 +53,48 @@ impl Budget {
         }
         if self.bytes > self.limits.max_total_size {
             return Err(too_much(format!(
-                "{rel}: this host's files add up to more than {} bytes (limits.max_total_size in agent.toml)",
+                "{rel}: this host's files add up to more than allowed, over the limit of {} (limits.max_total_size in agent.toml)",
                 self.limits.max_total_size
             )));
         }
         Ok(())
     }
 
-    /// Counts a directory: a useful tree has no more directories than files.
+    /// Counts a directory: a useful tree has about as many directories as files (a deep chain
+    /// leading to them aside).
     pub fn take_dir(&mut self, rel: &str) -> Result<()> {
+        self.take_path(rel)?;
         self.dirs += 1;
-        if self.dirs > self.limits.max_files {
+        let max = self.limits.max_files * 2 + self.limits.max_depth;
+        if self.dirs > max {
             return Err(too_much(format!(
-                "{rel}: more than {} directories for this host (limits.max_files in agent.toml)",
-                self.limits.max_files
+                "{rel}: more than {max} directories for this host (twice limits.max_files in agent.toml)"
             )));
         }
         Ok(())
     }
+
+    /// An entry's path is held in memory: its bytes count against the total, and one longer
+    /// than the kernel takes is refused here (the installed path is checked exactly later).
+    fn take_path(&mut self, rel: &str) -> Result<()> {
+        if rel.len() > PATH_MAX {
+            let shown: String = rel.chars().take(120).collect();
+            return Err(crate::spec::SpecError::new(
+                crate::reason::Reason::InvalidPath,
+                format!(
+                    "{shown}...: a path of {} bytes, over PATH_MAX ({PATH_MAX}): shorten it",
+                    rel.len()
+                ),
+            )
+            .into());
+        }
+        self.bytes = self.bytes.saturating_add(rel.len() as u64);
+        Ok(())
+    }
 }
+
+/// Longest path the kernel takes (with its NUL).
+const PATH_MAX: usize = 4096;
 
 fn too_much(msg: String) -> anyhow::Error {
     crate::spec::SpecError::new(crate::reason::Reason::SizeLimit, msg).into()
@@ -347,10 +375,11 @@ mod tests {
             });
             tree.walk("hosts/h1", &mut b).map(|_| ())
         };
-        assert!(limited(10, 100).is_ok());
+        // 10 files of 10 bytes, and their paths: "files" (5) and "files/fN" (8 each).
+        assert!(limited(10, 185).is_ok());
         let e = limited(9, 1000).unwrap_err();
         assert!(format!("{e:#}").contains("limits.max_files"), "{e:#}");
-        let e = limited(100, 95).unwrap_err();
+        let e = limited(100, 184).unwrap_err();
         assert!(format!("{e:#}").contains("limits.max_total_size"), "{e:#}");
         assert_eq!(
             e.downcast_ref::<crate::spec::SpecError>().unwrap().reason,
