@@ -616,6 +616,19 @@ impl FleetTree for CommitTree {
     fn describe(&self) -> String {
         format!("commit {}", self.commit)
     }
+
+    fn read(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let root = self.repo.find_tree(self.tree)?;
+        let Some(entry) = root.lookup_entry_by_path(path)? else {
+            return Ok(None);
+        };
+        if !entry.mode().is_blob() || entry.mode().is_link() {
+            return Ok(None);
+        }
+        let limit = max.min(self.max_file_size);
+        self.read_blob(entry.object_id(), path, limit, "limits.max_file_size")
+            .map(Some)
+    }
 }
 
 #[cfg(test)]
