@@ -201,8 +201,9 @@ impl Report {
             let ratio = tmpl.wall_ms.median() / plain.wall_ms.median();
             writeln!(
                 s,
-                "| no-op pass, {n} plain files (taken in turn with the next row): wall | {} ms | | |",
-                plain.wall_ms.show(1)
+                "| no-op pass, {n} plain files (taken in turn with the next row): wall, CPU | {} ms, CPU {} ms | | |",
+                plain.wall_ms.show(1),
+                plain.cpu_ms.show(1)
             )?;
             row(
                 &mut s,
