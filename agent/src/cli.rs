@@ -71,6 +71,25 @@ pub enum Command {
         /// Check only this host.
         #[arg(long)]
         host: Option<String>,
+        /// Host facts for templates: a TOML file shaped like status.toml's [facts] (default:
+        /// this machine's).
+        #[arg(long, value_name = "FILE")]
+        facts: Option<PathBuf>,
+    },
+    /// Print one rendered template of a fleet-repo checkout.
+    Render {
+        /// The template's path in the checkout (roles/web/files/etc/site.conf.tmpl) or the path
+        /// it installs to (/etc/site.conf).
+        path: String,
+        /// The host to render for (default: `host` of the agent config, else this machine's name).
+        #[arg(long)]
+        host: Option<String>,
+        /// The checkout.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Host facts: a TOML file shaped like status.toml's [facts] (default: this machine's).
+        #[arg(long, value_name = "FILE")]
+        facts: Option<PathBuf>,
     },
     /// Exit 0 when the agent config names a repo, 1 when it does not (plumb.service's ExecCondition).
     #[command(hide = true)]
@@ -162,7 +181,28 @@ pub fn run(cli: Cli) -> Result<i32> {
             heartbeat,
             json,
         } => fleet(&cli.config, repo, fleet_repo, branch, heartbeat, json),
-        Command::Validate { dir, host } => validate(dir, host),
+        Command::Validate { dir, host, facts } => {
+            validate(dir, host, crate::render::facts(facts.as_deref())?)
+        }
+        Command::Render {
+            path,
+            host,
+            dir,
+            facts,
+        } => {
+            let facts = crate::render::facts(facts.as_deref())?;
+            let host = host.unwrap_or_else(|| crate::render::default_host(&cli.config, &facts));
+            let text = crate::render::render(&dir, &host, &path, &facts)?;
+            use std::io::Write;
+            let mut o = std::io::stdout().lock();
+            if let Err(e) = o.write_all(&text).and_then(|()| o.flush()) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    std::process::exit(141);
+                }
+                bail!("writing to stdout: {e}");
+            }
+            Ok(0)
+        }
         Command::IsConfigured => {
             if crate::config::names_a_repo(&cli.config)? {
                 Ok(0)
@@ -309,7 +349,7 @@ fn fleet(
     Ok(0)
 }
 
-fn validate(dir: PathBuf, host: Option<String>) -> Result<i32> {
+fn validate(dir: PathBuf, host: Option<String>, facts: crate::spec::facts::Facts) -> Result<i32> {
     let tree = DirTree { root: dir.clone() };
     let hosts: Vec<String> = match host {
         Some(h) => vec![h],
@@ -339,8 +379,13 @@ fn validate(dir: PathBuf, host: Option<String>) -> Result<i32> {
             errors += 1;
             continue;
         }
+        let inputs = crate::spec::Inputs {
+            host: h,
+            facts: &facts,
+            cache: None,
+        };
         let guard = crate::spec::guard::Guard::packaged();
-        let loaded = crate::spec::load(&tree, &format!("hosts/{h}"), &limits)
+        let loaded = crate::spec::load_with(&tree, &format!("hosts/{h}"), &limits, inputs)
             .and_then(|d| crate::spec::guard::check(&d, &guard).map(|()| d));
         match loaded {
             Ok(d) => out(format_args!(

@@ -58,6 +58,7 @@ struct RawLimits {
     max_files: Option<u64>,
     max_depth: Option<u64>,
     max_includes: Option<u64>,
+    max_rendered_size: Option<u64>,
 }
 
 /// What the agent does with the differences it finds.
@@ -95,6 +96,8 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most distinct roles one host may include (directly or through other roles).
     pub max_includes: usize,
+    /// Largest output one template may render.
+    pub max_rendered_size: u64,
 }
 
 impl Default for Limits {
@@ -105,6 +108,7 @@ impl Default for Limits {
             max_files: 20_000,
             max_depth: 32,
             max_includes: 128,
+            max_rendered_size: 4 << 20,
         }
     }
 }
@@ -125,6 +129,7 @@ pub mod ranges {
     pub const MAX_FILES: (u64, u64) = (1, 1_000_000);
     pub const MAX_DEPTH: (u64, u64) = (1, 256);
     pub const MAX_INCLUDES: (u64, u64) = (1, 10_000);
+    pub const MAX_RENDERED_SIZE: (u64, u64) = (1, 1 << 30);
 }
 
 /// Validated agent settings.
@@ -270,6 +275,12 @@ impl Settings {
                 ranges::MAX_INCLUDES,
                 "limits.max_includes",
             )? as usize,
+            max_rendered_size: count(
+                l.max_rendered_size,
+                d.max_rendered_size,
+                ranges::MAX_RENDERED_SIZE,
+                "limits.max_rendered_size",
+            )?,
         };
         Ok(Settings {
             source_file: path.to_path_buf(),

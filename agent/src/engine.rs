@@ -170,6 +170,10 @@ pub struct Agent {
     fetch_backoff: FetchBackoff,
     /// The last fetch error, repeated in the report while the fetch is held back.
     fetch_error: String,
+    /// This pass's host facts (read once per pass, before load).
+    facts: spec::facts::Facts,
+    /// Rendered templates, kept across passes and saved in state_dir (`None` until first used).
+    render_cache: std::sync::Mutex<Option<spec::RenderCache>>,
 }
 
 impl Agent {
@@ -184,6 +188,8 @@ impl Agent {
             stop: Default::default(),
             fetch_backoff: FetchBackoff::default(),
             fetch_error: String::new(),
+            facts: Default::default(),
+            render_cache: Default::default(),
         })
     }
 
@@ -238,6 +244,8 @@ impl Agent {
             self.suspended(&mut draft);
             return Ok(draft.finish(vec![]));
         }
+        self.facts = crate::host::facts::read(&self.settings.root);
+        draft.report.facts = Some(self.facts.clone());
         let Some((target, desired)) = self.verify_and_load(fetched, &state, opts, &mut draft)
         else {
             return Ok(draft.finish(vec![]));
@@ -475,6 +483,7 @@ impl Agent {
             checked_at: now_rfc3339(),
             message: String::new(),
             reason: None,
+            facts: None,
             resources: vec![],
         }
     }

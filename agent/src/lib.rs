@@ -11,6 +11,7 @@ pub mod judged;
 pub mod logging;
 pub mod offline;
 pub mod reason;
+pub mod render;
 pub mod resource;
 pub mod source;
 pub mod spec;

@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod command;
+pub mod facts;
 pub mod fs;
 pub mod packagekit;
 pub mod packages;

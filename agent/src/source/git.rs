@@ -514,7 +514,7 @@ impl CommitTree {
         rel: &str,
         limit: u64,
         key: &'static str,
-        budget: &mut Budget,
+        budget: Option<&mut Budget>,
     ) -> Result<Vec<u8>> {
         let size = self
             .repo
@@ -529,7 +529,9 @@ impl CommitTree {
                 key,
             });
         }
-        budget.take_file(rel, size)?;
+        if let Some(b) = budget {
+            b.take_file(rel, size)?;
+        }
         Ok(self.repo.find_blob(oid)?.take_data())
     }
 
@@ -571,7 +573,8 @@ impl CommitTree {
                         subtrees.push((oid, rel, depth + 1));
                     }
                 } else if mode.is_link() {
-                    let data = self.read_blob(oid, &rel, MAX_LINK_TARGET, "PATH_MAX", budget)?;
+                    let data =
+                        self.read_blob(oid, &rel, MAX_LINK_TARGET, "PATH_MAX", Some(budget))?;
                     let target = String::from_utf8(data)
                         .map_err(|_| anyhow!("{rel}: symlink target is not UTF-8"))?;
                     out.push((rel, Node::Symlink { target }));
@@ -584,7 +587,7 @@ impl CommitTree {
                     } else {
                         (self.max_file_size, "limits.max_file_size")
                     };
-                    let data = self.read_blob(oid, &rel, limit, key, budget)?;
+                    let data = self.read_blob(oid, &rel, limit, key, Some(budget))?;
                     out.push((
                         rel,
                         Node::File {
@@ -618,6 +621,19 @@ impl FleetTree for CommitTree {
 
     fn describe(&self) -> String {
         format!("commit {}", self.commit)
+    }
+
+    fn read(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let root = self.repo.find_tree(self.tree)?;
+        let Some(entry) = root.lookup_entry_by_path(path)? else {
+            return Ok(None);
+        };
+        if !entry.mode().is_blob() || entry.mode().is_link() {
+            return Ok(None);
+        }
+        let limit = max.min(self.max_file_size);
+        self.read_blob(entry.object_id(), path, limit, "limits.max_file_size", None)
+            .map(Some)
     }
 }
 

@@ -1,6 +1,9 @@
 //! Reads a host directory and the roles it includes into one `Desired`.
 
+use super::facts::Facts;
+use super::fleet::{Assign, FleetToml, FLEET_TOML};
 use super::hosttoml::{HostToml, RawFile, RawUnit};
+use super::template::{merge_vars, Context, RenderCache, Renderer, SUFFIX};
 use super::tree::{Budget, FleetTree, Node};
 use super::*;
 use crate::config::{parse_duration_in, ranges, Limits};
@@ -33,6 +36,8 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 const MAX_HEALTH_CHECKS: usize = 100;
 const MAX_HEALTH_WAIT: Duration = Duration::from_secs(2 * 3600);
 const MAX_PACKAGES: usize = 10_000;
+/// fleet.toml is settings, like host.toml (which may be at least this large).
+const MAX_FLEET_TOML: u64 = 1 << 20;
 
 type Result<T> = std::result::Result<T, SpecError>;
 
@@ -40,15 +45,70 @@ fn err<T>(msg: impl Into<String>) -> Result<T> {
     Err(SpecError::invalid(msg.into()))
 }
 
-/// Loads `host_dir` (e.g. "hosts/web-01") from `tree`. Every problem is a `SpecError` naming the
-/// repo file and what to do; nothing here touches the host.
+/// What loading needs besides the tree: who the host is, its facts, and the render cache.
+pub struct Inputs<'a> {
+    /// The host name: fleet.toml patterns match it, templates see it as `host`.
+    pub host: &'a str,
+    pub facts: &'a Facts,
+    pub cache: Option<&'a mut RenderCache>,
+}
+
+/// Loads `host_dir` (e.g. "hosts/web-01") from `tree`, for the host named by its last component,
+/// without facts. Every problem is a `SpecError` naming the repo file and what to do; nothing
+/// here touches the host.
 pub fn load(tree: &dyn FleetTree, host_dir: &str, limits: &Limits) -> Result<Desired> {
+    let host = host_dir.rsplit('/').next().unwrap_or(host_dir);
+    let facts = Facts::default();
+    load_with(
+        tree,
+        host_dir,
+        limits,
+        Inputs {
+            host,
+            facts: &facts,
+            cache: None,
+        },
+    )
+}
+
+/// Loads the host: the fleet.toml `[[assign]]` entries matching its name (in file order), then
+/// its own directory `host_dir` (optional when an entry matched), then renders its templates.
+pub fn load_with(
+    tree: &dyn FleetTree,
+    host_dir: &str,
+    limits: &Limits,
+    mut inputs: Inputs,
+) -> Result<Desired> {
     let mut b = Builder {
         budget: Budget::new(limits),
         ..Builder::default()
     };
+    let fleet = match tree.read(FLEET_TOML, MAX_FLEET_TOML) {
+        Ok(Some(data)) => {
+            let text = std::str::from_utf8(&data)
+                .map_err(|_| SpecError::invalid(format!("{FLEET_TOML} is not UTF-8")))?;
+            FleetToml::parse(text).map_err(SpecError::invalid)?
+        }
+        Ok(None) => FleetToml::default(),
+        Err(e) => return Err(walk_error(FLEET_TOML, e)),
+    };
+    let assigned: Vec<(usize, &Assign)> = fleet.matching(inputs.host).collect();
+    for (_, a) in &assigned {
+        merge_vars(&mut b.vars, a.vars.clone());
+    }
+    for (i, a) in &assigned {
+        let at = format!("{FLEET_TOML} [[assign]] #{}", i + 1);
+        let mut stack = vec![at.clone()];
+        for inc in &a.include {
+            let inc_dir = inc.trim_end_matches('/');
+            check_rel_path(inc_dir).map_err(|e| bad_path(format!("{at}: include {inc:?}: {e}")))?;
+            b.layer(tree, inc_dir, &mut stack, false, limits)?;
+        }
+    }
+    b.host_optional = !assigned.is_empty();
     let mut stack = Vec::new();
     b.layer(tree, host_dir, &mut stack, true, limits)?;
+    b.render(tree, &mut inputs, limits)?;
     b.finish(limits)
 }
 
@@ -87,6 +147,23 @@ struct Builder {
     health: Vec<HealthCheck>,
     /// What the walks of this load may still read (every layer counts against one budget).
     budget: Budget,
+    /// `[vars]` merged so far (fleet.toml, then layers as they finish: roles, the host last).
+    vars: toml::Table,
+    /// `.tmpl` files, rendered once every layer's vars are known.
+    templates: Vec<Pending>,
+    /// A fleet.toml entry matched the host: it needs no directory of its own.
+    host_optional: bool,
+}
+
+/// A template waiting for the vars of every layer.
+struct Pending {
+    origin: String,
+    /// "files", "units" or "containers".
+    top: &'static str,
+    /// Below `top`, with the `.tmpl` suffix.
+    rel: String,
+    data: Vec<u8>,
+    executable: bool,
 }
 
 impl Builder {
@@ -120,9 +197,12 @@ impl Builder {
             .walk(dir, &mut self.budget)
             .map_err(|e| walk_error(dir, e))?;
         let Some(entries) = entries else {
+            if is_host && self.host_optional {
+                return Ok(()); // configured through fleet.toml alone
+            }
             return err(if is_host {
                 format!(
-                    "{dir} does not exist in {}: add the host's directory to the fleet repo, or fix `host`/`path` in agent.toml",
+                    "{dir} does not exist in {}: add the host's directory to the fleet repo (or match the host in fleet.toml [[assign]]), or fix `host`/`path` in agent.toml",
                     tree.describe()
                 )
             } else {
@@ -172,12 +252,30 @@ impl Builder {
         let (top, rest) = rel.split_once('/').unwrap_or((rel, ""));
         match (top, node) {
             ("host.toml", _) => Ok(()),
+            // Read only through {% include %} / {% import %} of a template.
+            ("templates", _) => Ok(()),
             ("files" | "units" | "containers", Node::Dir) if rest.is_empty() => Ok(()),
+            (top @ ("files" | "units" | "containers"), Node::File { data, executable })
+                if rest.ends_with(SUFFIX) =>
+            {
+                self.templates.push(Pending {
+                    origin,
+                    top: match top {
+                        "files" => "files",
+                        "units" => "units",
+                        _ => "containers",
+                    },
+                    rel: rest.to_string(),
+                    data: data.clone(),
+                    executable: *executable,
+                });
+                Ok(())
+            }
             ("files", _) => self.file(&origin, rest, node),
             ("units", _) => self.unit(&origin, rest, node),
             ("containers", _) => self.container(&origin, rest, node),
             _ => err(format!(
-                "{origin}: unexpected entry; a host or role directory holds host.toml, files/, units/ and containers/"
+                "{origin}: unexpected entry; a host or role directory holds host.toml, files/, units/, containers/ and templates/"
             )),
         }
     }
@@ -285,8 +383,49 @@ impl Builder {
         claim(&mut self.containers, rel.to_string(), origin, data.clone())
     }
 
+    /// Renders the pending templates and adds what they render as if Git held it (a file
+    /// marked `template = false` is added as it is).
+    fn render(&mut self, tree: &dyn FleetTree, inputs: &mut Inputs, limits: &Limits) -> Result<()> {
+        let pending = std::mem::take(&mut self.templates);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let ctx = Context {
+            host: inputs.host.to_string(),
+            vars: self.vars.clone(),
+            facts: inputs.facts.clone(),
+        };
+        let mut renderer =
+            Renderer::new(tree, &ctx, limits.max_rendered_size, limits.max_file_size)?;
+        for p in pending {
+            let literal = p.top == "files"
+                && self
+                    .file_settings
+                    .get(&format!("/{}", p.rel))
+                    .is_some_and(|(_, raw)| raw.template == Some(false));
+            let (rel, data) = if literal {
+                (p.rel.as_str(), p.data)
+            } else {
+                let out = renderer.render(&p.origin, &p.data, inputs.cache.as_deref_mut())?;
+                let rel = p.rel.strip_suffix(SUFFIX).expect("a .tmpl name");
+                (rel, out.as_bytes().to_vec())
+            };
+            let node = Node::File {
+                data,
+                executable: p.executable,
+            };
+            match p.top {
+                "files" => self.file(&p.origin, rel, &node)?,
+                "units" => self.unit(&p.origin, rel, &node)?,
+                _ => self.container(&p.origin, rel, &node)?,
+            }
+        }
+        Ok(())
+    }
+
     fn settings(&mut self, dir: &str, t: HostToml) -> Result<()> {
         let file = format!("{dir}/host.toml");
+        merge_vars(&mut self.vars, t.vars);
         for name in t.packages.install.iter().chain(&t.packages.remove) {
             check_package_name(name)
                 .map_err(|e| SpecError::invalid(format!("{file}: [packages]: {e}")))?;
@@ -339,6 +478,11 @@ impl Builder {
                     "{file}: [files.{path:?}] names a file that is not under files/"
                 ));
             };
+            if raw.template == Some(false) && !path.ends_with(SUFFIX) {
+                return err(format!(
+                    "{file}: [files.{path:?}] template = false is for a file whose name ends in {SUFFIX} (kept literally)"
+                ));
+            }
             if let Some(m) = &raw.mode {
                 spec.mode = parse_mode(m).map_err(|e| {
                     SpecError::invalid(format!("{file}: [files.{path:?}] mode: {e}"))

@@ -1,11 +1,15 @@
 //! The fleet-repo format turned into one desired state for a host (pure: no host I/O).
 
+pub mod facts;
+mod fleet;
 pub mod guard;
 mod hosttoml;
 mod load;
+pub mod template;
 pub mod tree;
 
-pub use load::load;
+pub use load::{load, load_with, Inputs};
+pub use template::RenderCache;
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};

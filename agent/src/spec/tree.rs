@@ -111,6 +111,9 @@ pub trait FleetTree {
     fn walk(&self, dir: &str, budget: &mut Budget) -> Result<Option<Vec<(String, Node)>>>;
     /// Describes the tree in errors ("commit 3f2a9c1", "checkout ./fleet").
     fn describe(&self) -> String;
+    /// One regular file (repo-relative path, already checked to stay inside the repo): `None`
+    /// when there is none (a directory, a symlink or nothing). Larger than `max` is an error.
+    fn read(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>>;
 }
 
 /// A path of the tree that is not where it claims to be (a symlinked directory on the way).
@@ -204,6 +207,25 @@ impl FleetTree for DirTree {
 
     fn describe(&self) -> String {
         format!("checkout {}", self.root.display())
+    }
+
+    fn read(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let Some(dir) = self.dir(parent)? else {
+            return Ok(None);
+        };
+        let p = dir.join(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => {
+                if m.len() > max {
+                    bail!("{path} is larger than {max} bytes");
+                }
+                Ok(Some(
+                    std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                ))
+            }
+            _ => Ok(None),
+        }
     }
 }
 
@@ -304,6 +326,13 @@ impl FleetTree for MemTree {
 
     fn describe(&self) -> String {
         "test tree".into()
+    }
+
+    fn read(&self, path: &str, _max: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.entries.iter().find_map(|(p, n)| match n {
+            Node::File { data, .. } if p == path => Some(data.clone()),
+            _ => None,
+        }))
     }
 }
 

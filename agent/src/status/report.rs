@@ -76,6 +76,9 @@ pub struct Report {
     /// Why, as a stable code, when failed or rejected (docs/reasons.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<crate::reason::Reason>,
+    /// The host facts templates saw (DESIGN section 9); a change of them is a change of meaning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<crate::spec::facts::Facts>,
     #[serde(default)]
     pub resources: Vec<ResourceReport>,
 }
@@ -122,6 +125,7 @@ mod tests {
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: "drift corrected on 1 resource".into(),
             reason: None,
+            facts: None,
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),
