@@ -34,6 +34,10 @@ pub enum Command {
         /// or rollback in Git), or retry a commit whose health checks failed.
         #[arg(long)]
         allow_rewind: bool,
+        /// Move to the new commit now, whatever fleet.toml's rollout waves, windows and
+        /// disruption slots say (an emergency fix); signatures and fast-forward checks still hold.
+        #[arg(long)]
+        ignore_rollout: bool,
     },
     /// Fetch, then print what apply would change; change nothing. Exit 0 nothing to do, 2 changes pending, 1 error.
     Plan,
@@ -109,10 +113,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             let settings = Settings::load(&cli.config)?;
             crate::daemon::run(settings)
         }
-        Command::Apply { allow_rewind } => {
+        Command::Apply {
+            allow_rewind,
+            ignore_rollout,
+        } => {
             let mut agent = Agent::new(Settings::load(&cli.config)?)?;
             let r = agent.pass(PassOptions {
                 allow_rewind,
+                ignore_rollout,
                 ..Default::default()
             })?;
             for line in &r.changes {

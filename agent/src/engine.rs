@@ -16,6 +16,7 @@ use gix::ObjectId;
 
 mod admit;
 mod judge;
+mod rollout;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -29,6 +30,9 @@ pub struct PassOptions {
     pub allow_rewind: bool,
     /// Fetch even while failed fetches hold the fetch back (an operator's SIGHUP/SIGUSR1).
     pub fetch_now: bool,
+    /// `apply --ignore-rollout`: move to the new commit now, whatever fleet.toml's waves,
+    /// windows and slots say (signatures and fast-forward checks still hold).
+    pub ignore_rollout: bool,
 }
 
 /// What converging the host to one commit did.
@@ -250,6 +254,10 @@ impl Agent {
         else {
             return Ok(draft.finish(vec![]));
         };
+        let Some((target, desired)) = self.rollout_phase(target, desired, &state, opts, &mut draft)
+        else {
+            return Ok(draft.finish(vec![]));
+        };
         let host = Host::open(&self.settings.root)?;
         let detect = self.settings.mode == Mode::Detect || opts.dry_run;
         if !detect {
@@ -270,6 +278,8 @@ impl Agent {
                     self.health_phase(&host, target, &desired, &mut state, &mut run, &mut draft)?
                 }
             }
+            self.note_applied_at(&mut state)?;
+            self.release_slot(&state);
         }
         Ok(self.summarize(draft, run, &state, detect, opts.dry_run))
     }
@@ -323,6 +333,38 @@ impl Agent {
                 draft.notes.insert(0, r.message);
             }
         }
+        self.applied_desired(state, draft)
+    }
+
+    /// The rollout gate (DESIGN section 11): the new commit if the host may move to it now, else
+    /// (`waiting` says why) the one applied before, still enforced.
+    fn rollout_phase(
+        &self,
+        target: ObjectId,
+        desired: Desired,
+        state: &State,
+        opts: PassOptions,
+        draft: &mut Draft,
+    ) -> Option<(ObjectId, Desired)> {
+        match self.rollout_gate(target, state, opts) {
+            Ok(rollout::Verdict::Move) => return Some((target, desired)),
+            Ok(rollout::Verdict::Wait(why)) => {
+                tracing::info!(commit = %target, "not moving to {} yet: {why}", short(&target));
+                draft.report.waiting = why;
+            }
+            Err(r) => {
+                tracing::warn!(commit = %target, reason = %r.reason, "not applying commit: {r}");
+                draft.report.outcome = r.outcome;
+                draft.report.reason = Some(r.reason);
+                draft.notes.insert(0, r.message);
+            }
+        }
+        self.applied_desired(state, draft)
+    }
+
+    /// The commit applied before and its desired state, to keep enforcing it; `None` when there
+    /// is none (or it cannot be read: said in the notes).
+    fn applied_desired(&self, state: &State, draft: &mut Draft) -> Option<(ObjectId, Desired)> {
         let prev = state
             .applied_commit
             .as_deref()
@@ -419,6 +461,7 @@ impl Agent {
         let report = &mut draft.report;
         report.applied_commit = state.applied_commit.clone().unwrap_or_default();
         report.last_good_commit = state.last_good_commit.clone().unwrap_or_default();
+        report.applied_at = applied_at(state);
         if !matches!(report.outcome, Outcome::Rejected | Outcome::Failed) {
             report.outcome = if run.failed > 0 {
                 report.reason = Some(Reason::ApplyFailed);
@@ -467,6 +510,19 @@ impl Agent {
         }
     }
 
+    /// Remembers when the applied commit was first applied (`applied_at`; a rollout's soak
+    /// counts from it).
+    fn note_applied_at(&self, state: &mut State) -> Result<()> {
+        let Some(applied) = &state.applied_commit else {
+            return Ok(());
+        };
+        if state.applied_since.as_ref().map(|(c, _)| c) != Some(applied) {
+            state.applied_since = Some((applied.clone(), now_rfc3339()));
+            self.state_dir.save(state)?;
+        }
+        Ok(())
+    }
+
     /// The daemon asked to stop: finish the current change, then return.
     pub fn stopping(&self) -> bool {
         self.stop.load(std::sync::atomic::Ordering::Relaxed)
@@ -480,6 +536,8 @@ impl Agent {
             desired_commit: String::new(),
             applied_commit: state.applied_commit.clone().unwrap_or_default(),
             last_good_commit: state.last_good_commit.clone().unwrap_or_default(),
+            applied_at: applied_at(state),
+            waiting: String::new(),
             checked_at: now_rfc3339(),
             message: String::new(),
             reason: None,
@@ -565,6 +623,14 @@ fn pass_summary(report: &Report, changes: usize, failed: usize, dry_run: bool) -
         s.push_str(&format!(", {failed} failed"));
     }
     s
+}
+
+/// `applied_at` of the report: when the applied commit was first applied, if known.
+fn applied_at(state: &State) -> String {
+    match (&state.applied_since, &state.applied_commit) {
+        (Some((c, at)), Some(applied)) if c == applied => at.clone(),
+        _ => String::new(),
+    }
 }
 
 fn short(id: &ObjectId) -> String {

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 pub struct State {
     pub applied_commit: Option<String>,
     pub last_good_commit: Option<String>,
+    /// When `applied_commit` was first applied: (commit, RFC 3339 time), for `applied_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_since: Option<(String, String)>,
     /// Commits whose health checks failed: never applied again (a newer commit clears them).
     pub bad_commits: BTreeSet<String>,
     /// Applied, but its health checks could not be run (a fault): they run again on the next

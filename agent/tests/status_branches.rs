@@ -713,6 +713,8 @@ fn a_hanging_server_is_given_up_after_the_push_timeout() {
         desired_commit: String::new(),
         applied_commit: String::new(),
         last_good_commit: String::new(),
+        applied_at: String::new(),
+        waiting: String::new(),
         checked_at: "2026-11-26T10:00:00Z".into(),
         message: String::new(),
         reason: None,

@@ -130,6 +130,8 @@ fn report(host: &str, n: u64) -> Report {
         desired_commit: format!("{n:040x}"),
         applied_commit: format!("{n:040x}"),
         last_good_commit: format!("{n:040x}"),
+        applied_at: String::new(),
+        waiting: String::new(),
         checked_at: "2026-11-26T10:00:00Z".into(),
         message: String::new(),
         reason: None,

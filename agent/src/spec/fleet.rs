@@ -14,6 +14,13 @@ const MAX_PATTERN: usize = 256;
 pub struct FleetToml {
     #[serde(default)]
     pub assign: Vec<Assign>,
+    /// `[rollout]`, `[[windows]]`, `[disruption]`: checked by `rollout::Policy::of`.
+    #[serde(default)]
+    pub rollout: Option<crate::rollout::RolloutToml>,
+    #[serde(default)]
+    pub windows: Vec<crate::rollout::WindowToml>,
+    #[serde(default)]
+    pub disruption: Option<crate::rollout::DisruptionToml>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -43,6 +50,7 @@ impl FleetToml {
                     .map_err(|e| format!("{FLEET_TOML}: [[assign]] #{}: {e}", i + 1))?;
             }
         }
+        crate::rollout::Policy::of(&f).map_err(|e| format!("{FLEET_TOML}: {e}"))?;
         Ok(f)
     }
 
@@ -55,7 +63,7 @@ impl FleetToml {
     }
 }
 
-fn check_pattern(p: &str) -> Result<(), String> {
+pub fn check_pattern(p: &str) -> Result<(), String> {
     if p.is_empty() || p.len() > MAX_PATTERN {
         return Err(format!(
             "host pattern {p:?} must be 1 to {MAX_PATTERN} characters"
@@ -183,7 +191,7 @@ mod tests {
         assert_eq!(m, [0, 1]);
         assert_eq!(f.matching("db-1").count(), 0);
         for (text, needle) in [
-            ("[rollout]\n", "unknown field `rollout`"),
+            ("[rollouts]\n", "unknown field `rollouts`"),
             ("[[assign]]\nhosts = []\n", "`hosts` is empty"),
             ("[[assign]]\nhosts = [\"a[\"]\n", "without a closing"),
             (

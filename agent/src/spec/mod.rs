@@ -1,7 +1,7 @@
 //! The fleet-repo format turned into one desired state for a host (pure: no host I/O).
 
 pub mod facts;
-mod fleet;
+pub mod fleet;
 pub mod guard;
 mod hosttoml;
 mod load;

@@ -257,6 +257,8 @@ mod tests {
             desired_commit: applied.into(),
             applied_commit: applied.into(),
             last_good_commit: applied.into(),
+            applied_at: String::new(),
+            waiting: String::new(),
             checked_at: checked_at.into(),
             message: String::new(),
             reason: None,

@@ -6,3 +6,6 @@ pub(crate) mod git_cli;
 pub mod publish;
 pub mod remote;
 pub mod report;
+
+/// plumb's signature on the commits it writes (status reports, disruption slots).
+pub use chain::signature as chain_signature;

@@ -393,6 +393,8 @@ mod tests {
             desired_commit: "9d0e1f2".to_string() + &"a".repeat(33),
             applied_commit: "3f2a9c1".to_string() + &"b".repeat(33),
             last_good_commit: String::new(),
+            applied_at: String::new(),
+            waiting: String::new(),
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: message.into(),
             reason: None,

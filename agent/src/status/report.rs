@@ -70,6 +70,13 @@ pub struct Report {
     pub applied_commit: String,
     #[serde(default)]
     pub last_good_commit: String,
+    /// When `applied_commit` was first applied here (rollout `soak` counts from it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub applied_at: String,
+    /// Why the host has not moved to `desired_commit` yet (rollout gate, quarantine, window,
+    /// disruption slot); empty when it is not waiting.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting: String,
     pub checked_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -122,6 +129,8 @@ mod tests {
             desired_commit: "a".repeat(40),
             applied_commit: "a".repeat(40),
             last_good_commit: "a".repeat(40),
+            applied_at: String::new(),
+            waiting: String::new(),
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: "drift corrected on 1 resource".into(),
             reason: None,
