@@ -66,6 +66,10 @@ pub enum Command {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only the rollout: per recent commit how far each wave got, which commits are
+        /// quarantined, and whether status is trusted by pinned host keys (JSON with --json).
+        #[arg(long)]
+        rollout: bool,
     },
     /// Lint a fleet-repo checkout (every host by default), for the operators' own CI.
     Validate {
@@ -188,7 +192,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             branch,
             heartbeat,
             json,
-        } => fleet(&cli.config, repo, fleet_repo, branch, heartbeat, json),
+            rollout,
+        } => fleet(
+            &cli.config,
+            repo,
+            fleet_repo,
+            branch,
+            heartbeat,
+            json,
+            rollout,
+        ),
         Command::Validate { dir, host, facts } => {
             validate(dir, host, crate::render::facts(facts.as_deref())?)
         }
@@ -304,6 +317,7 @@ fn fleet(
     branch: Option<String>,
     heartbeat: Option<String>,
     json: bool,
+    rollout: bool,
 ) -> Result<i32> {
     use crate::status::fleet::{self, FleetQuery};
     use crate::status::remote::Endpoint;
@@ -348,7 +362,30 @@ fn fleet(
             .unwrap_or_else(|| "main".into()),
         heartbeat,
     };
+    if rollout {
+        let r = crate::rollout::progress::read(&q)?;
+        match (r, json) {
+            (Some(r), true) => out(format_args!("{}\n", serde_json::to_string_pretty(&r)?)),
+            (Some(r), false) => out(format_args!("{}", crate::rollout::progress::text(&r))),
+            (None, true) => out(format_args!("null\n")),
+            (None, false) => out(format_args!("no [rollout] in fleet.toml of {}\n", q.branch)),
+        }
+        return Ok(0);
+    }
     let (head, lines) = fleet::read(&q)?;
+    if !json {
+        // The rollout below the table, when fleet.toml has one (a failure to read it is no
+        // failure of the table).
+        match crate::rollout::progress::read(&q) {
+            Ok(Some(r)) => {
+                out(format_args!("{}", fleet::table(head.as_deref(), &lines)));
+                out(format_args!("{}", crate::rollout::progress::text(&r)));
+                return Ok(0);
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("plumb: reading the rollout: {e:#}"),
+        }
+    }
     if json {
         out(format_args!("{}\n", serde_json::to_string_pretty(&lines)?));
     } else {

@@ -35,6 +35,7 @@ struct RawStatus {
     branch: Option<String>,
     heartbeat: Option<String>,
     history: Option<u64>,
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -73,6 +74,9 @@ pub enum Mode {
     Suspend,
 }
 
+/// The host key status commits are signed with, unless `[status] signing_key` says otherwise.
+pub const DEFAULT_SIGNING_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
+
 #[derive(Debug, Clone)]
 pub struct StatusSettings {
     pub repo: String,
@@ -82,6 +86,8 @@ pub struct StatusSettings {
     pub branch: String,
     pub heartbeat: Duration,
     pub history: u32,
+    /// The SSH host key status commits are signed with (unsigned when it cannot be read).
+    pub signing_key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +244,10 @@ impl Settings {
             .with_context(|| at("status.heartbeat"))?,
             history: count_in(raw.status.history.unwrap_or(100), ranges::HISTORY)
                 .with_context(|| at("status.history"))? as u32,
+            signing_key: raw
+                .status
+                .signing_key
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SIGNING_KEY)),
         };
         let d = Limits::default();
         let l = &raw.limits;

@@ -384,3 +384,157 @@ fn disruption_slots_are_exclusive_and_expire() {
     assert!(killed_at.elapsed() >= Duration::from_secs(1));
     assert_eq!(motd(&h2), "C\n");
 }
+
+/// An ed25519 key made by ssh-keygen: (private key path, public key line).
+fn keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let private = dir.join(name);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&private)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(private.with_extension("pub")).unwrap();
+    (private, public.trim().to_string())
+}
+
+/// A compromised host's forgery: `status/<victim>` saying `commit` is applied, healthy, long
+/// soaked, signed with `key` (not the victim's).
+fn forge(w: &World, victim: &str, commit: &str, key: &std::path::Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = Report {
+        host: victim.into(),
+        agent_version: "0.1.0".into(),
+        outcome: plumb::status::report::Outcome::Converged,
+        desired_commit: commit.into(),
+        applied_commit: commit.into(),
+        last_good_commit: commit.into(),
+        applied_at: "2001-01-01T00:00:00Z".into(),
+        waiting: String::new(),
+        checked_at: plumb::status::report::now_rfc3339(),
+        message: String::new(),
+        reason: None,
+        facts: None,
+        resources: vec![],
+    };
+    std::fs::write(tmp.path().join("status.toml"), r.to_toml()).unwrap();
+    let g = |args: &[&str]| common::git(tmp.path(), args);
+    g(&["init", "-q"]);
+    g(&["add", "status.toml"]);
+    g(&[
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        &format!("user.signingkey={}", key.display()),
+        "commit",
+        "-q",
+        "-S",
+        "-m",
+        "forged",
+    ]);
+    g(&[
+        "push",
+        "-q",
+        "-f",
+        w.fleet.bare().to_str().unwrap(),
+        &format!("HEAD:refs/heads/status/{victim}"),
+    ]);
+}
+
+fn fleet_rollout(w: &World) -> String {
+    let out = std::process::Command::new(common::PLUMB)
+        .args(["fleet", "--rollout", "--repo", &w.daemon.url("fleet.git")])
+        .args(["--config", "/nonexistent/agent.toml"])
+        .env("PLUMB_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn forged_status_opens_no_gate_when_host_keys_are_pinned() {
+    let w = World::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (canary_key, canary_pub) = keygen(tmp.path(), "canary");
+    let (web_key, web_pub) = keygen(tmp.path(), "web");
+    let with_key = |name: &str, key: &std::path::Path| {
+        Host::new(
+            name,
+            &w.daemon.url("fleet.git"),
+            &format!("[status]\nsigning_key = {:?}\n", key.display().to_string()),
+        )
+    };
+    let canary = with_key("canary-1", &canary_key);
+    let web = with_key("web-1", &web_key);
+    w.fleet.write("hosts/canary-1/host_key.pub", &canary_pub);
+    w.fleet.write("hosts/web-1/host_key.pub", &web_pub);
+    let waves = "[rollout]\nwaves = [[\"canary-*\"], [\"*\"]]\n";
+    let a = w.commit(&[&canary, &web], "A\n", waves, "A");
+    for h in [&canary, &web] {
+        assert_eq!(apply(h, &[]).applied_commit, a);
+    }
+    let b = w.commit(&[&canary, &web], "B\n", waves, "B");
+    // web-1, compromised, forges the canary's branch with its own key: no gate opens.
+    forge(&w, "canary-1", &b, &web_key);
+    let r = apply(&web, &[]);
+    assert_eq!(r.applied_commit, a);
+    assert!(
+        r.waiting.starts_with("wave 2 waits for wave 1: 0/1"),
+        "{}",
+        r.waiting
+    );
+    let shown = fleet_rollout(&w);
+    assert!(
+        shown.contains("host keys pinned in the fleet repo"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("canary-1: signed by another key than the pinned one"),
+        "{shown}"
+    );
+    // Nor one signed by a key nobody pinned.
+    let (unpinned, _) = keygen(tmp.path(), "other");
+    forge(&w, "canary-1", &b, &unpinned);
+    assert_eq!(apply(&web, &[]).applied_commit, a);
+    // The canary's own, signed status does (it rebuilds its branch on the forged one).
+    assert_eq!(apply(&canary, &[]).applied_commit, b);
+    assert_eq!(apply(&web, &[]).applied_commit, b);
+    let shown = fleet_rollout(&w);
+    assert!(!shown.contains("untrusted status"), "{shown}");
+    assert!(
+        shown.contains("wave 1 canary-*: 1/1 applied, 1 healthy, 0 failed"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn without_pinned_keys_the_status_server_is_trusted_and_fleet_says_so() {
+    let w = World::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (web_key, _) = keygen(tmp.path(), "web");
+    let canary = w.host("canary-1");
+    let web = w.host("web-1");
+    let waves = "[rollout]\nwaves = [[\"canary-*\"], [\"*\"]]\n";
+    let a = w.commit(&[&canary, &web], "A\n", waves, "A");
+    for h in [&canary, &web] {
+        assert_eq!(apply(h, &[]).applied_commit, a);
+    }
+    let b = w.commit(&[&canary, &web], "B\n", waves, "B");
+    // The same forgery goes through: only the server's access control could have stopped it.
+    forge(&w, "canary-1", &b, &web_key);
+    assert_eq!(apply(&web, &[]).applied_commit, b);
+    let shown = fleet_rollout(&w);
+    assert!(
+        shown.contains("no host keys pinned; the status server's access control protects"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("rollout of {}", &b[..7])),
+        "{shown}"
+    );
+}

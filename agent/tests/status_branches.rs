@@ -705,6 +705,7 @@ fn a_hanging_server_is_given_up_after_the_push_timeout() {
         history: 100,
         host: "web-01".into(),
         timeout: Duration::from_secs(2),
+        signing_key: None,
     };
     let report = Report {
         host: "web-01".into(),

@@ -159,6 +159,7 @@ fn pushes(proxy: &Proxy, state: &Path, url: &str, rounds: u64) -> (u64, Duration
         history: 100,
         host: "bench".into(),
         timeout: Duration::from_secs(120),
+        signing_key: None,
     };
     // The first push creates the branch; the measured ones are the steady state.
     p.push(&report("bench", 0)).unwrap();

@@ -71,6 +71,8 @@ impl Agent {
             Err(e) => return Ok(Verdict::Wait(format!("cannot read the fleet clone: {e:#}"))),
         };
         let dirs = rollout::read::host_dirs(&repo, target).unwrap_or_default();
+        let pinned = rollout::trust::pinned_keys(&repo, target, &dirs)
+            .map_err(|e| rejected(format!("{e:#}")))?;
         let ep = self.status_endpoint();
         let fleet = rollout::read::open(self.state_dir.path(), &ep).and_then(|r| {
             rollout::read::read(
@@ -79,6 +81,7 @@ impl Agent {
                 &self.settings.status.repo_template,
                 &self.settings.host,
                 &dirs,
+                &pinned,
             )
         });
         let fleet = match fleet {
@@ -100,6 +103,9 @@ impl Agent {
                 "fleet.toml: [rollout] waves: {} match no host (neither a host directory nor a status branch): fix the pattern",
                 unmatched.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ")
             )));
+        }
+        for u in &fleet.untrusted {
+            tracing::warn!("status not counted: {u}");
         }
         let now = crate::judged::now_secs() as i64;
         let descends = |a: &str, b: &str| rollout::read::descends(&repo, a, b, DESCENDS_WALK);

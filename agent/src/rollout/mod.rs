@@ -9,6 +9,7 @@ pub mod lock;
 pub mod progress;
 pub mod quarantine;
 pub mod read;
+pub mod trust;
 pub mod window;
 
 use crate::spec::fleet::{check_pattern, glob_match, FleetToml};

@@ -105,6 +105,7 @@ pub fn progress(policy: &Policy, peers: &[Peer], pinned: bool, head: Option<&str
             .filter(|p| !p.trusted)
             .map(|p| p.host.clone())
             .collect(),
+
         commits,
     }
 }
@@ -149,4 +150,43 @@ pub fn text(r: &Rollout) -> String {
 /// Whether `host` is matched by any of `patterns`.
 pub fn matches(patterns: &[String], host: &str) -> bool {
     patterns.iter().any(|p| glob_match(p, host))
+}
+
+/// Reads the fleet branch's fleet.toml and every status branch (into a scratch repository) for
+/// `plumb fleet`; `None` when fleet.toml has no rollout settings.
+pub fn read(q: &crate::status::fleet::FleetQuery) -> anyhow::Result<Option<Rollout>> {
+    use anyhow::Context;
+    let dir = tempfile::Builder::new()
+        .prefix("plumb-rollout-")
+        .tempdir()
+        .context("creating a scratch directory for the fetch")?;
+    let repo = crate::source::repo::open_bare(dir.path(), Some(q.fleet.ssh_command()))?;
+    let fleet_ref = format!("refs/heads/{}", q.branch);
+    let f = crate::status::remote::fetch(
+        &repo,
+        &q.fleet,
+        &[format!("+{fleet_ref}:refs/fleet")],
+        Some(std::num::NonZeroU32::MIN),
+    )?;
+    let Some((_, head)) = f.remote_refs.iter().find(|(n, _)| *n == fleet_ref) else {
+        return Ok(None);
+    };
+    let tree = repo.find_commit(*head)?.tree()?;
+    let Some(entry) = tree.lookup_entry_by_path(crate::spec::fleet::FLEET_TOML)? else {
+        return Ok(None);
+    };
+    let blob = repo.find_blob(entry.object_id())?;
+    let text = std::str::from_utf8(&blob.data).context("fleet.toml is not UTF-8")?;
+    let fleet = crate::spec::fleet::FleetToml::parse(text).map_err(anyhow::Error::msg)?;
+    let policy = Policy::of(&fleet).map_err(anyhow::Error::msg)?;
+    if policy.waves.is_empty() {
+        return Ok(None);
+    }
+    let dirs = super::read::host_dirs(&repo, *head)?;
+    let pinned = super::trust::pinned_keys(&repo, *head, &dirs)?;
+    let fleet = super::read::read(&repo, &q.status, &q.status.url, "", &dirs, &pinned)?;
+    let head = head.to_string();
+    let mut r = progress(&policy, &fleet.peers, !pinned.is_empty(), Some(&head));
+    r.untrusted = fleet.untrusted;
+    Ok(Some(r))
 }

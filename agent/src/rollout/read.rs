@@ -9,6 +9,8 @@ use crate::status::remote::{self, Endpoint};
 use crate::status::report::Report;
 use anyhow::{bail, Context, Result};
 use gix::ObjectId;
+use ssh_key::PublicKey;
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::Path;
 
@@ -22,6 +24,8 @@ const HOST_PLACEHOLDER: &str = "{host}";
 pub struct Fleet {
     pub peers: Vec<Peer>,
     pub reporting: Vec<String>,
+    /// Branches whose status does not count, and why ("web-2: unsigned").
+    pub untrusted: Vec<String>,
 }
 
 /// Fetches the status branches (all but `me`'s). `known` are the host directories of the fleet
@@ -32,6 +36,7 @@ pub fn read(
     template: &str,
     me: &str,
     known: &[String],
+    pinned: &HashMap<String, PublicKey>,
 ) -> Result<Fleet> {
     let mut tips: Vec<(String, ObjectId)> = Vec::new();
     if template.contains(HOST_PLACEHOLDER) {
@@ -65,6 +70,7 @@ pub fn read(
     }
     let mut peers = Vec::new();
     let mut reporting = Vec::new();
+    let mut untrusted = Vec::new();
     for (host, id) in tips {
         if crate::config::validate_host(&host).is_err() {
             continue; // not a host's branch (status/a/b): no host of ours
@@ -74,16 +80,32 @@ pub fn read(
             continue;
         }
         // A report that cannot be read counts as no report: it opens no gate.
+        // With pinned keys, only status signed by the branch host's own key counts.
+        let trusted = if pinned.is_empty() {
+            Ok(())
+        } else {
+            match pinned.get(&host) {
+                Some(key) => super::trust::verify(repo, id, key),
+                None => Err(format!("no key pinned for {host}")),
+            }
+        };
+        if let Err(why) = &trusted {
+            untrusted.push(format!("{host}: {why}"));
+        }
         match read_report(repo, id) {
             Ok(report) => peers.push(Peer {
                 host,
                 report,
-                trusted: true,
+                trusted: trusted.is_ok(),
             }),
             Err(e) => tracing::debug!(host = %host, "status of {host} unreadable: {e:#}"),
         }
     }
-    Ok(Fleet { peers, reporting })
+    Ok(Fleet {
+        peers,
+        reporting,
+        untrusted,
+    })
 }
 
 fn read_report(repo: &gix::Repository, commit: ObjectId) -> Result<Report> {

@@ -252,6 +252,8 @@ impl Builder {
         let (top, rest) = rel.split_once('/').unwrap_or((rel, ""));
         match (top, node) {
             ("host.toml", _) => Ok(()),
+            // The host's pinned SSH host key (rollout status trust, DESIGN section 11).
+            ("host_key.pub", _) => Ok(()),
             // Read only through {% include %} / {% import %} of a template.
             ("templates", _) => Ok(()),
             ("files" | "units" | "containers", Node::Dir) if rest.is_empty() => Ok(()),

@@ -9,15 +9,22 @@ use gix::ObjectId;
 
 pub const STATUS_FILE: &str = "status.toml";
 
+/// Signs a commit's payload: the armored signature for its `gpgsig` header.
+pub type Sign<'a> = &'a dyn Fn(&[u8]) -> Result<String>;
+
 /// Writes a commit holding `status_toml` on top of `base` (the branch's current head, if any),
-/// keeping at most `history` commits in its first-parent chain. Returns the new head.
-pub fn append(
+/// keeping at most `history` commits in its first-parent chain. Returns the new head. The new
+/// commit is signed by `sign` (git's `gpgsig` header: an SSH signature for a host
+/// key). Older commits rewritten by a trim lose their signatures (their parents changed); only
+/// the tip is ever checked.
+pub fn append_signed(
     repo: &gix::Repository,
     base: Option<ObjectId>,
     status_toml: &str,
     message: &str,
     who: &gix::actor::Signature,
     history: usize,
+    sign: Option<Sign>,
 ) -> Result<ObjectId> {
     let history = history.max(2);
     let blob = repo
@@ -61,6 +68,7 @@ pub fn append(
         let mut parent: Option<ObjectId> = None;
         for mut c in chain.into_iter().rev() {
             c.parents = parent.into_iter().collect();
+            c.extra_headers.retain(|(k, _)| k != "gpgsig");
             parent = Some(
                 repo.write_object(&c)
                     .context("rewriting a status commit")?
@@ -69,7 +77,7 @@ pub fn append(
         }
         parent
     };
-    let commit = gix::objs::Commit {
+    let mut commit = gix::objs::Commit {
         tree,
         parents: parent.into_iter().collect(),
         author: who.clone(),
@@ -78,6 +86,15 @@ pub fn append(
         message: format!("{message}\n").into(),
         extra_headers: vec![],
     };
+    if let Some(sign) = sign {
+        use gix::objs::WriteTo;
+        let mut payload = Vec::new();
+        commit
+            .write_to(&mut payload)
+            .context("serializing the status commit")?;
+        let sig = sign(&payload)?;
+        commit.extra_headers.push(("gpgsig".into(), sig.into()));
+    }
     Ok(repo
         .write_object(&commit)
         .context("writing the status commit")?
@@ -144,13 +161,14 @@ mod tests {
         let mut head = None;
         let mut depths = vec![];
         for i in 0..9 {
-            let id = append(
+            let id = append_signed(
                 &repo,
                 head,
                 &format!("n = {i}\n"),
                 &format!("report {i}"),
                 &who,
                 4,
+                None,
             )
             .unwrap();
             head = Some(id);

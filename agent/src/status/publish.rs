@@ -198,6 +198,7 @@ pub fn publish(settings: &Settings, state_dir: &StateDir, report: &Report) -> Op
         history: settings.status.history as usize,
         host: settings.host.clone(),
         timeout: PUSH_TIMEOUT,
+        signing_key: Some(settings.status.signing_key.clone()),
     };
     let result = publisher.push(report);
     if memo.repo != repo_name || memo.branch != *branch {
@@ -245,6 +246,9 @@ pub struct Publisher {
     pub history: usize,
     pub host: String,
     pub timeout: Duration,
+    /// The host key status commits are signed with (DESIGN section 11); unsigned when it
+    /// cannot be read.
+    pub signing_key: Option<std::path::PathBuf>,
 }
 
 enum PushResult {
@@ -266,14 +270,23 @@ impl Publisher {
         let toml = report.to_toml();
         let message = commit_message(report);
         let who = chain::signature(&self.host);
+        let signer = self.signing_key.as_deref().and_then(|k| {
+            crate::rollout::trust::Signer::load(k)
+                .map_err(|e| tracing::debug!("status commits unsigned: {e:#}"))
+                .ok()
+        });
+        let sign_fn = |p: &[u8]| signer.as_ref().expect("checked").sign(p);
+        let sign: Option<chain::Sign> = signer.is_some().then_some(&sign_fn as chain::Sign);
+        let append =
+            |base| chain::append_signed(&repo, base, &toml, &message, &who, self.history, sign);
         let base = self.head(&repo)?;
-        let commit = chain::append(&repo, base, &toml, &message, &who, self.history)?;
+        let commit = append(base)?;
         let commit = match self.git_push(commit, base)? {
             PushResult::Pushed => commit,
             PushResult::Moved(why) => {
                 tracing::info!(branch = %self.branch, why = %why, "status branch {} moved ({why}): fetching it and building on it", self.branch);
                 let base = self.fetch_branch(&repo)?;
-                let commit = chain::append(&repo, base, &toml, &message, &who, self.history)?;
+                let commit = append(base)?;
                 match self.git_push(commit, base)? {
                     PushResult::Pushed => commit,
                     PushResult::Moved(why) => bail!(
