@@ -84,6 +84,7 @@ impl Agent {
                 &pinned,
             )
         });
+        rollout::read::gc(self.state_dir.path(), &ep);
         let fleet = match fleet {
             Ok(f) => f,
             Err(e) => {

@@ -173,3 +173,17 @@ pub fn descends(repo: &gix::Repository, a: &str, b: &str, limit: usize) -> bool 
 pub fn open(state_dir: &Path, ep: &Endpoint) -> Result<gix::Repository> {
     crate::source::repo::open_bare(&state_dir.join("rollout.git"), Some(ep.ssh_command()))
 }
+
+/// Packs and prunes `rollout.git` once enough loose objects piled up (`git gc --auto`: every new
+/// report fetched leaves a few). A failure is only logged.
+pub fn gc(state_dir: &Path, ep: &Endpoint) {
+    let dir = state_dir.join("rollout.git");
+    let result = crate::status::git_cli::git_command(&dir, ep).and_then(|mut cmd| {
+        cmd.args(["-c", "gc.pruneExpire=now", "gc", "--auto", "--quiet"]);
+        let out = crate::host::command::run(&mut cmd, std::time::Duration::from_secs(60))?;
+        crate::host::command::check(&cmd, &out)
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %format!("{e:#}"), "cleaning up the rollout repository failed: {e:#}");
+    }
+}
