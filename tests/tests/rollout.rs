@@ -6,7 +6,8 @@
 use anyhow::{ensure, Context, Result};
 use plumb::rollout::gate::parse_time;
 use plumb::status::report::Report;
-use plumb_systest::{FleetRepo, GitServer, Network, Node, NodeImage};
+use plumb_systest::{run, FleetRepo, GitServer, Network, Node, NodeImage};
+use std::process::Command;
 use std::time::Duration;
 
 const HOSTS: [&str; 4] = ["ro-canary", "ro-store-1", "ro-store-2", "ro-last"];
@@ -104,7 +105,13 @@ fn a_commit_moves_canary_then_two_then_one() -> Result<()> {
         "order from applied_at: canary {canary}, stores {s1} {s2}, last {last}"
     );
     // While they waited, the later waves said why on their branches.
-    let log = |host: &str| repo.git(&["log", "-p", &format!("status/{host}")]);
+    let log = |host: &str| -> Result<String> {
+        run(Command::new("git")
+            .arg("--git-dir")
+            .arg(repo.bare_path())
+            .args(["log", "-p", &format!("status/{host}")]))?
+        .check("git log")
+    };
     ensure!(
         log("ro-last")?.contains("wave 3 waits for wave 2"),
         "ro-last never waited for the stores"
