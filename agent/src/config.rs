@@ -493,6 +493,10 @@ mod tests {
         assert_eq!(s.status.repo, "file:///srv/fleet.git");
         assert_eq!(s.status.heartbeat, Duration::from_secs(3600));
         assert_eq!(s.status.history, 100);
+        assert_eq!(
+            s.status.signing_key,
+            std::path::Path::new("/etc/ssh/ssh_host_ed25519_key")
+        );
     }
 
     #[test]

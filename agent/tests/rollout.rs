@@ -538,3 +538,42 @@ fn without_pinned_keys_the_status_server_is_trusted_and_fleet_says_so() {
         "{shown}"
     );
 }
+
+#[test]
+fn with_a_status_repository_per_host_the_gate_reads_each() {
+    let w = World::new();
+    for h in ["canary-1", "web-1"] {
+        common::git(
+            w.fleet.dir.path(),
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                &format!("status-{h}.git"),
+            ],
+        );
+    }
+    let extra = format!(
+        "[status]\nrepo = \"{}\"\n",
+        w.daemon.url("status-{host}.git")
+    );
+    let canary = Host::new("canary-1", &w.daemon.url("fleet.git"), &extra);
+    let web = Host::new("web-1", &w.daemon.url("fleet.git"), &extra);
+    let waves = "[rollout]\nwaves = [[\"canary-*\"], [\"*\"]]\n";
+    let a = w.commit(&[&canary, &web], "A\n", "", "A");
+    for h in [&canary, &web] {
+        assert_eq!(apply(h, &[]).applied_commit, a);
+    }
+    let b = w.commit(&[&canary, &web], "B\n", waves, "B");
+    let r = apply(&web, &[]);
+    assert_eq!(r.applied_commit, a);
+    assert!(
+        r.waiting.starts_with("wave 2 waits for wave 1: 0/1"),
+        "{}",
+        r.waiting
+    );
+    assert_eq!(apply(&canary, &[]).applied_commit, b);
+    assert_eq!(apply(&web, &[]).applied_commit, b);
+}
