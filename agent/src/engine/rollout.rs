@@ -109,7 +109,14 @@ impl Agent {
             tracing::warn!("status not counted: {u}");
         }
         let now = crate::judged::now_secs() as i64;
-        let descends = |a: &str, b: &str| rollout::read::descends(&repo, a, b, DESCENDS_WALK);
+        // Most peers share a few commits: each is walked once.
+        let seen = std::cell::RefCell::new(std::collections::HashMap::new());
+        let descends = |a: &str, b: &str| {
+            *seen
+                .borrow_mut()
+                .entry((a.to_string(), b.to_string()))
+                .or_insert_with(|| rollout::read::descends(&repo, a, b, DESCENDS_WALK))
+        };
         let decision = gate::decide(&gate::Input {
             policy: &policy,
             me: &self.settings.host,

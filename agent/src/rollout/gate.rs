@@ -109,9 +109,11 @@ fn wave_gate(i: &Input) -> Option<String> {
         .success
         .unwrap_or(super::Share::Percent(100))
         .of(hosts.len());
+    let by_host: std::collections::HashMap<&str, &Peer> =
+        i.peers.iter().map(|p| (p.host.as_str(), p)).collect();
     let mut times: Vec<i64> = hosts
         .iter()
-        .filter_map(|h| i.peers.iter().find(|x| x.host == *h))
+        .filter_map(|h| by_host.get(h).copied())
         .filter_map(|peer| on_commit(i, peer))
         .collect();
     times.sort_unstable();
