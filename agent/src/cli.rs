@@ -282,6 +282,13 @@ fn plan_text(r: &crate::engine::PassResult) -> String {
     if !report.message.is_empty() {
         s.push_str(&format!("note: {}\n", report.message));
     }
+    if !report.waiting.is_empty() {
+        s.push_str(&format!(
+            "waiting: not moving to {} yet: {}\n",
+            report.desired_commit.get(..12).unwrap_or("-"),
+            report.waiting
+        ));
+    }
     s
 }
 
@@ -300,6 +307,9 @@ fn print_summary(r: &crate::status::report::Report) {
             r.outcome.as_str(),
             r.message
         );
+    }
+    if !r.waiting.is_empty() {
+        eprintln!("  waiting: {}", r.waiting);
     }
     for res in r
         .resources

@@ -248,6 +248,17 @@ fn a_closed_window_holds_and_ignore_rollout_overrides_it() {
         "{}",
         r.waiting
     );
+    // `plan` says so too, and plans nothing of B.
+    let plan = web.plumb(&["plan"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "waiting: not moving to {} yet: window opens",
+            &b[..12]
+        )),
+        "{text}"
+    );
     // Drift correction of the current commit runs outside the window.
     std::fs::write(web.path("/etc/motd"), "edited by hand\n").unwrap();
     let r = apply(&web, &[]);
