@@ -18,9 +18,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 pub const SUFFIX: &str = ".tmpl";
-/// Instructions one template may run (loops included): ample for configuration files, and a
-/// template that loops forever stops in well under a second.
-const FUEL: u64 = 5_000_000;
+/// Work one template may do: an instruction costs one, and every 64 bytes of data it makes
+/// (strings from `~`, lists, filter results, output) cost one more. Ample for configuration
+/// files; a template that loops forever stops in well under a second, and one that doubles a
+/// string in a loop stops after 32 MB made in all (it held 350 MB at 5,000,000).
+const FUEL: u64 = 500_000;
 /// Nesting of includes, imports and macro calls.
 const RECURSION_LIMIT: usize = 64;
 /// Distinct templates one template may include or import (directly or not).
