@@ -383,6 +383,7 @@ fn validate(dir: PathBuf, host: Option<String>, facts: crate::spec::facts::Facts
             host: h,
             facts: &facts,
             cache: None,
+            keys: None,
         };
         let guard = crate::spec::guard::Guard::packaged();
         let loaded = crate::spec::load_with(&tree, &format!("hosts/{h}"), &limits, inputs)

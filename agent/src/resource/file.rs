@@ -680,6 +680,7 @@ mod tests {
             group: "root".into(),
             origin: "hosts/h/files/x".into(),
             validate: None,
+            secret: None,
         }
     }
 
@@ -721,25 +722,17 @@ mod tests {
         .unwrap();
         std::fs::write(t.path().join("etc/group"), "root:x:0:\napp:x:1235:\n").unwrap();
         let fs = HostFs::open(t.path()).unwrap();
-        let unnamed = FileSpec {
-            owner: String::new(),
-            group: String::new(),
-            ..spec("x", 0o644)
-        };
-        let named = FileSpec {
-            owner: "app".into(),
-            group: "app".into(),
-            ..spec("x", 0o644)
-        };
+        let mut unnamed = spec("x", 0o644);
+        (unnamed.owner, unnamed.group) = (String::new(), String::new());
+        let mut named = spec("x", 0o644);
+        (named.owner, named.group) = ("app".into(), "app".into());
         let me = Some((1000, 1001));
         assert_eq!(ids(&fs, &unnamed, None).unwrap(), (0, 0));
         assert_eq!(ids(&fs, &unnamed, me).unwrap(), (1000, 1001));
         assert_eq!(ids(&fs, &named, me).unwrap(), (1234, 1235));
         assert_eq!(ids(&fs, &named, None).unwrap(), (1234, 1235));
-        let half = FileSpec {
-            group: String::new(),
-            ..named
-        };
+        let mut half = named.clone();
+        half.group = String::new();
         assert_eq!(ids(&fs, &half, me).unwrap(), (1234, 1001));
     }
 
