@@ -643,6 +643,9 @@ pub fn diff(spec: &FileSpec, observed: &Observed) -> Option<String> {
     };
     // Either side may be the secret: Git's new content, or what the host has now.
     let host_secret = matches!(observed, Observed::File { meta, .. } if meta.mode & 0o004 == 0);
+    if spec.secret.is_some() {
+        return Some("(secret: content hidden)".into());
+    }
     if spec.is_secret() || host_secret {
         return Some("(content not shown: the file is not world-readable)".into());
     }
@@ -849,5 +852,10 @@ mod tests {
         // Git says world-readable, but the host's current file is a secret: not shown either.
         let s = diff(&spec("public\n", 0o644), &file("hunter2\n", 0o600)).unwrap();
         assert!(!s.contains("hunter2"), "{s}");
+        // Issue 14: a secret from Git is hidden whatever its mode says.
+        let mut secret = spec("hunter2\n", 0o644);
+        secret.secret = Some([1; 32]);
+        let s = diff(&secret, &file("old\n", 0o644)).unwrap();
+        assert_eq!(s, "(secret: content hidden)");
     }
 }

@@ -85,20 +85,44 @@ pub fn load_with(
     limits: &Limits,
     mut inputs: Inputs,
 ) -> Result<Desired> {
+    let mut b = build(tree, host_dir, limits, inputs.host)?;
+    b.render(tree, &mut inputs, limits)?;
+    b.finish(limits)
+}
+
+/// The directories a host is made of, in the order they apply: roles (from fleet.toml and the
+/// includes), then its own directory (when it has one). `plumb secret` encrypts a role's
+/// secrets to every host whose layers name it.
+pub fn layers(
+    tree: &dyn FleetTree,
+    host_dir: &str,
+    limits: &Limits,
+    host: &str,
+) -> Result<Vec<String>> {
+    Ok(build(tree, host_dir, limits, host)?.order)
+}
+
+/// fleet.toml of the tree (empty when there is none).
+pub fn fleet_toml(tree: &dyn FleetTree) -> Result<FleetToml> {
+    match tree.read(FLEET_TOML, MAX_FLEET_TOML) {
+        Ok(Some(data)) => {
+            let text = std::str::from_utf8(&data)
+                .map_err(|_| SpecError::invalid(format!("{FLEET_TOML} is not UTF-8")))?;
+            FleetToml::parse(text).map_err(SpecError::invalid)
+        }
+        Ok(None) => Ok(FleetToml::default()),
+        Err(e) => Err(walk_error(FLEET_TOML, e)),
+    }
+}
+
+/// Walks fleet.toml's entries for the host and its own directory: everything but rendering.
+fn build(tree: &dyn FleetTree, host_dir: &str, limits: &Limits, host: &str) -> Result<Builder> {
     let mut b = Builder {
         budget: Budget::new(limits),
         ..Builder::default()
     };
-    let fleet = match tree.read(FLEET_TOML, MAX_FLEET_TOML) {
-        Ok(Some(data)) => {
-            let text = std::str::from_utf8(&data)
-                .map_err(|_| SpecError::invalid(format!("{FLEET_TOML} is not UTF-8")))?;
-            FleetToml::parse(text).map_err(SpecError::invalid)?
-        }
-        Ok(None) => FleetToml::default(),
-        Err(e) => return Err(walk_error(FLEET_TOML, e)),
-    };
-    let assigned: Vec<(usize, &Assign)> = fleet.matching(inputs.host).collect();
+    let fleet = fleet_toml(tree)?;
+    let assigned: Vec<(usize, &Assign)> = fleet.matching(host).collect();
     for (_, a) in &assigned {
         merge_vars(&mut b.vars, a.vars.clone());
     }
@@ -114,8 +138,7 @@ pub fn load_with(
     b.host_optional = !assigned.is_empty();
     let mut stack = Vec::new();
     b.layer(tree, host_dir, &mut stack, true, limits)?;
-    b.render(tree, &mut inputs, limits)?;
-    b.finish(limits)
+    Ok(b)
 }
 
 /// Reason and wording for a problem the tree walk found (a `SpecError` it raised keeps its own).
@@ -161,6 +184,8 @@ struct Builder {
     host_optional: bool,
     /// `secrets.toml.age` files by layer, in order (decrypted with the templates).
     secrets_tomls: Vec<(String, Vec<u8>)>,
+    /// The directories read, in the order they applied.
+    order: Vec<String>,
 }
 
 /// A template waiting for the vars of every layer.
@@ -251,6 +276,7 @@ impl Builder {
             self.layer(tree, inc_dir, stack, false, limits)?;
         }
         stack.pop();
+        self.order.push(dir.to_string());
         for (rel, node) in &entries {
             self.entry(dir, rel, node)?;
         }

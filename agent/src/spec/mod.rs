@@ -9,7 +9,8 @@ pub mod secret;
 pub mod template;
 pub mod tree;
 
-pub use load::{load, load_with, Inputs};
+pub use fleet::{glob_match, FleetToml};
+pub use load::{fleet_toml, layers, load, load_with, Inputs};
 pub use secret::Keys;
 pub use template::RenderCache;
 

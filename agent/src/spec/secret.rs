@@ -150,40 +150,49 @@ pub fn decrypt(
     let Some(k) = keys else {
         return Err(cannot(origin, "no identity to decrypt with", keys));
     };
-    let identity = match &k.identity {
-        Ok(i) => i,
-        Err(e) => return Err(cannot(origin, &format!("no identity: {e}"), keys)),
+    match &k.identity {
+        Ok(i) => open(origin, data, i, max),
+        Err(e) => Err(cannot(origin, &format!("no identity: {e}"), keys)),
+    }
+}
+
+/// Decrypts with `identity` (see `decrypt`); messages name its recipient.
+pub fn open(
+    origin: &str,
+    data: &[u8],
+    identity: &Identity,
+    max: u64,
+) -> Result<Zeroizing<Vec<u8>>, SpecError> {
+    let cannot = |what: &str| {
+        SpecError::new(
+            Reason::CannotDecrypt,
+            format!(
+                "{origin}: cannot decrypt: {what}; this host's recipient is {}: encrypt the file to it (`plumb secret encrypt --host ...`, or `plumb secret rekey` after the host published it)",
+                identity.recipient
+            ),
+        )
     };
     let d = age::Decryptor::new_buffered(data).map_err(|e| {
-        cannot(
-            origin,
-            &format!("not an age file, or a corrupt one ({})", describe(&e)),
-            keys,
-        )
+        cannot(&format!(
+            "not an age file, or a corrupt one ({})",
+            describe(&e)
+        ))
     })?;
     if d.is_scrypt() {
         return Err(cannot(
-            origin,
             "it is encrypted with a passphrase; plumb decrypts only files encrypted to host keys (X25519 or SSH recipients)",
-            keys,
         ));
     }
     let reader = d
         .decrypt(identity.identities().into_iter())
         .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => {
-                cannot(origin, "it is not encrypted to this host", keys)
-            }
-            e => cannot(origin, &format!("corrupt ({})", describe(&e)), keys),
+            age::DecryptError::NoMatchingKeys => cannot("it is not encrypted to this host"),
+            e => cannot(&format!("corrupt ({})", describe(&e))),
         })?;
     let mut out = Zeroizing::new(Vec::new());
     let mut limited = reader.take(max + 1);
     if let Err(e) = limited.read_to_end(&mut out) {
-        return Err(cannot(
-            origin,
-            &format!("corrupt or truncated ({})", e.kind()),
-            keys,
-        ));
+        return Err(cannot(&format!("corrupt or truncated ({})", e.kind())));
     }
     if out.len() as u64 > max {
         return Err(SpecError::new(
