@@ -26,7 +26,18 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    secrets: RawSecrets,
 }
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    identity: Option<PathBuf>,
+}
+
+/// The host key `.age` files are decrypted with, unless `[secrets] identity` names another.
+pub const DEFAULT_IDENTITY: &str = "/etc/ssh/ssh_host_ed25519_key";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +161,8 @@ pub struct Settings {
     pub ssh_key: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub limits: Limits,
+    /// `[secrets] identity`: the key `.age` files are decrypted with (section 10).
+    pub identity: PathBuf,
 }
 
 impl Settings {
@@ -204,7 +217,15 @@ impl Settings {
                 .with_context(|| at("interval"))?;
         let root = raw.root.unwrap_or_else(|| "/".into());
         let state_dir = raw.state_dir.unwrap_or_else(|| "/var/lib/plumb".into());
-        for (key, p) in [("root", &root), ("state_dir", &state_dir)] {
+        let identity = raw
+            .secrets
+            .identity
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_IDENTITY));
+        for (key, p) in [
+            ("root", &root),
+            ("state_dir", &state_dir),
+            ("secrets.identity", &identity),
+        ] {
             if !p.is_absolute() {
                 bail!(
                     "{}: `{key}` = {} must be an absolute path",
@@ -297,6 +318,7 @@ impl Settings {
             ssh_key: raw.auth.ssh_key,
             token_file: raw.auth.token_file,
             limits,
+            identity,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod offline;
 pub mod reason;
 pub mod render;
 pub mod resource;
+pub mod secret_cmd;
 pub mod source;
 pub mod spec;
 pub mod state;

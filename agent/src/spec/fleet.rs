@@ -14,6 +14,17 @@ const MAX_PATTERN: usize = 256;
 pub struct FleetToml {
     #[serde(default)]
     pub assign: Vec<Assign>,
+    #[serde(default)]
+    pub secrets: FleetSecrets,
+}
+
+/// `[secrets]`: who besides the hosts can read every secret (DESIGN section 10).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSecrets {
+    /// Recipients (`age1...`, `ssh-ed25519 AAAA...`) `plumb secret` always adds.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -31,6 +42,10 @@ impl FleetToml {
     /// Parses fleet.toml; the error names the file and the key.
     pub fn parse(text: &str) -> Result<FleetToml, String> {
         let f: FleetToml = toml::from_str(text).map_err(|e| format!("{FLEET_TOML}: {e}"))?;
+        for a in &f.secrets.admins {
+            super::secret::parse_recipient(a)
+                .map_err(|e| format!("{FLEET_TOML}: [secrets] admins: {e}"))?;
+        }
         for (i, a) in f.assign.iter().enumerate() {
             if a.hosts.is_empty() {
                 return Err(format!(
