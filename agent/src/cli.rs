@@ -99,6 +99,11 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         facts: Option<PathBuf>,
     },
+    /// Secrets in Git: encrypt a file to hosts (their SSH host keys), re-encrypt a checkout, decrypt.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Exit 0 when the agent config names a repo, 1 when it does not (plumb.service's ExecCondition).
     #[command(hide = true)]
     IsConfigured,
@@ -107,6 +112,54 @@ pub enum Command {
     GenerateDocs {
         /// Output directory: DIR/man and DIR/completions are created.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Encrypt IN to hosts (their `age_recipient` from the status branches), the hosts of roles,
+    /// explicit recipients, and fleet.toml's [secrets] admins.
+    Encrypt {
+        /// A host to encrypt to (repeatable).
+        #[arg(long = "host", value_name = "H")]
+        hosts: Vec<String>,
+        /// Every host including this role ("web" or "roles/web"; repeatable).
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+        /// A recipient: `ssh-ed25519 AAAA...`, `ssh-rsa AAAA...` or `age1...` (repeatable).
+        #[arg(long = "recipient", value_name = "R")]
+        recipients: Vec<String>,
+        /// Output file (default: stdout). Name it NAME.age under files/ of a host or role.
+        #[arg(short = 'o', value_name = "OUT")]
+        out: Option<PathBuf>,
+        /// The fleet-repo checkout (fleet.toml, hosts/, roles/).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Repository holding the status branches (default: `[status] repo` of the config).
+        #[arg(long, value_name = "URL")]
+        repo: Option<String>,
+        /// The plaintext file.
+        input: PathBuf,
+    },
+    /// Re-encrypt every .age file of a checkout for its current recipients (a host added to a
+    /// role, a rotated host key); needs an identity that can decrypt them (an admin's).
+    Rekey {
+        /// The fleet-repo checkout.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The key to decrypt with (an SSH private key or an age identity file).
+        #[arg(long, value_name = "KEY")]
+        identity: PathBuf,
+        /// Repository holding the status branches (default: `[status] repo` of the config).
+        #[arg(long, value_name = "URL")]
+        repo: Option<String>,
+    },
+    /// Print a decrypted .age file.
+    Decrypt {
+        /// The key to decrypt with (an SSH private key or an age identity file).
+        #[arg(long, value_name = "KEY")]
+        identity: PathBuf,
+        file: PathBuf,
     },
 }
 
@@ -202,6 +255,36 @@ pub fn run(cli: Cli) -> Result<i32> {
             json,
             rollout,
         ),
+        Command::Secret { command } => {
+            use crate::secret_cmd as sc;
+            match command {
+                SecretCommand::Encrypt {
+                    hosts,
+                    roles,
+                    recipients,
+                    out,
+                    dir,
+                    repo,
+                    input,
+                } => sc::encrypt(
+                    &sc::Fleet::new(&cli.config, dir, repo)?,
+                    sc::EncryptArgs {
+                        hosts,
+                        roles,
+                        recipients,
+                        out,
+                        input,
+                    },
+                )?,
+                SecretCommand::Rekey {
+                    dir,
+                    identity,
+                    repo,
+                } => sc::rekey(&sc::Fleet::new(&cli.config, dir, repo)?, &identity)?,
+                SecretCommand::Decrypt { identity, file } => sc::decrypt(&identity, &file)?,
+            }
+            Ok(0)
+        }
         Command::Validate { dir, host, facts } => {
             validate(dir, host, crate::render::facts(facts.as_deref())?)
         }
@@ -438,6 +521,7 @@ fn validate(dir: PathBuf, host: Option<String>, facts: crate::spec::facts::Facts
             host: h,
             facts: &facts,
             cache: None,
+            keys: None,
         };
         let guard = crate::spec::guard::Guard::packaged();
         let loaded = crate::spec::load_with(&tree, &format!("hosts/{h}"), &limits, inputs)

@@ -26,7 +26,18 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    secrets: RawSecrets,
 }
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    identity: Option<PathBuf>,
+}
+
+/// The host key `.age` files are decrypted with, unless `[secrets] identity` names another.
+pub const DEFAULT_IDENTITY: &str = "/etc/ssh/ssh_host_ed25519_key";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -74,9 +85,6 @@ pub enum Mode {
     Suspend,
 }
 
-/// The host key status commits are signed with, unless `[status] signing_key` says otherwise.
-pub const DEFAULT_SIGNING_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
-
 #[derive(Debug, Clone)]
 pub struct StatusSettings {
     pub repo: String,
@@ -86,7 +94,8 @@ pub struct StatusSettings {
     pub branch: String,
     pub heartbeat: Duration,
     pub history: u32,
-    /// The SSH host key status commits are signed with (unsigned when it cannot be read).
+    /// The SSH host key status commits are signed with (unsigned when it cannot be read);
+    /// default: `[secrets] identity`, the host key.
     pub signing_key: PathBuf,
 }
 
@@ -156,6 +165,8 @@ pub struct Settings {
     pub ssh_key: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub limits: Limits,
+    /// `[secrets] identity`: the key `.age` files are decrypted with (section 10).
+    pub identity: PathBuf,
 }
 
 impl Settings {
@@ -210,7 +221,21 @@ impl Settings {
                 .with_context(|| at("interval"))?;
         let root = raw.root.unwrap_or_else(|| "/".into());
         let state_dir = raw.state_dir.unwrap_or_else(|| "/var/lib/plumb".into());
-        for (key, p) in [("root", &root), ("state_dir", &state_dir)] {
+        let identity = raw
+            .secrets
+            .identity
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_IDENTITY));
+        let signing_key = raw
+            .status
+            .signing_key
+            .clone()
+            .unwrap_or_else(|| identity.clone());
+        for (key, p) in [
+            ("root", &root),
+            ("state_dir", &state_dir),
+            ("secrets.identity", &identity),
+            ("status.signing_key", &signing_key),
+        ] {
             if !p.is_absolute() {
                 bail!(
                     "{}: `{key}` = {} must be an absolute path",
@@ -244,10 +269,7 @@ impl Settings {
             .with_context(|| at("status.heartbeat"))?,
             history: count_in(raw.status.history.unwrap_or(100), ranges::HISTORY)
                 .with_context(|| at("status.history"))? as u32,
-            signing_key: raw
-                .status
-                .signing_key
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_SIGNING_KEY)),
+            signing_key,
         };
         let d = Limits::default();
         let l = &raw.limits;
@@ -307,6 +329,7 @@ impl Settings {
             ssh_key: raw.auth.ssh_key,
             token_file: raw.auth.token_file,
             limits,
+            identity,
         })
     }
 }

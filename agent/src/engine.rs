@@ -178,6 +178,8 @@ pub struct Agent {
     facts: spec::facts::Facts,
     /// Rendered templates, kept across passes and saved in state_dir (`None` until first used).
     render_cache: std::sync::Mutex<Option<spec::RenderCache>>,
+    /// This pass's identity for `.age` files and the hash key of secrets (read once per pass).
+    keys: Option<spec::Keys>,
 }
 
 impl Agent {
@@ -194,6 +196,7 @@ impl Agent {
             fetch_error: String::new(),
             facts: Default::default(),
             render_cache: Default::default(),
+            keys: None,
         })
     }
 
@@ -240,6 +243,10 @@ impl Agent {
             changes: 0,
             dry_run: opts.dry_run,
         };
+        // Every pass: a rotated host key shows in the report (and decrypts) at once.
+        let keys = crate::host::secrets::read_keys(&self.settings.identity, self.state_dir.path())?;
+        draft.report.age_recipient = keys.identity.as_ref().ok().map(|i| i.recipient.clone());
+        self.keys = Some(keys);
         let Some(fetched) = self.fetch_phase(opts, &mut draft)? else {
             return Ok(draft.finish(vec![]));
         };
@@ -541,6 +548,7 @@ impl Agent {
             checked_at: now_rfc3339(),
             message: String::new(),
             reason: None,
+            age_recipient: None,
             facts: None,
             resources: vec![],
         }

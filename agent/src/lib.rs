@@ -14,6 +14,7 @@ pub mod reason;
 pub mod render;
 pub mod resource;
 pub mod rollout;
+pub mod secret_cmd;
 pub mod source;
 pub mod spec;
 pub mod state;

@@ -45,6 +45,7 @@ pub fn render(dir: &Path, host: &str, path: &str, facts: &Facts) -> Result<Vec<u
         host,
         facts,
         cache: None,
+        keys: None,
     };
     let limits = crate::config::Limits::default();
     let desired = crate::spec::load_with(&tree, &format!("hosts/{host}"), &limits, inputs)

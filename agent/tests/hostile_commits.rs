@@ -1220,6 +1220,27 @@ fn huge_blob_in_an_unsigned_commit_is_rejected_before_it_is_read() {
     );
 }
 
+/// Issue 13: a template that doubles a string in a loop (a few bytes in Git) is stopped by its
+/// fuel, which counts the bytes it makes, before it holds much memory.
+#[test]
+fn template_doubling_a_string_is_rejected_in_bounded_memory() {
+    let (e, _daemon) = memory_env();
+    e.fleet.write(
+        "hosts/h1/files/etc/bomb.tmpl",
+        "{% set ns = namespace(s=\"x\") %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s[:3] }}\n",
+    );
+    let c = e.signed("bomb");
+    check_huge(
+        &e,
+        &c,
+        1,
+        "rejected",
+        "hosts/h1/files/etc/bomb.tmpl:1: ran out of fuel",
+    );
+    let r = e.host.report().unwrap();
+    assert_eq!(r.reason.map(|c| c.as_str()), Some("template-error"));
+}
+
 /// Issue 12: a commit with 100,000 (tiny) files under this host's directory, with the default
 /// limits. It was rejected, but only after every entry was read (66 MB peak, release build); the
 /// walk now stops at the entry over `max_files`.

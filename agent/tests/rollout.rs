@@ -426,6 +426,7 @@ fn forge(w: &World, victim: &str, commit: &str, key: &std::path::Path) {
         message: String::new(),
         reason: None,
         facts: None,
+        age_recipient: None,
         resources: vec![],
     };
     std::fs::write(tmp.path().join("status.toml"), r.to_toml()).unwrap();

@@ -90,6 +90,7 @@ fn report(host: &str, round: u64) -> Report {
         message: String::new(),
         reason: None,
         facts: None,
+        age_recipient: None,
         resources: vec![],
     }
 }

@@ -115,6 +115,7 @@ impl Agent {
             host: &self.settings.host,
             facts: &self.facts,
             cache: Some(cache),
+            keys: self.keys.as_ref(),
         };
         let desired = spec::load_with(tree, &self.settings.path, &self.settings.limits, inputs);
         if let Err(e) = cache.save(&path) {

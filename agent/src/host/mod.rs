@@ -10,6 +10,7 @@ pub mod packages;
 pub mod pkg_cleanup;
 pub mod pkgcmd;
 pub mod runtime;
+pub mod secrets;
 pub mod service_hold;
 pub mod systemd;
 pub mod unit_dirs;

@@ -174,6 +174,7 @@ mod tests {
                 message: String::new(),
                 reason: None,
                 facts: None,
+                age_recipient: None,
                 resources: vec![],
             },
         }

@@ -21,6 +21,17 @@ pub struct FleetToml {
     pub windows: Vec<crate::rollout::WindowToml>,
     #[serde(default)]
     pub disruption: Option<crate::rollout::DisruptionToml>,
+    #[serde(default)]
+    pub secrets: FleetSecrets,
+}
+
+/// `[secrets]`: who besides the hosts can read every secret (DESIGN section 10).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSecrets {
+    /// Recipients (`age1...`, `ssh-ed25519 AAAA...`) `plumb secret` always adds.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -38,6 +49,10 @@ impl FleetToml {
     /// Parses fleet.toml; the error names the file and the key.
     pub fn parse(text: &str) -> Result<FleetToml, String> {
         let f: FleetToml = toml::from_str(text).map_err(|e| format!("{FLEET_TOML}: {e}"))?;
+        for a in &f.secrets.admins {
+            super::secret::parse_recipient(a)
+                .map_err(|e| format!("{FLEET_TOML}: [secrets] admins: {e}"))?;
+        }
         for (i, a) in f.assign.iter().enumerate() {
             if a.hosts.is_empty() {
                 return Err(format!(

@@ -12,15 +12,19 @@ use super::facts::Facts;
 use super::tree::FleetTree;
 use super::SpecError;
 use crate::reason::Reason;
+use minijinja::value::{Enumerator, Object};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const SUFFIX: &str = ".tmpl";
-/// Instructions one template may run (loops included): ample for configuration files, and a
-/// template that loops forever stops in well under a second.
-const FUEL: u64 = 5_000_000;
+/// Work one template may do: an instruction costs one, and every 64 bytes of data it makes
+/// (strings from `~`, lists, filter results, output) cost one more. Ample for configuration
+/// files; a template that loops forever stops in well under a second, and one that doubles a
+/// string in a loop stops after 32 MB made in all (it held 350 MB at 5,000,000).
+const FUEL: u64 = 500_000;
 /// Nesting of includes, imports and macro calls.
 const RECURSION_LIMIT: usize = 64;
 /// Distinct templates one template may include or import (directly or not).
@@ -34,8 +38,62 @@ pub struct Context {
     pub host: String,
     pub vars: toml::Table,
     pub facts: Facts,
-    // Section 10 adds `secrets` here: decrypted on the host, and a render that reads it marks its
-    // output secret (never cached in state_dir, never shown in plan).
+    /// `secrets.toml.age` tables merged (section 10), or `None` when this load cannot decrypt
+    /// (`plumb validate` off the host): every name under `secrets` then renders "(secret)".
+    /// Never serialized: the cache key and the state never see it. A render that reads it is
+    /// secret (never cached, never shown).
+    #[serde(skip)]
+    pub secrets: Option<toml::Table>,
+}
+
+/// `secrets` as templates see it: notes any use, and never prints itself.
+struct SecretsObject {
+    /// The tables, or `None`: a placeholder at every depth.
+    table: Option<minijinja::Value>,
+    read: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for SecretsObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.read.store(true, Ordering::Relaxed);
+        f.write_str("<secrets>")
+    }
+}
+
+impl Object for SecretsObject {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        self.read.store(true, Ordering::Relaxed);
+        match &self.table {
+            Some(t) => t.get_item(key).ok().filter(|v| !v.is_undefined()),
+            None => Some(minijinja::Value::from_object(SecretsObject {
+                table: None,
+                read: self.read.clone(),
+            })),
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        self.read.store(true, Ordering::Relaxed);
+        match &self.table {
+            Some(t) => match t.try_iter() {
+                Ok(it) => Enumerator::Values(it.collect()),
+                Err(_) => Enumerator::Empty,
+            },
+            None => Enumerator::Empty,
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result
+    where
+        Self: Sized + 'static,
+    {
+        self.read.store(true, Ordering::Relaxed);
+        f.write_str(if self.table.is_none() {
+            "(secret)"
+        } else {
+            "<secrets>"
+        })
+    }
 }
 
 type Digest32 = [u8; 32];
@@ -187,6 +245,16 @@ pub struct Renderer<'a> {
     ctx_digest: Digest32,
     max_output: u64,
     max_file: u64,
+    /// Set when a render reads `secrets` (reset before each).
+    read_secrets: Arc<AtomicBool>,
+    /// The template being rendered is itself a secret (`.tmpl.age`).
+    secret_source: bool,
+}
+
+/// One render: its output, and whether it is a secret (read `secrets`, or its source is one).
+pub struct Rendered {
+    pub output: Arc<str>,
+    pub secret: bool,
 }
 
 fn template_error(msg: String) -> SpecError {
@@ -261,14 +329,25 @@ impl<'a> Renderer<'a> {
                 _ => None, // not read yet (the renderer reads it and renders again) or absent
             })
         });
+        let read_secrets = Arc::new(AtomicBool::new(false));
+        let secrets = minijinja::Value::from_object(SecretsObject {
+            table: ctx
+                .secrets
+                .as_ref()
+                .map(|t| minijinja::Value::from(minijinja::value::Serde(t))),
+            read: read_secrets.clone(),
+        });
+        let base = minijinja::Value::from(minijinja::value::Serde(ctx));
         Ok(Renderer {
             env,
             tree,
             includes,
-            ctx: minijinja::Value::from(minijinja::value::Serde(ctx)),
+            ctx: minijinja::context! { secrets => secrets, ..base },
             ctx_digest: sha(&[&json]),
             max_output,
             max_file,
+            read_secrets,
+            secret_source: false,
         })
     }
 
@@ -277,19 +356,46 @@ impl<'a> Renderer<'a> {
         &mut self,
         origin: &str,
         data: &[u8],
-        mut cache: Option<&mut RenderCache>,
+        cache: Option<&mut RenderCache>,
     ) -> Result<Arc<str>, SpecError> {
+        self.render_secret_aware(origin, data, cache, false)
+            .map(|r| r.output)
+    }
+
+    /// Renders like `render`, and says whether the output is a secret. A secret render is never
+    /// cached (nor looked up: its key would be a plain hash of the secret source); a render
+    /// that does not read `secrets` never will with the same source and context, so a cached
+    /// render is never a secret one.
+    pub fn render_secret_aware(
+        &mut self,
+        origin: &str,
+        data: &[u8],
+        mut cache: Option<&mut RenderCache>,
+        secret_source: bool,
+    ) -> Result<Rendered, SpecError> {
+        self.secret_source = secret_source;
         let source = std::str::from_utf8(data)
             .map_err(|_| template_error(format!("{origin}: a template must be UTF-8 text")))?;
         let key = sha(&[&self.ctx_digest, data]);
+        if secret_source {
+            cache = None;
+        }
         if let Some(c) = cache.as_deref_mut() {
             if let Some(e) = c.get(&key).cloned() {
                 if self.includes_unchanged(&e.includes)? {
-                    return Ok(e.output);
+                    return Ok(Rendered {
+                        output: e.output,
+                        secret: false,
+                    });
                 }
             }
         }
+        self.read_secrets.store(false, Ordering::Relaxed);
         let (output, asked) = self.render_fresh(origin, source)?;
+        let secret = secret_source || self.read_secrets.load(Ordering::Relaxed);
+        if secret {
+            return Ok(Rendered { output, secret });
+        }
         if let Some(c) = cache {
             c.renders += 1;
             let inc = self.includes.lock().expect("not poisoned");
@@ -308,7 +414,7 @@ impl<'a> Renderer<'a> {
                 },
             );
         }
-        Ok(output)
+        Ok(Rendered { output, secret })
     }
 
     /// Do the includes a cached render read still hold the same content in this tree?
@@ -371,7 +477,7 @@ impl<'a> Renderer<'a> {
                 let t = self
                     .env
                     .template_from_named_str(origin, source)
-                    .map_err(|e| describe(origin, &e))?;
+                    .map_err(|e| self.describe(origin, &e))?;
                 let mut out = Limited {
                     buf: Vec::new(),
                     max: self.max_output,
@@ -383,7 +489,7 @@ impl<'a> Renderer<'a> {
                         "{origin}: the output is larger than {} bytes (limits.max_rendered_size in agent.toml)",
                         self.max_output
                     ))),
-                    Err(e) => Err(describe(origin, &e)),
+                    Err(e) => Err(self.describe(origin, &e)),
                 }
             };
             let unread: Vec<String> = {
@@ -406,6 +512,21 @@ impl<'a> Renderer<'a> {
                 self.read_include(&n)?;
             }
         }
+    }
+}
+
+impl Renderer<'_> {
+    /// `describe`, except that a render of a secret source or one that read `secrets` keeps
+    /// only the kind and the place of the error: its detail may quote a secret.
+    fn describe(&self, origin: &str, e: &Error) -> SpecError {
+        if !self.secret_source && !self.read_secrets.load(Ordering::Relaxed) {
+            return describe(origin, e);
+        }
+        let line = e.line().map_or(String::new(), |l| format!(":{l}"));
+        template_error(format!(
+            "{origin}{line}: {} (details not shown: the template reads secrets)",
+            e.kind()
+        ))
     }
 }
 
@@ -503,6 +624,7 @@ mod tests {
             host: "web-01".into(),
             vars,
             facts,
+            secrets: None,
         }
     }
 

@@ -264,12 +264,22 @@ fn push_children(
 }
 
 /// An in-memory tree, for unit tests.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct MemTree {
     pub entries: Vec<(String, Node)>,
 }
 
 impl MemTree {
+    pub fn bytes(mut self, path: &str, data: Vec<u8>) -> Self {
+        self.entries.push((
+            path.into(),
+            Node::File {
+                data,
+                executable: false,
+            },
+        ));
+        self
+    }
     pub fn file(mut self, path: &str, data: &str) -> Self {
         self.entries.push((
             path.into(),

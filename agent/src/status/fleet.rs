@@ -262,6 +262,7 @@ mod tests {
             checked_at: checked_at.into(),
             message: String::new(),
             reason: None,
+            age_recipient: None,
             facts: None,
             resources: vec![],
         }

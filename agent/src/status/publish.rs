@@ -411,6 +411,7 @@ mod tests {
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: message.into(),
             reason: None,
+            age_recipient: None,
             facts: None,
             resources: states
                 .iter()
