@@ -126,6 +126,8 @@ impl Agent {
             now,
             utc_offset: rollout::window::local_offset(now),
             descends: &descends,
+            // As `plumb fleet` judges staleness: two heartbeats without a report.
+            stale_after: 2 * self.settings.status.heartbeat.as_secs() as i64,
         });
         if let gate::Decision::Wait(why) = decision {
             return Ok(Verdict::Wait(why));

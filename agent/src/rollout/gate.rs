@@ -39,6 +39,9 @@ pub struct Input<'a> {
     /// Whether commit `a` descends from commit `b` (both full hex): a host on a newer commit
     /// counts as having passed `b`.
     pub descends: &'a dyn Fn(&str, &str) -> bool,
+    /// A report older than this (seconds since its `checked_at`) no longer counts as healthy:
+    /// a host that died after reporting says nothing about the commit since.
+    pub stale_after: i64,
 }
 
 /// Quarantine, then the wave gate (success and soak), then the window.
@@ -71,7 +74,7 @@ pub fn on_commit(i: &Input, peer: &Peer) -> Option<i64> {
     let on = !r.applied_commit.is_empty()
         && (r.applied_commit == i.target || (i.descends)(&r.applied_commit, i.target));
     let healthy = matches!(r.outcome, Outcome::Converged | Outcome::Changed);
-    if !(peer.trusted && on && healthy) {
+    if !(peer.trusted && on && healthy) || is_stale(i, peer) {
         return None;
     }
     // Without applied_at (an older agent) the report's time is the best lower bound.
@@ -81,6 +84,11 @@ pub fn on_commit(i: &Input, peer: &Peer) -> Option<i64> {
         &r.applied_at
     };
     parse_time(at)
+}
+
+/// Whether the peer's last report is too old to vouch for anything now.
+pub fn is_stale(i: &Input, peer: &Peer) -> bool {
+    parse_time(&peer.report.checked_at).is_none_or(|t| i.now - t > i.stale_after)
 }
 
 pub fn parse_time(s: &str) -> Option<i64> {
@@ -117,14 +125,25 @@ fn wave_gate(i: &Input) -> Option<String> {
         .filter_map(|peer| on_commit(i, peer))
         .collect();
     times.sort_unstable();
+    let stale = hosts
+        .iter()
+        .filter_map(|h| by_host.get(h).copied())
+        .filter(|peer| is_stale(i, peer))
+        .count();
     let short = i.target.get(..7).unwrap_or(i.target);
-    let head = format!(
+    let mut head = format!(
         "wave {} waits for wave {}: {}/{} hosts on {short} (needs {need})",
         mine + 1,
         prev + 1,
         times.len(),
         hosts.len()
     );
+    if stale > 0 {
+        head.push_str(&format!(
+            ", {stale} not reported for over {}",
+            humantime::format_duration(Duration::from_secs(i.stale_after.max(0) as u64))
+        ));
+    }
     if times.len() < need {
         return Some(head);
     }
@@ -133,10 +152,12 @@ fn wave_gate(i: &Input) -> Option<String> {
     }
     // The need-th earliest has to have held it for `soak`.
     let soaked_at = times[need - 1] + p.soak.as_secs() as i64;
+    // The end, not the time left: the text (and so the report) stays the same from pass to
+    // pass, and is not pushed again on every one.
     (i.now < soaked_at).then(|| {
         format!(
-            "{head}, soak {} left (until {})",
-            humantime::format_duration(Duration::from_secs((soaked_at - i.now) as u64)),
+            "{head}, soak of {} until {}",
+            humantime::format_duration(p.soak),
             format_time(soaked_at)
         )
     })
@@ -192,6 +213,7 @@ mod tests {
             now,
             utc_offset: 0,
             descends: &descends,
+            stale_after: 86_400,
         })
     }
 
@@ -218,7 +240,7 @@ mod tests {
                 "store-1",
                 canary_on.to_vec(),
                 T0 + 60,
-                w("wave 2 waits for wave 1: 1/1 hosts on ccccccc (needs 1), soak 9m left (until 2027-01-15T08:10:00Z)"),
+                w("wave 2 waits for wave 1: 1/1 hosts on ccccccc (needs 1), soak of 10m until 2027-01-15T08:10:00Z"),
             ),
             ("store-1", canary_on.to_vec(), T0 + 600, Decision::Move),
             // A failed canary lets nobody on (and is no quarantine either: max_failed 0 counts
@@ -242,13 +264,21 @@ mod tests {
                 "web-1",
                 vec![peer("store-1", Converged, C, T0), peer("store-3", Changed, C, T0 + 300)],
                 T0 + 700,
-                w("wave 3 waits for wave 2: 2/3 hosts on ccccccc (needs 2), soak 3m 20s left (until 2027-01-15T08:15:00Z)"),
+                w("wave 3 waits for wave 2: 2/3 hosts on ccccccc (needs 2), soak of 10m until 2027-01-15T08:15:00Z"),
             ),
             (
                 "web-1",
                 vec![peer("store-1", Converged, C, T0), peer("store-3", Changed, C, T0 + 300)],
                 T0 + 900,
                 Decision::Move,
+            ),
+            // A canary that reported healthy but not for over a day (it died) vouches for
+            // nothing now.
+            (
+                "store-1",
+                canary_on.to_vec(),
+                T0 + 86_401,
+                w("wave 2 waits for wave 1: 0/1 hosts on ccccccc (needs 1), 1 not reported for over 1day"),
             ),
             // The canary alone is no wave 2: web-1 never skips the stores.
             ("web-1", canary_on.to_vec(), T0 + 9000, w("wave 3 waits for wave 2: 0/3 hosts on ccccccc (needs 2)")),
