@@ -100,6 +100,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 out(format_args!("{line}\n"));
             }
             print_summary(&r.report);
+            agent.flush_notifications(std::time::Duration::from_secs(10));
             Ok(
                 if matches!(
                     r.report.outcome,
