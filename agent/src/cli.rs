@@ -62,6 +62,9 @@ pub enum Command {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write a self-contained HTML page (summary, rollout progress, hosts) to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Lint a fleet-repo checkout (every host by default), for the operators' own CI.
     Validate {
@@ -162,7 +165,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             branch,
             heartbeat,
             json,
-        } => fleet(&cli.config, repo, fleet_repo, branch, heartbeat, json),
+            html,
+        } => fleet(&cli.config, repo, fleet_repo, branch, heartbeat, json, html),
         Command::Validate { dir, host } => validate(dir, host),
         Command::IsConfigured => {
             if crate::config::names_a_repo(&cli.config)? {
@@ -257,6 +261,7 @@ fn fleet(
     branch: Option<String>,
     heartbeat: Option<String>,
     json: bool,
+    html: Option<PathBuf>,
 ) -> Result<i32> {
     use crate::status::fleet::{self, FleetQuery};
     use crate::status::remote::Endpoint;
@@ -302,6 +307,20 @@ fn fleet(
         heartbeat,
     };
     let (head, lines) = fleet::read(&q)?;
+    if let Some(path) = &html {
+        let page = crate::status::page::render(
+            head.as_deref(),
+            &lines,
+            &crate::status::report::now_rfc3339(),
+        );
+        // A bare file name is in the current directory (whose fsync needs a name).
+        let path = match path.parent() {
+            Some(p) if p.as_os_str().is_empty() => std::path::Path::new(".").join(path),
+            _ => path.clone(),
+        };
+        crate::state::write_atomic(&path, page.as_bytes())
+            .with_context(|| format!("--html {}", path.display()))?;
+    }
     if json {
         out(format_args!("{}\n", serde_json::to_string_pretty(&lines)?));
     } else {

@@ -326,7 +326,7 @@ pub fn table(head: Option<&str>, lines: &[HostLine]) -> String {
 }
 
 /// 45s, 12m, 5h, 3d.
-fn short_age(secs: u64) -> String {
+pub(crate) fn short_age(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),
