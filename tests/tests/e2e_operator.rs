@@ -773,7 +773,13 @@ fn deb_journal_catalog_and_node_exporter_textfile_issue_16() -> Result<()> {
     let repo = git.create_repo("fleet.git")?;
     let node = boot(&image, &net, "obs-1")?;
     // The directory Debian's prometheus-node-exporter reads `*.prom` files from.
-    node.exec_ok(&["install", "-d", "-m", "0755", "/var/lib/prometheus/node-exporter"])?;
+    node.exec_ok(&[
+        "install",
+        "-d",
+        "-m",
+        "0755",
+        "/var/lib/prometheus/node-exporter",
+    ])?;
     apt_install(&node, &pkgs.deb)?;
     node.exec_ok(&["test", "-f", "/usr/lib/systemd/catalog/plumb.catalog"])?;
 

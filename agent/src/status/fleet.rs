@@ -115,6 +115,10 @@ const HOSTS_DIR: &str = "hosts";
 /// Connections at once when every host has a status repository of its own.
 pub const PER_HOST_CONNECTIONS: usize = 16;
 
+/// Fetches into one scratch repository before a worker starts a new one (gix opens a repository
+/// with index slots for its packs on disk plus a margin, at least 32).
+const SCRATCH_FETCHES: usize = 24;
+
 /// One status repository per host (`{host}` in its URL; a push then receives only its own
 /// repository's refs, whatever the fleet size): the hosts are the directories under `hosts/` at
 /// the fleet branch's head, and each one's status branch is fetched from its own repository,
@@ -139,18 +143,28 @@ fn read_per_host(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
             let (hosts, next, results) = (&hosts, &next, &results);
             let scratch = dir.path().join(format!("w{w}"));
             handles.push(s.spawn(move || -> Result<()> {
-                let repo = crate::source::repo::open_bare(&scratch, Some(q.status.ssh_command()))?;
-                loop {
+                let open =
+                    || crate::source::repo::open_bare(&scratch, Some(q.status.ssh_command()));
+                let mut repo = open()?;
+                for done in 1.. {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(host) = hosts.get(i) else {
                         return Ok(());
                     };
+                    if done % SCRATCH_FETCHES == 0 {
+                        // Every fetch adds a pack, and gix's object store has a fixed number
+                        // of index slots per opening: start afresh now and then.
+                        drop(repo);
+                        crate::state::reset_dir(&scratch)?;
+                        repo = open()?;
+                    }
                     let r = read_one(&repo, q, host);
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push((host.clone(), r));
                 }
+                Ok(())
             }));
         }
         for h in handles {
