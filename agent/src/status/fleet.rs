@@ -60,7 +60,7 @@ pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
     let repo = crate::source::repo::open_bare(dir.path(), Some(q.status.ssh_command()))?;
     let spec = format!("+refs/heads/{STATUS_PREFIX}*:refs/remotes/origin/{STATUS_PREFIX}*");
     let fleet_ref = format!("refs/heads/{}", q.branch);
-    let fleet_spec = format!("+{fleet_ref}:refs/remotes/fleet/{}", q.branch);
+    let fleet_spec = fleet_ref.clone();
     // One connection when the status branches live in the fleet repository.
     let same = q.status.url == q.fleet.url;
     let specs = if same {
@@ -193,7 +193,8 @@ fn read_one(repo: &gix::Repository, q: &FleetQuery, host: &str) -> Result<Option
         ..q.status.clone()
     };
     let branch = format!("refs/heads/{STATUS_PREFIX}{host}");
-    let spec = format!("+{branch}:refs/remotes/{host}/status");
+    // No destination: the objects are fetched, no local ref is written.
+    let spec = branch.clone();
     let f = remote::fetch(repo, &ep, &[spec], Some(NonZeroU32::MIN))?;
     let Some(id) = find_ref(&f, &branch) else {
         return Ok(None);
