@@ -74,6 +74,30 @@ pub enum Command {
         /// Check only this host.
         #[arg(long)]
         host: Option<String>,
+        /// Host facts for templates: a TOML file shaped like status.toml's [facts] (default:
+        /// this machine's).
+        #[arg(long, value_name = "FILE")]
+        facts: Option<PathBuf>,
+    },
+    /// Print one rendered template of a fleet-repo checkout.
+    Render {
+        /// The template's path in the checkout (roles/web/files/etc/site.conf.tmpl) or the path
+        /// it installs to (/etc/site.conf).
+        path: String,
+        /// The host to render for (default: `host` of the agent config, else this machine's name).
+        #[arg(long)]
+        host: Option<String>,
+        /// The checkout.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Host facts: a TOML file shaped like status.toml's [facts] (default: this machine's).
+        #[arg(long, value_name = "FILE")]
+        facts: Option<PathBuf>,
+    },
+    /// Secrets in Git: encrypt a file to hosts (their SSH host keys), re-encrypt a checkout, decrypt.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
     },
     /// Exit 0 when the agent config names a repo, 1 when it does not (plumb.service's ExecCondition).
     #[command(hide = true)]
@@ -83,6 +107,54 @@ pub enum Command {
     GenerateDocs {
         /// Output directory: DIR/man and DIR/completions are created.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Encrypt IN to hosts (their `age_recipient` from the status branches), the hosts of roles,
+    /// explicit recipients, and fleet.toml's [secrets] admins.
+    Encrypt {
+        /// A host to encrypt to (repeatable).
+        #[arg(long = "host", value_name = "H")]
+        hosts: Vec<String>,
+        /// Every host including this role ("web" or "roles/web"; repeatable).
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+        /// A recipient: `ssh-ed25519 AAAA...`, `ssh-rsa AAAA...` or `age1...` (repeatable).
+        #[arg(long = "recipient", value_name = "R")]
+        recipients: Vec<String>,
+        /// Output file (default: stdout). Name it NAME.age under files/ of a host or role.
+        #[arg(short = 'o', value_name = "OUT")]
+        out: Option<PathBuf>,
+        /// The fleet-repo checkout (fleet.toml, hosts/, roles/).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Repository holding the status branches (default: `[status] repo` of the config).
+        #[arg(long, value_name = "URL")]
+        repo: Option<String>,
+        /// The plaintext file.
+        input: PathBuf,
+    },
+    /// Re-encrypt every .age file of a checkout for its current recipients (a host added to a
+    /// role, a rotated host key); needs an identity that can decrypt them (an admin's).
+    Rekey {
+        /// The fleet-repo checkout.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The key to decrypt with (an SSH private key or an age identity file).
+        #[arg(long, value_name = "KEY")]
+        identity: PathBuf,
+        /// Repository holding the status branches (default: `[status] repo` of the config).
+        #[arg(long, value_name = "URL")]
+        repo: Option<String>,
+    },
+    /// Print a decrypted .age file.
+    Decrypt {
+        /// The key to decrypt with (an SSH private key or an age identity file).
+        #[arg(long, value_name = "KEY")]
+        identity: PathBuf,
+        file: PathBuf,
     },
 }
 
@@ -167,7 +239,58 @@ pub fn run(cli: Cli) -> Result<i32> {
             json,
             html,
         } => fleet(&cli.config, repo, fleet_repo, branch, heartbeat, json, html),
-        Command::Validate { dir, host } => validate(dir, host),
+        Command::Secret { command } => {
+            use crate::secret_cmd as sc;
+            match command {
+                SecretCommand::Encrypt {
+                    hosts,
+                    roles,
+                    recipients,
+                    out,
+                    dir,
+                    repo,
+                    input,
+                } => sc::encrypt(
+                    &sc::Fleet::new(&cli.config, dir, repo)?,
+                    sc::EncryptArgs {
+                        hosts,
+                        roles,
+                        recipients,
+                        out,
+                        input,
+                    },
+                )?,
+                SecretCommand::Rekey {
+                    dir,
+                    identity,
+                    repo,
+                } => sc::rekey(&sc::Fleet::new(&cli.config, dir, repo)?, &identity)?,
+                SecretCommand::Decrypt { identity, file } => sc::decrypt(&identity, &file)?,
+            }
+            Ok(0)
+        }
+        Command::Validate { dir, host, facts } => {
+            validate(dir, host, crate::render::facts(facts.as_deref())?)
+        }
+        Command::Render {
+            path,
+            host,
+            dir,
+            facts,
+        } => {
+            let facts = crate::render::facts(facts.as_deref())?;
+            let host = host.unwrap_or_else(|| crate::render::default_host(&cli.config, &facts));
+            let text = crate::render::render(&dir, &host, &path, &facts)?;
+            use std::io::Write;
+            let mut o = std::io::stdout().lock();
+            if let Err(e) = o.write_all(&text).and_then(|()| o.flush()) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    std::process::exit(141);
+                }
+                bail!("writing to stdout: {e}");
+            }
+            Ok(0)
+        }
         Command::IsConfigured => {
             if crate::config::names_a_repo(&cli.config)? {
                 Ok(0)
@@ -329,7 +452,7 @@ fn fleet(
     Ok(0)
 }
 
-fn validate(dir: PathBuf, host: Option<String>) -> Result<i32> {
+fn validate(dir: PathBuf, host: Option<String>, facts: crate::spec::facts::Facts) -> Result<i32> {
     let tree = DirTree { root: dir.clone() };
     let hosts: Vec<String> = match host {
         Some(h) => vec![h],
@@ -359,7 +482,16 @@ fn validate(dir: PathBuf, host: Option<String>) -> Result<i32> {
             errors += 1;
             continue;
         }
-        match crate::spec::load(&tree, &format!("hosts/{h}"), &limits) {
+        let inputs = crate::spec::Inputs {
+            host: h,
+            facts: &facts,
+            cache: None,
+            keys: None,
+        };
+        let guard = crate::spec::guard::Guard::packaged();
+        let loaded = crate::spec::load_with(&tree, &format!("hosts/{h}"), &limits, inputs)
+            .and_then(|d| crate::spec::guard::check(&d, &guard).map(|()| d));
+        match loaded {
             Ok(d) => out(format_args!(
                 "hosts/{h}: ok ({} files, {} units, {} containers, {} packages)\n",
                 d.files.len(),

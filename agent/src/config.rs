@@ -27,6 +27,8 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    secrets: RawSecrets,
+    #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
     notify: RawNotify,
@@ -45,6 +47,15 @@ struct RawNotify {
     token_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
 }
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    identity: Option<PathBuf>,
+}
+
+/// The host key `.age` files are decrypted with, unless `[secrets] identity` names another.
+pub const DEFAULT_IDENTITY: &str = "/etc/ssh/ssh_host_ed25519_key";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +87,7 @@ struct RawLimits {
     max_files: Option<u64>,
     max_depth: Option<u64>,
     max_includes: Option<u64>,
+    max_rendered_size: Option<u64>,
 }
 
 /// What the agent does with the differences it finds.
@@ -113,6 +125,8 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most distinct roles one host may include (directly or through other roles).
     pub max_includes: usize,
+    /// Largest output one template may render.
+    pub max_rendered_size: u64,
 }
 
 impl Default for Limits {
@@ -123,6 +137,7 @@ impl Default for Limits {
             max_files: 20_000,
             max_depth: 32,
             max_includes: 128,
+            max_rendered_size: 4 << 20,
         }
     }
 }
@@ -143,6 +158,7 @@ pub mod ranges {
     pub const MAX_FILES: (u64, u64) = (1, 1_000_000);
     pub const MAX_DEPTH: (u64, u64) = (1, 256);
     pub const MAX_INCLUDES: (u64, u64) = (1, 10_000);
+    pub const MAX_RENDERED_SIZE: (u64, u64) = (1, 1 << 30);
 }
 
 /// Where the metrics go after every pass (`[metrics] textfile`).
@@ -188,6 +204,8 @@ pub struct Settings {
     pub ssh_key: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub limits: Limits,
+    /// `[secrets] identity`: the key `.age` files are decrypted with (section 10).
+    pub identity: PathBuf,
     pub metrics: MetricsTarget,
     pub notify: Option<NotifySettings>,
 }
@@ -244,7 +262,15 @@ impl Settings {
                 .with_context(|| at("interval"))?;
         let root = raw.root.unwrap_or_else(|| "/".into());
         let state_dir = raw.state_dir.unwrap_or_else(|| "/var/lib/plumb".into());
-        for (key, p) in [("root", &root), ("state_dir", &state_dir)] {
+        let identity = raw
+            .secrets
+            .identity
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_IDENTITY));
+        for (key, p) in [
+            ("root", &root),
+            ("state_dir", &state_dir),
+            ("secrets.identity", &identity),
+        ] {
             if !p.is_absolute() {
                 bail!(
                     "{}: `{key}` = {} must be an absolute path",
@@ -315,6 +341,12 @@ impl Settings {
                 ranges::MAX_INCLUDES,
                 "limits.max_includes",
             )? as usize,
+            max_rendered_size: count(
+                l.max_rendered_size,
+                d.max_rendered_size,
+                ranges::MAX_RENDERED_SIZE,
+                "limits.max_rendered_size",
+            )?,
         };
         let metrics = match raw.metrics.textfile {
             Some(p) if p.as_os_str().is_empty() => MetricsTarget::Off,
@@ -360,6 +392,7 @@ impl Settings {
             ssh_key: raw.auth.ssh_key,
             token_file: raw.auth.token_file,
             limits,
+            identity,
             metrics,
             notify,
         })

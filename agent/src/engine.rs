@@ -171,6 +171,12 @@ pub struct Agent {
     fetch_backoff: FetchBackoff,
     /// The last fetch error, repeated in the report while the fetch is held back.
     fetch_error: String,
+    /// This pass's host facts (read once per pass, before load).
+    facts: spec::facts::Facts,
+    /// Rendered templates, kept across passes and saved in state_dir (`None` until first used).
+    render_cache: std::sync::Mutex<Option<spec::RenderCache>>,
+    /// This pass's identity for `.age` files and the hash key of secrets (read once per pass).
+    keys: Option<spec::Keys>,
     /// `[notify] webhook`: changes of outcome posted off the pass.
     notifier: Option<crate::notify::Notifier>,
 }
@@ -188,6 +194,9 @@ impl Agent {
             stop: Default::default(),
             fetch_backoff: FetchBackoff::default(),
             fetch_error: String::new(),
+            facts: Default::default(),
+            render_cache: Default::default(),
+            keys: None,
             notifier: match &settings_notify {
                 Some(n) => Some(crate::notify::Notifier::start(n.clone())?),
                 None => None,
@@ -273,6 +282,10 @@ impl Agent {
             changes: 0,
             dry_run: opts.dry_run,
         };
+        // Every pass: a rotated host key shows in the report (and decrypts) at once.
+        let keys = crate::host::secrets::read_keys(&self.settings.identity, self.state_dir.path())?;
+        draft.report.age_recipient = keys.identity.as_ref().ok().map(|i| i.recipient.clone());
+        self.keys = Some(keys);
         let Some(fetched) = self.fetch_phase(opts, &mut draft)? else {
             return Ok(draft.finish(vec![]));
         };
@@ -281,6 +294,8 @@ impl Agent {
             self.suspended(&mut draft);
             return Ok(draft.finish(vec![]));
         }
+        self.facts = crate::host::facts::read(&self.settings.root);
+        draft.report.facts = Some(self.facts.clone());
         let Some((target, desired)) = self.verify_and_load(fetched, &state, opts, &mut draft)
         else {
             return Ok(draft.finish(vec![]));
@@ -414,7 +429,7 @@ impl Agent {
             }
             let outcomes = if kind == resource::KindId::Services && !host.is_system_root() {
                 // Another root (an image build): the D-Bus systemd is the host's; drive none of it.
-                crate::offline::files_only(&host.fs, desired, detect)
+                crate::offline::files_only(&host.fs, desired, detect, &mut apply)?
             } else {
                 kind.converge(host, desired, &ctx, detect, &mut apply)?
             };
@@ -518,6 +533,8 @@ impl Agent {
             checked_at: now_rfc3339(),
             message: String::new(),
             reason: None,
+            age_recipient: None,
+            facts: None,
             resources: vec![],
         }
     }

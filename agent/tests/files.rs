@@ -480,6 +480,37 @@ fn validate_a_checkout() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// Issue 12: `plumb validate` refuses in CI what the host would refuse as self-protection (checked
+/// against the packaged paths), not only what fails to parse.
+#[test]
+fn validate_runs_the_self_protection_guard() {
+    let f = base_fleet();
+    f.write("hosts/h2/files/etc/plumb/deploy_key", "not a key\n");
+    f.write(
+        "hosts/h3/units/plumb.service.d/off.conf",
+        "[Service]\nExecStart=\n",
+    );
+    let out = std::process::Command::new(PLUMB)
+        .arg("validate")
+        .arg(f.work())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("hosts/h1: ok"), "{text}");
+    for h in ["h2", "h3"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("hosts/{h}:")))
+            .unwrap_or_default();
+        assert!(
+            line.contains("error") && line.contains("cut plumb off"),
+            "{h}: {text}"
+        );
+    }
+    assert!(text.contains("/etc/plumb/deploy_key"), "{text}");
+}
+
 /// SIGKILL while writing many files: no managed path is ever torn, and the next pass converges.
 #[test]
 fn killed_pass_leaves_no_torn_file() {

@@ -114,6 +114,8 @@ fn twenty_host_fleet() -> (common::Fleet, String) {
                 checked_at: ago(age),
                 message: message.into(),
                 reason,
+                age_recipient: None,
+                facts: None,
                 resources: vec![],
             },
         );

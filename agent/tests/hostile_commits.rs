@@ -442,7 +442,7 @@ fn cases() -> Vec<(&'static str, Act)> {
             let c = e.signed("many");
             rejected(
                 &c,
-                "27 files exceed the limit of 20 (limits.max_files in agent.toml)",
+                "more than 20 files for this host (limits.max_files in agent.toml)",
             )
             .code("size-limit")
         }),
@@ -1062,6 +1062,20 @@ fn zero_blob(w: &Path, size: u64) -> String {
     m.trim().strip_prefix(":1 ").unwrap().to_string()
 }
 
+/// Runs `cmd` with `input` on its stdin; its stdout, trimmed.
+fn run_with_input(cmd: &mut std::process::Command, input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", out.status);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// `plumb apply`: its exit code and its peak RSS in KiB, with the git it runs. A small python3
 /// process forks it and reads RUSAGE_CHILDREN: a child spawned straight from this test process
 /// (vfork + exec) would inherit the test process's own peak (hundreds of MB while other tests
@@ -1111,7 +1125,12 @@ fn commit_blob(e: &Env, path: &str, oid: &str, key: Option<&Key>) -> String {
         "--cacheinfo",
         &format!("100644,{oid},{path}"),
     ]));
-    let mut c = git(w);
+    commit_index(e, key)
+}
+
+/// Commits the fleet work tree's index as it is (signed with `key`, if any) and pushes it.
+fn commit_index(e: &Env, key: Option<&Key>) -> String {
+    let mut c = git(&e.fleet.work);
     if let Some(k) = key {
         c.arg("-c")
             .arg("gpg.format=ssh")
@@ -1199,6 +1218,64 @@ fn huge_blob_in_an_unsigned_commit_is_rejected_before_it_is_read() {
         "rejected",
         &format!("rejected {}: commit {c} is not signed", short(&c)),
     );
+}
+
+/// Issue 13: a template that doubles a string in a loop (a few bytes in Git) is stopped by its
+/// fuel, which counts the bytes it makes, before it holds much memory.
+#[test]
+fn template_doubling_a_string_is_rejected_in_bounded_memory() {
+    let (e, _daemon) = memory_env();
+    e.fleet.write(
+        "hosts/h1/files/etc/bomb.tmpl",
+        "{% set ns = namespace(s=\"x\") %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s[:3] }}\n",
+    );
+    let c = e.signed("bomb");
+    check_huge(
+        &e,
+        &c,
+        1,
+        "rejected",
+        "hosts/h1/files/etc/bomb.tmpl:1: ran out of fuel",
+    );
+    let r = e.host.report().unwrap();
+    assert_eq!(r.reason.map(|c| c.as_str()), Some("template-error"));
+}
+
+/// Issue 12: a commit with 100,000 (tiny) files under this host's directory, with the default
+/// limits. It was rejected, but only after every entry was read (66 MB peak, release build); the
+/// walk now stops at the entry over `max_files`.
+#[test]
+fn hundred_thousand_files_are_rejected_in_bounded_memory() {
+    let (e, daemon) = memory_env();
+    let signers = e.signers.display().to_string();
+    e.host.configure(
+        &daemon.url("fleet.git"),
+        &format!("[trust]\nallowed_signers = {signers:?}\n"),
+    );
+    let w = &e.fleet.work;
+    let blob = run_with_input(git(w).args(["hash-object", "-w", "--stdin"]), b"x\n");
+    let index: String = (0..100_000)
+        .map(|i| {
+            format!(
+                "100644 {blob}\thosts/h1/files/var/many/{:03}/{i:06}\n",
+                i / 1000
+            )
+        })
+        .collect();
+    run_with_input(
+        git(w).args(["update-index", "--index-info"]),
+        index.as_bytes(),
+    );
+    let c = commit_index(&e, Some(&e.good));
+    check_huge(
+        &e,
+        &c,
+        1,
+        "rejected",
+        "more than 20000 files for this host (limits.max_files in agent.toml)",
+    );
+    let r = e.host.report().unwrap();
+    assert_eq!(r.reason.map(|c| c.as_str()), Some("size-limit"));
 }
 
 /// Issue 12: 7 roles each including the next 20 times used to expand 20^7 times (minutes at
@@ -1317,6 +1394,53 @@ fn units_under_another_root_are_files_only() {
         .root
         .join("etc/systemd/system/multi-user.target.wants")
         .exists());
+    assert_eq!(e.host.converge().outcome.as_str(), "converged");
+
+    // A drop-in comes and goes; then the unit and the container leave Git: their files are
+    // removed as on a live host (issue 12), and what plumb did not write stays.
+    let sys = e.host.root.join("etc/systemd/system");
+    e.fleet.write(
+        "hosts/h1/units/plumb-test-image.service.d/env.conf",
+        "[Service]\nEnvironment=A=1\n",
+    );
+    e.signed("drop-in");
+    assert_eq!(e.host.converge().outcome.as_str(), "changed");
+    assert!(sys.join("plumb-test-image.service.d/env.conf").is_file());
+    e.fleet
+        .remove("hosts/h1/units/plumb-test-image.service.d/env.conf");
+    e.signed("drop-in gone");
+    assert_eq!(e.host.converge().outcome.as_str(), "changed");
+    assert!(!sys.join("plumb-test-image.service.d").exists());
+    assert!(sys.join("plumb-test-image.service").is_file());
+
+    std::fs::write(sys.join("not-plumbs.service"), "[Service]\n").unwrap();
+    e.fleet.remove("hosts/h1/units/plumb-test-image.service");
+    e.fleet.remove("hosts/h1/containers/web.container");
+    e.signed("units gone");
+    let plan = e.host.plumb(&["plan"]).output().unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("would remove plumb-test-image.service")
+            && text.contains("would remove web.container"),
+        "{text}"
+    );
+    let r = e.host.converge();
+    assert_eq!(r.outcome.as_str(), "changed", "{}", r.message);
+    let pruned: Vec<&str> = r
+        .resources
+        .iter()
+        .filter(|x| x.state == plumb::status::report::ResourceState::Pruned)
+        .map(|x| x.name.as_str())
+        .collect();
+    assert_eq!(pruned, ["plumb-test-image.service", "web.container"]);
+    assert!(!sys.join("plumb-test-image.service").exists());
+    assert!(!e
+        .host
+        .root
+        .join("etc/containers/systemd/web.container")
+        .exists());
+    assert!(sys.join("not-plumbs.service").is_file());
     assert_eq!(e.host.converge().outcome.as_str(), "converged");
 }
 

@@ -736,6 +736,8 @@ fn a_hanging_server_is_given_up_after_the_push_timeout() {
         checked_at: "2026-11-26T10:00:00Z".into(),
         message: String::new(),
         reason: None,
+        age_recipient: None,
+        facts: None,
         resources: vec![],
     };
     let start = Instant::now();

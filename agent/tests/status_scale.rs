@@ -133,6 +133,8 @@ fn report(host: &str, n: u64) -> Report {
         checked_at: "2026-11-26T10:00:00Z".into(),
         message: String::new(),
         reason: None,
+        age_recipient: None,
+        facts: None,
         resources: vec![],
     }
 }

@@ -118,6 +118,36 @@ pub fn create_fleet(
     Ok(())
 }
 
+/// The template of file `i`: renders to `file_content(i)` with the vars of `TEMPLATED_VARS`.
+pub fn file_template(i: usize) -> String {
+    format!(
+        "# managed by the benchmark, file {i}\nname = \"{{{{ vars.prefix }}}}{i}\"\nvalue = {{{{ {i} * vars.step }}}}\n"
+    )
+}
+
+pub const TEMPLATED_VARS: &str = "[vars]\nprefix = \"file\"\nstep = 7\n";
+
+/// `fleet-tmpl.git` under `base`: the same `files` files for host `bench`, each a template
+/// (`NAME.tmpl`) rendering to the same content.
+pub fn create_templated_fleet(base: &Path, files: usize) -> Result<()> {
+    let work = base.join("work-tmpl");
+    git(
+        base,
+        &["init", "-q", "--bare", "-b", "main", "fleet-tmpl.git"],
+    )?;
+    git(base, &["init", "-q", "-b", "main", "work-tmpl"])?;
+    for i in 0..files {
+        let p = work.join(format!("hosts/{HOST}/files/{}.tmpl", file_path(i)));
+        std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+        std::fs::write(&p, file_template(i)).with_context(|| format!("writing {}", p.display()))?;
+    }
+    std::fs::write(work.join(format!("hosts/{HOST}/host.toml")), TEMPLATED_VARS)?;
+    git(&work, &["add", "-A"])?;
+    git(&work, &["commit", "-q", "-m", "bench fleet, templated"])?;
+    git(&work, &["push", "-q", "../fleet-tmpl.git", "HEAD:main"])?;
+    Ok(())
+}
+
 /// The ansible playbook: the same files, with the copy module, under `{{ root }}`.
 fn playbook(n: usize) -> String {
     let mut y = String::from(

@@ -112,6 +112,7 @@ fn run(args: &Args) -> Result<()> {
         args.files, args.branches
     );
     fixture::create_fleet(&served, args.files, ansible_files, args.branches)?;
+    fixture::create_templated_fleet(&served, args.files)?;
     let daemon = fixture::GitDaemon::start(&served)?;
     let proxy = proxy::Proxy::start(daemon.addr)?;
     // Hosts push their status to a separate repository with 10 other hosts' branches.
@@ -127,6 +128,13 @@ fn run(args: &Args) -> Result<()> {
     eprintln!("plumb: no-op pass x{}", args.runs);
     r.noop = Some(plumb::noop_pass(&plumb, &proxy, &host, args.runs)?);
     r.first = Some(first);
+    eprintln!(
+        "plumb: no-op pass, {} plain vs templated files, x{} each",
+        args.files, args.runs
+    );
+    r.templated = Some(plumb::templated_noop(
+        &plumb, &proxy, &dir, args.files, args.runs, &status,
+    )?);
     eprintln!("plumb run: {} passes, sampling idle RSS", args.passes);
     r.idle = Some(plumb::idle_rss(
         &plumb,

@@ -160,6 +160,47 @@ pub fn noop_pass(plumb: &Path, proxy: &Proxy, host: &Host, runs: usize) -> Resul
     Ok(f)
 }
 
+/// No-op passes of two converged hosts, one with plain files and one with the same files as
+/// templates, taken in turn (so both see the same machine load): (plain, templated).
+pub fn templated_noop(
+    plumb: &Path,
+    proxy: &Proxy,
+    work: &Path,
+    files: usize,
+    runs: usize,
+    status: &StatusTo,
+) -> Result<(ApplyFigures, ApplyFigures)> {
+    let plain = Host::new(
+        &work.join("plumb-plain"),
+        &proxy.url("fleet.git"),
+        "1h",
+        status,
+    )?;
+    let tmpl = Host::new(
+        &work.join("plumb-tmpl"),
+        &proxy.url("fleet-tmpl.git"),
+        "1h",
+        status,
+    )?;
+    for h in [&plain, &tmpl] {
+        h.apply(plumb)?; // first apply
+        check_files(&h.root(), files)?;
+        h.apply(plumb)?; // warm: the render cache and the page cache
+    }
+    let (mut a, mut b) = (ApplyFigures::new(), ApplyFigures::new());
+    for _ in 0..runs {
+        for (h, f) in [(&plain, &mut a), (&tmpl, &mut b)] {
+            proxy.take()?;
+            let r = h.apply(plumb)?;
+            if !r.stderr.contains("converged") {
+                bail!("a no-op pass did not say converged: {}", r.stderr);
+            }
+            f.add(&r, &proxy.take()?);
+        }
+    }
+    Ok((a, b))
+}
+
 pub struct IdleFigures {
     /// VmRSS in the idle window after each pass (MiB; the window's median per pass).
     pub idle_after_pass_mib: Vec<f64>,

@@ -22,6 +22,8 @@ pub struct Report {
     pub command: String,
     pub first: Option<ApplyFigures>,
     pub noop: Option<ApplyFigures>,
+    /// No-op passes taken in turn: plain files, the same files as templates.
+    pub templated: Option<(ApplyFigures, ApplyFigures)>,
     pub idle: Option<IdleFigures>,
     pub git_polls: Option<GitPolls>,
     pub pushes: Vec<PushFigures>,
@@ -65,6 +67,7 @@ impl Report {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             first: None,
             noop: None,
+            templated: None,
             idle: None,
             git_polls: None,
             pushes: vec![],
@@ -192,6 +195,28 @@ impl Report {
                 s,
                 "| no-op pass: peak RSS | {} MiB | | |",
                 f.max_rss_mib.show(2)
+            )?;
+        }
+        if let Some((plain, tmpl)) = &self.templated {
+            let ratio = tmpl.wall_ms.median() / plain.wall_ms.median();
+            writeln!(
+                s,
+                "| no-op pass, {n} plain files (taken in turn with the next row): wall, CPU | {} ms, CPU {} ms | | |",
+                plain.wall_ms.show(1),
+                plain.cpu_ms.show(1)
+            )?;
+            row(
+                &mut s,
+                &format!("no-op pass, {n} templated files: wall (x plain)"),
+                &format!("{} ms ({ratio:.2}x)", tmpl.wall_ms.show(1)),
+                "<= 2x plain",
+                ratio <= 2.0,
+            )?;
+            writeln!(
+                s,
+                "| no-op pass, {n} templated files: CPU (user+sys), peak RSS | {} ms, {} MiB | | |",
+                tmpl.cpu_ms.show(1),
+                tmpl.max_rss_mib.show(2)
             )?;
         }
         if let Some(f) = &self.first {

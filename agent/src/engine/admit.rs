@@ -13,6 +13,9 @@ use crate::status::report::{Outcome, Report};
 use anyhow::{Context, Result};
 use gix::ObjectId;
 
+/// The render cache in state_dir (spec::template).
+const RENDER_CACHE: &str = "render-cache";
+
 /// Why the fetched commit is not applied: the outcome to report, a stable reason, and a message
 /// naming the commit.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +102,28 @@ impl Agent {
             })
     }
 
+    /// The spec of the tree for this host, its templates rendered through the render cache
+    /// (loaded from state_dir the first time, saved after each load that changed it).
+    fn load_tree(
+        &self,
+        tree: &dyn spec::tree::FleetTree,
+    ) -> std::result::Result<Desired, SpecError> {
+        let mut slot = self.render_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.state_dir.path().join(RENDER_CACHE);
+        let cache = slot.get_or_insert_with(|| spec::RenderCache::load(&path));
+        let inputs = spec::Inputs {
+            host: &self.settings.host,
+            facts: &self.facts,
+            cache: Some(cache),
+            keys: self.keys.as_ref(),
+        };
+        let desired = spec::load_with(tree, &self.settings.path, &self.settings.limits, inputs);
+        if let Err(e) = cache.save(&path) {
+            tracing::warn!("could not save the render cache: {e:#}");
+        }
+        desired
+    }
+
     /// Reads the host's desired state at `commit`; the error says why the commit is unusable.
     /// Unit and Quadlet files it would change are validated here, before anything is installed.
     pub(super) fn load(&self, commit: ObjectId) -> std::result::Result<Desired, SpecError> {
@@ -106,7 +131,7 @@ impl Agent {
             .repo
             .tree(commit)
             .map_err(|e| SpecError::invalid(format!("{e:#}")))?;
-        let desired = spec::load(&tree, &self.settings.path, &self.settings.limits)?;
+        let desired = self.load_tree(&tree)?;
         spec::guard::check(&desired, &spec::guard::Guard::of(&self.settings))?;
         if desired.files.values().any(|f| f.validate.is_some()) {
             // Validators not installed yet (their package comes with this commit) run again

@@ -3,12 +3,14 @@
 
 pub mod bus;
 pub mod command;
+pub mod facts;
 pub mod fs;
 pub mod packagekit;
 pub mod packages;
 pub mod pkg_cleanup;
 pub mod pkgcmd;
 pub mod runtime;
+pub mod secrets;
 pub mod service_hold;
 pub mod systemd;
 pub mod unit_dirs;

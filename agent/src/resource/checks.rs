@@ -173,6 +173,7 @@ mod tests {
             group: "root".into(),
             origin: "hosts/h/files/etc/app.conf".into(),
             validate: Some(validate.iter().map(|s| s.to_string()).collect()),
+            secret: None,
         }
     }
 

@@ -643,6 +643,9 @@ pub fn diff(spec: &FileSpec, observed: &Observed) -> Option<String> {
     };
     // Either side may be the secret: Git's new content, or what the host has now.
     let host_secret = matches!(observed, Observed::File { meta, .. } if meta.mode & 0o004 == 0);
+    if spec.secret.is_some() {
+        return Some("(secret: content hidden)".into());
+    }
     if spec.is_secret() || host_secret {
         return Some("(content not shown: the file is not world-readable)".into());
     }
@@ -680,6 +683,7 @@ mod tests {
             group: "root".into(),
             origin: "hosts/h/files/x".into(),
             validate: None,
+            secret: None,
         }
     }
 
@@ -721,25 +725,17 @@ mod tests {
         .unwrap();
         std::fs::write(t.path().join("etc/group"), "root:x:0:\napp:x:1235:\n").unwrap();
         let fs = HostFs::open(t.path()).unwrap();
-        let unnamed = FileSpec {
-            owner: String::new(),
-            group: String::new(),
-            ..spec("x", 0o644)
-        };
-        let named = FileSpec {
-            owner: "app".into(),
-            group: "app".into(),
-            ..spec("x", 0o644)
-        };
+        let mut unnamed = spec("x", 0o644);
+        (unnamed.owner, unnamed.group) = (String::new(), String::new());
+        let mut named = spec("x", 0o644);
+        (named.owner, named.group) = ("app".into(), "app".into());
         let me = Some((1000, 1001));
         assert_eq!(ids(&fs, &unnamed, None).unwrap(), (0, 0));
         assert_eq!(ids(&fs, &unnamed, me).unwrap(), (1000, 1001));
         assert_eq!(ids(&fs, &named, me).unwrap(), (1234, 1235));
         assert_eq!(ids(&fs, &named, None).unwrap(), (1234, 1235));
-        let half = FileSpec {
-            group: String::new(),
-            ..named
-        };
+        let mut half = named.clone();
+        half.group = String::new();
         assert_eq!(ids(&fs, &half, me).unwrap(), (1234, 1001));
     }
 
@@ -856,5 +852,10 @@ mod tests {
         // Git says world-readable, but the host's current file is a secret: not shown either.
         let s = diff(&spec("public\n", 0o644), &file("hunter2\n", 0o600)).unwrap();
         assert!(!s.contains("hunter2"), "{s}");
+        // Issue 14: a secret from Git is hidden whatever its mode says.
+        let mut secret = spec("hunter2\n", 0o644);
+        secret.secret = Some([1; 32]);
+        let s = diff(&secret, &file("old\n", 0o644)).unwrap();
+        assert_eq!(s, "(secret: content hidden)");
     }
 }

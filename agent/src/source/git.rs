@@ -1,7 +1,7 @@
 //! The fleet repository: a bare, shallow clone under `state_dir`, fetched one branch at a time.
 
 use super::probe;
-use crate::spec::tree::{FleetTree, Node};
+use crate::spec::tree::{Budget, FleetTree, Node};
 use anyhow::{anyhow, bail, Context, Result};
 use gix::bstr::ByteSlice;
 use gix::remote::Direction;
@@ -509,14 +509,15 @@ pub struct CommitTree {
 }
 
 impl CommitTree {
-    /// The content of blob `oid` at `rel`, its size checked in the object's header first, so a
-    /// blob over `limit` is never read.
+    /// The content of blob `oid` at `rel`, its size checked in the object's header (against
+    /// `limit` and what is left of `budget`) first, so a blob over either is never read.
     fn read_blob(
         &self,
         oid: ObjectId,
         rel: &str,
         limit: u64,
         key: &'static str,
+        budget: Option<&mut Budget>,
     ) -> Result<Vec<u8>> {
         let size = self
             .repo
@@ -531,6 +532,9 @@ impl CommitTree {
                 key,
             });
         }
+        if let Some(b) = budget {
+            b.take_file(rel, size)?;
+        }
         Ok(self.repo.find_blob(oid)?.take_data())
     }
 
@@ -539,7 +543,7 @@ impl CommitTree {
     fn walk_tree(
         &self,
         id: ObjectId,
-        max_depth: usize,
+        budget: &mut Budget,
         out: &mut Vec<(String, Node)>,
     ) -> Result<()> {
         // Trees still to list: (tree id, path prefix, depth of its entries).
@@ -566,12 +570,14 @@ impl CommitTree {
                 let mode = entry.mode();
                 let oid = entry.object_id();
                 if mode.is_tree() {
+                    budget.take_dir(&rel)?;
                     out.push((rel.clone(), Node::Dir));
-                    if depth <= max_depth {
+                    if depth <= budget.max_depth() {
                         subtrees.push((oid, rel, depth + 1));
                     }
                 } else if mode.is_link() {
-                    let data = self.read_blob(oid, &rel, MAX_LINK_TARGET, "PATH_MAX")?;
+                    let data =
+                        self.read_blob(oid, &rel, MAX_LINK_TARGET, "PATH_MAX", Some(budget))?;
                     let target = String::from_utf8(data)
                         .map_err(|_| anyhow!("{rel}: symlink target is not UTF-8"))?;
                     out.push((rel, Node::Symlink { target }));
@@ -584,7 +590,7 @@ impl CommitTree {
                     } else {
                         (self.max_file_size, "limits.max_file_size")
                     };
-                    let data = self.read_blob(oid, &rel, limit, key)?;
+                    let data = self.read_blob(oid, &rel, limit, key, Some(budget))?;
                     out.push((
                         rel,
                         Node::File {
@@ -603,7 +609,7 @@ impl CommitTree {
 }
 
 impl FleetTree for CommitTree {
-    fn walk(&self, dir: &str, max_depth: usize) -> Result<Option<Vec<(String, Node)>>> {
+    fn walk(&self, dir: &str, budget: &mut Budget) -> Result<Option<Vec<(String, Node)>>> {
         let root = self.repo.find_tree(self.tree)?;
         let Some(entry) = root.lookup_entry_by_path(dir)? else {
             return Ok(None);
@@ -612,12 +618,25 @@ impl FleetTree for CommitTree {
             return Ok(None);
         }
         let mut out = Vec::new();
-        self.walk_tree(entry.object_id(), max_depth, &mut out)?;
+        self.walk_tree(entry.object_id(), budget, &mut out)?;
         Ok(Some(out))
     }
 
     fn describe(&self) -> String {
         format!("commit {}", self.commit)
+    }
+
+    fn read(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let root = self.repo.find_tree(self.tree)?;
+        let Some(entry) = root.lookup_entry_by_path(path)? else {
+            return Ok(None);
+        };
+        if !entry.mode().is_blob() || entry.mode().is_link() {
+            return Ok(None);
+        }
+        let limit = max.min(self.max_file_size);
+        self.read_blob(entry.object_id(), path, limit, "limits.max_file_size", None)
+            .map(Some)
     }
 }
 

@@ -28,12 +28,31 @@ impl Guard {
             config: abs(&s.source_file),
             state_dir: s.state_dir.clone(),
             allowed_signers: s.allowed_signers.as_deref().map(abs),
-            secrets: [&s.ssh_key, &s.token_file]
+            secrets: [&s.ssh_key, &s.token_file, &Some(s.identity.clone())]
                 .into_iter()
                 .flatten()
                 .map(|p| abs(p))
                 .collect(),
             exe: std::env::current_exe().ok(),
+        }
+    }
+}
+
+impl Guard {
+    /// The paths of the packaged install (`.deb`/`.rpm` defaults and the documented agent.toml):
+    /// what `plumb validate` checks a checkout against on a CI machine that is not the host.
+    pub fn packaged() -> Guard {
+        Guard {
+            root: "/".into(),
+            config: crate::config::DEFAULT_CONFIG.into(),
+            state_dir: "/var/lib/plumb".into(),
+            allowed_signers: Some("/etc/plumb/allowed_signers".into()),
+            secrets: vec![
+                "/etc/plumb/deploy_key".into(),
+                "/etc/plumb/token".into(),
+                crate::config::DEFAULT_IDENTITY.into(),
+            ],
+            exe: Some("/usr/bin/plumb".into()),
         }
     }
 }
@@ -89,7 +108,7 @@ pub fn check(d: &Desired, g: &Guard) -> Result<(), SpecError> {
         }
         if g.secrets.contains(&host) {
             return Err(refuse(format!(
-                "{at}: {path} is plumb's credential (auth.ssh_key or auth.token_file)"
+                "{at}: {path} is plumb's credential (auth.ssh_key, auth.token_file or secrets.identity)"
             )));
         }
         if host == g.config {

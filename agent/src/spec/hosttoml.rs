@@ -18,6 +18,9 @@ pub struct HostToml {
     pub containers: BTreeMap<String, RawContainer>,
     #[serde(default)]
     pub health: Vec<RawHealth>,
+    /// Variables for templates, merged deeply across fleet.toml, roles and the host.
+    #[serde(default)]
+    pub vars: toml::Table,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -37,6 +40,8 @@ pub struct RawFile {
     pub group: Option<String>,
     /// argv run on the staged file (`%s`) before it is put in place.
     pub validate: Option<Vec<String>>,
+    /// `false`: a name ending in `.tmpl` is a literal file, not a template.
+    pub template: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

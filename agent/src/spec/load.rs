@@ -1,7 +1,11 @@
 //! Reads a host directory and the roles it includes into one `Desired`.
 
+use super::facts::Facts;
+use super::fleet::{Assign, FleetToml, FLEET_TOML};
 use super::hosttoml::{HostToml, RawFile, RawUnit};
-use super::tree::{FleetTree, Node};
+use super::secret::{self, Keys};
+use super::template::{merge_vars, Context, RenderCache, Renderer, SUFFIX};
+use super::tree::{Budget, FleetTree, Node};
 use super::*;
 use crate::config::{parse_duration_in, ranges, Limits};
 use crate::reason::Reason;
@@ -33,6 +37,8 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 const MAX_HEALTH_CHECKS: usize = 100;
 const MAX_HEALTH_WAIT: Duration = Duration::from_secs(2 * 3600);
 const MAX_PACKAGES: usize = 10_000;
+/// fleet.toml is settings, like host.toml (which may be at least this large).
+const MAX_FLEET_TOML: u64 = 1 << 20;
 
 type Result<T> = std::result::Result<T, SpecError>;
 
@@ -40,13 +46,99 @@ fn err<T>(msg: impl Into<String>) -> Result<T> {
     Err(SpecError::invalid(msg.into()))
 }
 
-/// Loads `host_dir` (e.g. "hosts/web-01") from `tree`. Every problem is a `SpecError` naming the
-/// repo file and what to do; nothing here touches the host.
+/// What loading needs besides the tree: who the host is, its facts, and the render cache.
+pub struct Inputs<'a> {
+    /// The host name: fleet.toml patterns match it, templates see it as `host`.
+    pub host: &'a str,
+    pub facts: &'a Facts,
+    pub cache: Option<&'a mut RenderCache>,
+    /// This host's identity for `.age` files (section 10). `None`: no decrypting (`plumb
+    /// validate` off the host): `.age` files are checked for their format only, and templates
+    /// see a placeholder for every secret.
+    pub keys: Option<&'a Keys>,
+}
+
+/// Loads `host_dir` (e.g. "hosts/web-01") from `tree`, for the host named by its last component,
+/// without facts. Every problem is a `SpecError` naming the repo file and what to do; nothing
+/// here touches the host.
 pub fn load(tree: &dyn FleetTree, host_dir: &str, limits: &Limits) -> Result<Desired> {
-    let mut b = Builder::default();
+    let host = host_dir.rsplit('/').next().unwrap_or(host_dir);
+    let facts = Facts::default();
+    load_with(
+        tree,
+        host_dir,
+        limits,
+        Inputs {
+            host,
+            facts: &facts,
+            cache: None,
+            keys: None,
+        },
+    )
+}
+
+/// Loads the host: the fleet.toml `[[assign]]` entries matching its name (in file order), then
+/// its own directory `host_dir` (optional when an entry matched), then renders its templates.
+pub fn load_with(
+    tree: &dyn FleetTree,
+    host_dir: &str,
+    limits: &Limits,
+    mut inputs: Inputs,
+) -> Result<Desired> {
+    let mut b = build(tree, host_dir, limits, inputs.host)?;
+    b.render(tree, &mut inputs, limits)?;
+    b.finish(limits)
+}
+
+/// The directories a host is made of, in the order they apply: roles (from fleet.toml and the
+/// includes), then its own directory (when it has one). `plumb secret` encrypts a role's
+/// secrets to every host whose layers name it.
+pub fn layers(
+    tree: &dyn FleetTree,
+    host_dir: &str,
+    limits: &Limits,
+    host: &str,
+) -> Result<Vec<String>> {
+    Ok(build(tree, host_dir, limits, host)?.order)
+}
+
+/// fleet.toml of the tree (empty when there is none).
+pub fn fleet_toml(tree: &dyn FleetTree) -> Result<FleetToml> {
+    match tree.read(FLEET_TOML, MAX_FLEET_TOML) {
+        Ok(Some(data)) => {
+            let text = std::str::from_utf8(&data)
+                .map_err(|_| SpecError::invalid(format!("{FLEET_TOML} is not UTF-8")))?;
+            FleetToml::parse(text).map_err(SpecError::invalid)
+        }
+        Ok(None) => Ok(FleetToml::default()),
+        Err(e) => Err(walk_error(FLEET_TOML, e)),
+    }
+}
+
+/// Walks fleet.toml's entries for the host and its own directory: everything but rendering.
+fn build(tree: &dyn FleetTree, host_dir: &str, limits: &Limits, host: &str) -> Result<Builder> {
+    let mut b = Builder {
+        budget: Budget::new(limits),
+        ..Builder::default()
+    };
+    let fleet = fleet_toml(tree)?;
+    let assigned: Vec<(usize, &Assign)> = fleet.matching(host).collect();
+    for (_, a) in &assigned {
+        merge_vars(&mut b.vars, a.vars.clone());
+    }
+    for (i, a) in &assigned {
+        let at = format!("{FLEET_TOML} [[assign]] #{}", i + 1);
+        let mut stack = vec![at.clone()];
+        for inc in &a.include {
+            let inc_dir = inc.trim_end_matches('/');
+            check_rel_path(inc_dir).map_err(|e| bad_path(format!("{at}: include {inc:?}: {e}")))?;
+            b.layer(tree, inc_dir, &mut stack, false, limits)?;
+        }
+    }
+    b.host_optional = !assigned.is_empty();
     let mut stack = Vec::new();
     b.layer(tree, host_dir, &mut stack, true, limits)?;
-    b.finish(limits)
+    Ok(b)
 }
 
 /// Reason and wording for a problem the tree walk found (a `SpecError` it raised keeps its own).
@@ -82,6 +174,31 @@ struct Builder {
     container_settings: BTreeMap<String, (String, Option<String>)>,
     packages: Packages,
     health: Vec<HealthCheck>,
+    /// What the walks of this load may still read (every layer counts against one budget).
+    budget: Budget,
+    /// `[vars]` merged so far (fleet.toml, then layers as they finish: roles, the host last).
+    vars: toml::Table,
+    /// `.tmpl` files, rendered once every layer's vars are known.
+    templates: Vec<Pending>,
+    /// A fleet.toml entry matched the host: it needs no directory of its own.
+    host_optional: bool,
+    /// `secrets.toml.age` files by layer, in order (decrypted with the templates).
+    secrets_tomls: Vec<(String, Vec<u8>)>,
+    /// The directories read, in the order they applied.
+    order: Vec<String>,
+}
+
+/// A template waiting for the vars of every layer.
+struct Pending {
+    origin: String,
+    /// "files", "units" or "containers".
+    top: &'static str,
+    /// Below `top`, with the `.tmpl` suffix.
+    rel: String,
+    data: Vec<u8>,
+    executable: bool,
+    /// An `.age` file (`rel` ends in `.age`): decrypted before anything else.
+    encrypted: bool,
 }
 
 impl Builder {
@@ -112,12 +229,15 @@ impl Builder {
             ));
         }
         let entries = tree
-            .walk(dir, limits.max_depth)
+            .walk(dir, &mut self.budget)
             .map_err(|e| walk_error(dir, e))?;
         let Some(entries) = entries else {
+            if is_host && self.host_optional {
+                return Ok(()); // configured through fleet.toml alone
+            }
             return err(if is_host {
                 format!(
-                    "{dir} does not exist in {}: add the host's directory to the fleet repo, or fix `host`/`path` in agent.toml",
+                    "{dir} does not exist in {}: add the host's directory to the fleet repo (or match the host in fleet.toml [[assign]]), or fix `host`/`path` in agent.toml",
                     tree.describe()
                 )
             } else {
@@ -156,6 +276,7 @@ impl Builder {
             self.layer(tree, inc_dir, stack, false, limits)?;
         }
         stack.pop();
+        self.order.push(dir.to_string());
         for (rel, node) in &entries {
             self.entry(dir, rel, node)?;
         }
@@ -167,12 +288,49 @@ impl Builder {
         let (top, rest) = rel.split_once('/').unwrap_or((rel, ""));
         match (top, node) {
             ("host.toml", _) => Ok(()),
+            (secret::SECRETS_TOML, Node::File { data, .. }) => {
+                self.secrets_tomls.push((origin, data.clone()));
+                Ok(())
+            }
+            ("units" | "containers", Node::File { .. }) if rest.ends_with(secret::SUFFIX) => err(format!(
+                "{origin}: secrets go under files/ (mode 0600), not {top}/, whose files are world-readable: have the unit read it (EnvironmentFile=, LoadCredential=)"
+            )),
+            ("files", Node::File { data, executable }) if rest.ends_with(secret::SUFFIX) => {
+                self.templates.push(Pending {
+                    origin,
+                    top: "files",
+                    rel: rest.to_string(),
+                    data: data.clone(),
+                    executable: *executable,
+                    encrypted: true,
+                });
+                Ok(())
+            }
+            // Read only through {% include %} / {% import %} of a template.
+            ("templates", _) => Ok(()),
             ("files" | "units" | "containers", Node::Dir) if rest.is_empty() => Ok(()),
+            (top @ ("files" | "units" | "containers"), Node::File { data, executable })
+                if rest.ends_with(SUFFIX) =>
+            {
+                self.templates.push(Pending {
+                    origin,
+                    top: match top {
+                        "files" => "files",
+                        "units" => "units",
+                        _ => "containers",
+                    },
+                    rel: rest.to_string(),
+                    data: data.clone(),
+                    executable: *executable,
+                    encrypted: false,
+                });
+                Ok(())
+            }
             ("files", _) => self.file(&origin, rest, node),
             ("units", _) => self.unit(&origin, rest, node),
             ("containers", _) => self.container(&origin, rest, node),
             _ => err(format!(
-                "{origin}: unexpected entry; a host or role directory holds host.toml, files/, units/ and containers/"
+                "{origin}: unexpected entry; a host or role directory holds host.toml, secrets.toml.age, files/, units/, containers/ and templates/"
             )),
         }
     }
@@ -208,6 +366,7 @@ impl Builder {
             group: String::new(),
             origin: origin.to_string(),
             validate: None,
+            secret: None,
         };
         if let Some(prev) = self.files.get(&path) {
             if prev.content != spec.content {
@@ -280,8 +439,105 @@ impl Builder {
         claim(&mut self.containers, rel.to_string(), origin, data.clone())
     }
 
+    /// Decrypts the `.age` files, renders the pending templates, and adds what they give as if
+    /// Git held it (a file marked `template = false` is added as it is). Secret files get mode
+    /// 0600 (before host.toml's settings) and a keyed hash instead of a plain digest.
+    fn render(&mut self, tree: &dyn FleetTree, inputs: &mut Inputs, limits: &Limits) -> Result<()> {
+        let pending = std::mem::take(&mut self.templates);
+        let mut secrets: Option<toml::Table> = inputs.keys.map(|_| toml::Table::new());
+        for (origin, data) in std::mem::take(&mut self.secrets_tomls) {
+            let Some(all) = secrets.as_mut() else {
+                secret::check_format(&origin, &data)?;
+                continue;
+            };
+            let plain = secret::decrypt(&origin, &data, inputs.keys, limits.max_file_size)?;
+            merge_vars(all, secret::parse_secrets_toml(&origin, &plain)?);
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let ctx = Context {
+            host: inputs.host.to_string(),
+            vars: self.vars.clone(),
+            facts: inputs.facts.clone(),
+            secrets,
+        };
+        let mut renderer =
+            Renderer::new(tree, &ctx, limits.max_rendered_size, limits.max_file_size)?;
+        for p in pending {
+            let (rel, data) = if p.encrypted {
+                let rel = p.rel.strip_suffix(secret::SUFFIX).expect("an .age name");
+                let plain = match inputs.keys {
+                    Some(_) => {
+                        secret::decrypt(&p.origin, &p.data, inputs.keys, limits.max_file_size)?
+                    }
+                    None => {
+                        secret::check_format(&p.origin, &p.data)?;
+                        zeroize::Zeroizing::new(b"(secret)\n".to_vec())
+                    }
+                };
+                (rel, plain)
+            } else {
+                (p.rel.as_str(), zeroize::Zeroizing::new(p.data))
+            };
+            let literal = !rel.ends_with(SUFFIX)
+                || (p.top == "files"
+                    && self
+                        .file_settings
+                        .get(&format!("/{rel}"))
+                        .is_some_and(|(_, raw)| raw.template == Some(false)));
+            let (rel, data, secret) = if literal {
+                (rel, data, p.encrypted)
+            } else {
+                let out = renderer.render_secret_aware(
+                    &p.origin,
+                    &data,
+                    inputs.cache.as_deref_mut(),
+                    p.encrypted,
+                )?;
+                let rel = rel.strip_suffix(SUFFIX).expect("a .tmpl name");
+                (
+                    rel,
+                    zeroize::Zeroizing::new(out.output.as_bytes().to_vec()),
+                    out.secret,
+                )
+            };
+            if secret && p.top != "files" {
+                return Err(SpecError::new(
+                    Reason::TemplateError,
+                    format!("{}: reads `secrets`, but {}/ files are world-readable: put the secret in a file under files/ and have the unit read it (EnvironmentFile=, LoadCredential=)", p.origin, p.top),
+                ));
+            }
+            let mac = secret.then(|| match inputs.keys {
+                Some(k) => k.mac(&data),
+                None => [0; 32],
+            });
+            let node = Node::File {
+                data: data.to_vec(),
+                executable: p.executable,
+            };
+            match p.top {
+                "files" => {
+                    self.file(&p.origin, rel, &node)?;
+                    if let Some(mac) = mac {
+                        let f = self.files.get_mut(&format!("/{rel}")).expect("just added");
+                        f.secret = Some(mac);
+                        f.mode = if p.executable { 0o700 } else { 0o600 };
+                    }
+                }
+                "units" => self.unit(&p.origin, rel, &node)?,
+                _ => self.container(&p.origin, rel, &node)?,
+            }
+            if let Node::File { mut data, .. } = node {
+                zeroize::Zeroize::zeroize(&mut data);
+            }
+        }
+        Ok(())
+    }
+
     fn settings(&mut self, dir: &str, t: HostToml) -> Result<()> {
         let file = format!("{dir}/host.toml");
+        merge_vars(&mut self.vars, t.vars);
         for name in t.packages.install.iter().chain(&t.packages.remove) {
             check_package_name(name)
                 .map_err(|e| SpecError::invalid(format!("{file}: [packages]: {e}")))?;
@@ -334,6 +590,11 @@ impl Builder {
                     "{file}: [files.{path:?}] names a file that is not under files/"
                 ));
             };
+            if raw.template == Some(false) && !path.ends_with(SUFFIX) {
+                return err(format!(
+                    "{file}: [files.{path:?}] template = false is for a file whose name ends in {SUFFIX} (kept literally)"
+                ));
+            }
             if let Some(m) = &raw.mode {
                 spec.mode = parse_mode(m).map_err(|e| {
                     SpecError::invalid(format!("{file}: [files.{path:?}] mode: {e}"))

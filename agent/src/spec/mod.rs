@@ -1,11 +1,18 @@
 //! The fleet-repo format turned into one desired state for a host (pure: no host I/O).
 
+pub mod facts;
+mod fleet;
 pub mod guard;
 mod hosttoml;
 mod load;
+pub mod secret;
+pub mod template;
 pub mod tree;
 
-pub use load::load;
+pub use fleet::{glob_match, FleetToml};
+pub use load::{fleet_toml, layers, load, load_with, Inputs};
+pub use secret::Keys;
+pub use template::RenderCache;
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,18 +50,37 @@ pub struct FileSpec {
     pub origin: String,
     /// `validate`: argv with one `%s` (the staged file), run before the file is put in place.
     pub validate: Option<Vec<String>>,
+    /// A secret (decrypted from `.age`, or rendered from `secrets`): the HMAC of its content
+    /// under the host's key, which `digest` uses instead of the content (state_dir never holds
+    /// a plain hash of a secret). Its content is zeroed when the spec is dropped.
+    pub secret: Option<[u8; 32]>,
+}
+
+impl Drop for FileSpec {
+    fn drop(&mut self) {
+        if self.secret.is_some() {
+            if let Content::Regular(d) = &mut self.content {
+                zeroize::Zeroize::zeroize(d);
+            }
+        }
+    }
 }
 
 impl FileSpec {
     /// A file others cannot read: its content never appears in logs, diffs or status.
     pub fn is_secret(&self) -> bool {
-        matches!(self.content, Content::Regular(_)) && self.mode & 0o004 == 0
+        self.secret.is_some()
+            || matches!(self.content, Content::Regular(_)) && self.mode & 0o004 == 0
     }
 
     /// Identifies content and metadata; the inventory keeps it to tell drift from a new commit.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         match &self.content {
+            Content::Regular(_) if self.secret.is_some() => {
+                h.update(b"secret\0");
+                h.update(self.secret.as_ref().expect("checked"));
+            }
             Content::Regular(d) => {
                 h.update(b"file\0");
                 h.update(d);

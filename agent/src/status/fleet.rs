@@ -374,6 +374,8 @@ mod tests {
             checked_at: checked_at.into(),
             message: String::new(),
             reason: None,
+            age_recipient: None,
+            facts: None,
             resources: vec![],
         }
     }

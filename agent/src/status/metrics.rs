@@ -315,6 +315,8 @@ mod tests {
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: "bad \"quote\"".into(),
             reason: Some(crate::reason::Reason::UnsignedCommit),
+            age_recipient: None,
+            facts: None,
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),

@@ -396,6 +396,8 @@ mod tests {
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: message.into(),
             reason: None,
+            age_recipient: None,
+            facts: None,
             resources: states
                 .iter()
                 .enumerate()

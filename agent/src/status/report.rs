@@ -76,6 +76,13 @@ pub struct Report {
     /// Why, as a stable code, when failed or rejected (docs/reasons.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<crate::reason::Reason>,
+    /// The recipient `.age` files must be encrypted to for this host (DESIGN section 10):
+    /// `plumb secret encrypt --host` reads it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_recipient: Option<String>,
+    /// The host facts templates saw (DESIGN section 9); a change of them is a change of meaning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<crate::spec::facts::Facts>,
     #[serde(default)]
     pub resources: Vec<ResourceReport>,
 }
@@ -122,6 +129,8 @@ mod tests {
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: "drift corrected on 1 resource".into(),
             reason: None,
+            age_recipient: None,
+            facts: None,
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),
