@@ -7,12 +7,16 @@ cd "$(dirname "$0")/.."
 need=()
 for cmd in git:git git-daemon:git-daemon-sysvinit ssh-keygen:openssh-client sshd:openssh-server \
            systemd-nspawn:systemd-container debootstrap:debootstrap ip:iproute2 dpkg-deb:dpkg \
-           openssl:openssl python3:python3 lintian:lintian rpmlint:rpmlint; do
+           openssl:openssl python3:python3 lintian:lintian rpmlint:rpmlint chromium:chromium; do
   bin=${cmd%%:*}; pkg=${cmd#*:}
   if ! command -v "$bin" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$bin" ] && ! [ -x "/usr/lib/git-core/$bin" ]; then
     need+=("$pkg")
   fi
 done
+# The metrics tests parse plumb's textfile with Prometheus' own Python parser (system python).
+if ! /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  need+=(python3-prometheus-client)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq

@@ -70,6 +70,9 @@ pub enum Command {
         /// quarantined, and whether status is trusted by pinned host keys (JSON with --json).
         #[arg(long)]
         rollout: bool,
+        /// Also write a self-contained HTML page (summary, rollout progress, hosts) to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Lint a fleet-repo checkout (every host by default), for the operators' own CI.
     Validate {
@@ -184,6 +187,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 out(format_args!("{line}\n"));
             }
             print_summary(&r.report);
+            agent.flush_notifications(std::time::Duration::from_secs(10));
             Ok(
                 if matches!(
                     r.report.outcome,
@@ -246,14 +250,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             heartbeat,
             json,
             rollout,
+            html,
         } => fleet(
             &cli.config,
-            repo,
-            fleet_repo,
-            branch,
-            heartbeat,
-            json,
-            rollout,
+            FleetArgs {
+                repo,
+                fleet_repo,
+                branch,
+                heartbeat,
+                json,
+                rollout,
+                html,
+            },
         ),
         Command::Secret { command } => {
             use crate::secret_cmd as sc;
@@ -403,15 +411,27 @@ fn print_summary(r: &crate::status::report::Report) {
     }
 }
 
-fn fleet(
-    config: &std::path::Path,
+/// The options of `plumb fleet`.
+struct FleetArgs {
     repo: Option<String>,
     fleet_repo: Option<String>,
     branch: Option<String>,
     heartbeat: Option<String>,
     json: bool,
     rollout: bool,
-) -> Result<i32> {
+    html: Option<PathBuf>,
+}
+
+fn fleet(config: &std::path::Path, args: FleetArgs) -> Result<i32> {
+    let FleetArgs {
+        repo,
+        fleet_repo,
+        branch,
+        heartbeat,
+        json,
+        rollout,
+        html,
+    } = args;
     use crate::status::fleet::{self, FleetQuery};
     use crate::status::remote::Endpoint;
     for (flag, url) in [("--repo", &repo), ("--fleet-repo", &fleet_repo)] {
@@ -465,24 +485,45 @@ fn fleet(
         }
         return Ok(0);
     }
-    let (head, lines) = fleet::read(&q)?;
-    if !json {
-        // The rollout below the table, when fleet.toml has one (a failure to read it is no
-        // failure of the table).
-        match crate::rollout::progress::read(&q) {
-            Ok(Some(r)) => {
-                out(format_args!("{}", fleet::table(head.as_deref(), &lines)));
-                out(format_args!("{}", crate::rollout::progress::text(&r)));
-                return Ok(0);
-            }
-            Ok(None) => {}
-            Err(e) => eprintln!("plumb: reading the rollout: {e:#}"),
+    let (head, mut lines) = fleet::read(&q)?;
+    // With `[rollout]` in fleet.toml: each host's wave, and per commit how far each wave got (a
+    // failure to read it is no failure of the table).
+    let progress = match crate::rollout::progress::read(&q) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("plumb: reading the rollout: {e:#}");
+            None
         }
+    };
+    if let Some(r) = &progress {
+        for l in &mut lines {
+            if let Some(k) = r.wave_of(&l.host) {
+                l.wave = k.to_string();
+            }
+        }
+    }
+    if let Some(path) = &html {
+        let page = crate::status::page::render(
+            head.as_deref(),
+            &lines,
+            progress.as_ref(),
+            &crate::status::report::now_rfc3339(),
+        );
+        // A bare file name is in the current directory (whose fsync needs a name).
+        let path = match path.parent() {
+            Some(p) if p.as_os_str().is_empty() => std::path::Path::new(".").join(path),
+            _ => path.clone(),
+        };
+        crate::state::write_atomic(&path, page.as_bytes())
+            .with_context(|| format!("--html {}", path.display()))?;
     }
     if json {
         out(format_args!("{}\n", serde_json::to_string_pretty(&lines)?));
     } else {
         out(format_args!("{}", fleet::table(head.as_deref(), &lines)));
+        if let Some(r) = &progress {
+            out(format_args!("{}", crate::rollout::progress::text(r)));
+        }
     }
     Ok(0)
 }

@@ -28,6 +28,24 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     secrets: RawSecrets,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    notify: RawNotify,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    textfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    webhook: Option<String>,
+    token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -147,6 +165,31 @@ pub mod ranges {
     pub const MAX_RENDERED_SIZE: (u64, u64) = (1, 1 << 30);
 }
 
+/// Where the metrics go after every pass (`[metrics] textfile`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsTarget {
+    /// `textfile = ""`, or another `root` with no textfile named: no metrics.
+    Off,
+    /// Not set: node_exporter's textfile collector directory, when it exists at write time.
+    Collector(PathBuf),
+    /// Named in agent.toml: written there (its directory must exist).
+    File(PathBuf),
+}
+
+/// node_exporter's textfile collector directory as Debian's prometheus-node-exporter sets it up.
+pub const DEFAULT_METRICS_TEXTFILE: &str = "/var/lib/prometheus/node-exporter/plumb.prom";
+
+/// `[notify]`: where changes of outcome are posted.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// https://, or http:// to a relay on this host (loopback).
+    pub webhook: String,
+    /// A bearer token, read at each send (never logged).
+    pub token_file: Option<PathBuf>,
+    /// PEM roots to trust instead of the system's (an internal CA).
+    pub ca_file: Option<PathBuf>,
+}
+
 /// Validated agent settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -167,6 +210,8 @@ pub struct Settings {
     pub limits: Limits,
     /// `[secrets] identity`: the key `.age` files are decrypted with (section 10).
     pub identity: PathBuf,
+    pub metrics: MetricsTarget,
+    pub notify: Option<NotifySettings>,
 }
 
 impl Settings {
@@ -314,6 +359,35 @@ impl Settings {
                 "limits.max_rendered_size",
             )?,
         };
+        let metrics = match raw.metrics.textfile {
+            Some(p) if p.as_os_str().is_empty() => MetricsTarget::Off,
+            Some(p) if !p.is_absolute() || p.file_name().is_none() => bail!(
+                "{}: `metrics.textfile` = {} must be an absolute file path (or \"\" for no metrics)",
+                path.display(),
+                p.display()
+            ),
+            Some(p) => MetricsTarget::File(p),
+            // Under another root (tests, image builds) nothing is written outside it unasked.
+            None if root == Path::new("/") => {
+                MetricsTarget::Collector(DEFAULT_METRICS_TEXTFILE.into())
+            }
+            None => MetricsTarget::Off,
+        };
+        let notify = match raw.notify.webhook {
+            Some(url) => {
+                validate_webhook(&url).with_context(|| at("notify.webhook"))?;
+                Some(NotifySettings {
+                    webhook: url,
+                    token_file: raw.notify.token_file,
+                    ca_file: raw.notify.ca_file,
+                })
+            }
+            None if raw.notify.token_file.is_some() || raw.notify.ca_file.is_some() => bail!(
+                "{}: `[notify]` has token_file or ca_file but no `webhook`: name the URL to post to",
+                path.display()
+            ),
+            None => None,
+        };
         Ok(Settings {
             source_file: path.to_path_buf(),
             repo: expand(&repo),
@@ -330,7 +404,36 @@ impl Settings {
             token_file: raw.auth.token_file,
             limits,
             identity,
+            metrics,
+            notify,
         })
+    }
+}
+
+/// A webhook URL: https://, or http:// only to this host (a local relay such as Alertmanager),
+/// so that a token and the fleet's state never cross a network in clear text.
+pub fn validate_webhook(url: &str) -> Result<()> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .with_context(|| format!("{url:?} is not a URL: write https://host/path"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        bail!("{url:?} carries credentials: put the token in `notify.token_file`");
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("{url:?} is not a URL: write https://host/path");
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" if matches!(host, "localhost" | "127.0.0.1" | "::1") => Ok(()),
+        "http" => bail!(
+            "{url:?}: http:// only to this host (localhost, 127.0.0.1, ::1); use https:// for another"
+        ),
+        other => bail!("{url:?}: scheme {other}:// is not supported; use https://"),
     }
 }
 
@@ -520,6 +623,24 @@ mod tests {
             s.status.signing_key,
             std::path::Path::new("/etc/ssh/ssh_host_ed25519_key")
         );
+        assert_eq!(
+            s.metrics,
+            MetricsTarget::Collector(DEFAULT_METRICS_TEXTFILE.into())
+        );
+        assert!(s.notify.is_none());
+        // Another root writes no metrics unless asked; "" turns them off.
+        let img = parse("repo = \"x\"\nhost = \"h\"\nroot = \"/srv/img\"\n").unwrap();
+        assert_eq!(img.metrics, MetricsTarget::Off);
+        let off = parse("repo = \"x\"\nhost = \"h\"\n[metrics]\ntextfile = \"\"\n").unwrap();
+        assert_eq!(off.metrics, MetricsTarget::Off);
+        let hook = parse(
+            "repo = \"x\"\nhost = \"h\"\n[notify]\nwebhook = \"http://127.0.0.1:9093/hook\"\ntoken_file = \"/etc/plumb/hook\"\n",
+        )
+        .unwrap()
+        .notify
+        .unwrap();
+        assert_eq!(hook.webhook, "http://127.0.0.1:9093/hook");
+        assert_eq!(hook.token_file.unwrap(), Path::new("/etc/plumb/hook"));
     }
 
     #[test]
@@ -638,6 +759,23 @@ token_file = "/etc/plumb/token"
             (
                 "repo = \"x\"\nhost = \"h\"\nroot = \"/srv/img\"\nstate_dir = \"/srv\"\n",
                 "state_dir",
+            ),
+            // Issue 16: metrics and the webhook.
+            (
+                "repo = \"x\"\nhost = \"h\"\n[metrics]\ntextfile = \"plumb.prom\"\n",
+                "metrics.textfile",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[notify]\nwebhook = \"http://alerts.example.org/hook\"\n",
+                "notify.webhook",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[notify]\nwebhook = \"https://u:pw@example.org/\"\n",
+                "notify.webhook",
+            ),
+            (
+                "repo = \"x\"\nhost = \"h\"\n[notify]\ntoken_file = \"/etc/plumb/hook\"\n",
+                "webhook",
             ),
         ];
         for (text, key) in cases {

@@ -127,6 +127,7 @@ impl Draft {
             .filter(|r| r.state == ResourceState::Failed)
             .count();
         tracing::info!(
+            message_id = crate::logging::id::PASS_DONE,
             commit = %self.report.desired_commit,
             outcome = self.report.outcome.as_str(),
             reason = self.report.reason.map(|r| r.as_str()).unwrap_or(""),
@@ -180,10 +181,13 @@ pub struct Agent {
     render_cache: std::sync::Mutex<Option<spec::RenderCache>>,
     /// This pass's identity for `.age` files and the hash key of secrets (read once per pass).
     keys: Option<spec::Keys>,
+    /// `[notify] webhook`: changes of outcome posted off the pass.
+    notifier: Option<crate::notify::Notifier>,
 }
 
 impl Agent {
     pub fn new(settings: Settings) -> Result<Agent> {
+        let settings_notify = settings.notify.clone();
         let state_dir = StateDir::open(&settings.state_dir)?;
         let repo = LocalRepo::open_or_init(&state_dir.repo_dir())?
             .with_file_limit(settings.limits.max_file_size);
@@ -197,6 +201,10 @@ impl Agent {
             facts: Default::default(),
             render_cache: Default::default(),
             keys: None,
+            notifier: match &settings_notify {
+                Some(n) => Some(crate::notify::Notifier::start(n.clone())?),
+                None => None,
+            },
         })
     }
 
@@ -215,10 +223,12 @@ impl Agent {
     /// One pass at a time per state_dir: a second `plumb apply` waits for the running one.
     pub fn pass(&mut self, opts: PassOptions) -> Result<PassResult> {
         let _lock = self.state_dir.lock()?;
+        let started = std::time::Instant::now();
         self.repo.clear_stale_locks();
         let result = self.reconcile(opts)?;
         if !opts.dry_run {
             self.record(&result.report)?;
+            self.outputs(&result, started.elapsed());
         }
         release_freed_memory();
         Ok(result)
@@ -231,6 +241,39 @@ impl Agent {
             .write_doc_unsynced("report.toml", &report.to_toml())?;
         crate::status::publish::publish(&self.settings, &self.state_dir, report);
         Ok(())
+    }
+
+    /// The outputs of the report: the metrics textfile and, on a change of outcome, the webhook
+    /// (queued, never waited for). Their failures are logged, never a failure of the pass.
+    fn outputs(&self, result: &PassResult, duration: std::time::Duration) {
+        let facts = crate::status::metrics::PassFacts {
+            finished: std::time::SystemTime::now(),
+            duration,
+            fetch_failed: result.fetch_failed,
+            rollout_waiting: !result.report.waiting.is_empty(),
+        };
+        if let Err(e) = crate::status::metrics::record(
+            &self.settings.metrics,
+            &self.state_dir,
+            &result.report,
+            &facts,
+        ) {
+            tracing::warn!(error = %format!("{e:#}"), "could not write the metrics: {e:#}");
+        }
+        if let Some(n) = &self.notifier {
+            if let Err(e) = n.observe(&self.state_dir, &result.report) {
+                tracing::warn!(error = %format!("{e:#}"), "could not queue the webhook: {e:#}");
+            }
+        }
+    }
+
+    /// `plumb apply` before it exits: lets a webhook in flight finish, up to `limit`.
+    pub fn flush_notifications(&self, limit: std::time::Duration) {
+        if let Some(n) = &self.notifier {
+            if !n.flush(limit) {
+                tracing::warn!("the webhook is still being retried; exiting without it");
+            }
+        }
     }
 
     /// fetch -> verify -> load -> observe -> plan -> apply -> health -> record.
@@ -334,7 +377,7 @@ impl Agent {
         match self.admit(fetched, state, opts) {
             Ok(d) => return Some((fetched, d)),
             Err(r) => {
-                tracing::warn!(commit = %fetched, reason = %r.reason, "not applying commit: {r}");
+                tracing::warn!(message_id = crate::logging::id::COMMIT_REJECTED, commit = %fetched, reason = %r.reason, "not applying commit: {r}");
                 draft.report.outcome = r.outcome;
                 draft.report.reason = Some(r.reason);
                 draft.notes.insert(0, r.message);
@@ -356,7 +399,7 @@ impl Agent {
         match self.rollout_gate(target, state, opts) {
             Ok(rollout::Verdict::Move) => return Some((target, desired)),
             Ok(rollout::Verdict::Wait(why)) => {
-                tracing::info!(commit = %target, "not moving to {} yet: {why}", short(&target));
+                tracing::info!(message_id = crate::logging::id::WAITING, commit = %target, "not moving to {} yet: {why}", short(&target));
                 draft.report.waiting = why;
             }
             Err(r) => {

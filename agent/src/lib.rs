@@ -9,6 +9,7 @@ pub mod health;
 pub mod host;
 pub mod judged;
 pub mod logging;
+pub mod notify;
 pub mod offline;
 pub mod reason;
 pub mod render;

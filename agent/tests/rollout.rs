@@ -79,6 +79,20 @@ fn a_commit_moves_wave_by_wave_with_soak_and_success() {
     let s1 = w.host("store-1");
     let s2 = w.host("store-2");
     let web = w.host("web-1");
+    // web-1 writes metrics: plumb_rollout_waiting says when a gate holds it (issue 16).
+    let prom = web.dir.path().join("plumb.prom");
+    web.configure(
+        &w.daemon.url("fleet.git"),
+        &format!("[metrics]\ntextfile = {:?}\n", prom.display().to_string()),
+    );
+    let waiting_metric = || {
+        std::fs::read_to_string(&prom)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("plumb_rollout_waiting "))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
     let all = [&canary, &s1, &s2, &web];
     let a = w.commit(&all, "A\n", "", "A: no rollout settings");
     for h in all {
@@ -103,6 +117,7 @@ fn a_commit_moves_wave_by_wave_with_soak_and_success() {
             &b[..7]
         )
     );
+    assert_eq!(waiting_metric(), "plumb_rollout_waiting 1");
     let r = apply(&s1, &[]);
     assert_eq!(
         r.waiting,
@@ -157,6 +172,7 @@ fn a_commit_moves_wave_by_wave_with_soak_and_success() {
         || apply(&web, &[]).applied_commit == b,
     );
     assert_eq!(motd(&web), "B\n");
+    assert_eq!(waiting_metric(), "plumb_rollout_waiting 0");
     assert_eq!(motd(&s2), "A\n");
     assert_eq!(report(&s2).applied_commit, a);
 }

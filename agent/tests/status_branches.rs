@@ -253,7 +253,7 @@ fn two_then_twenty_hosts_report() {
 #[test]
 fn one_status_repository_per_host() {
     let w = World::new();
-    for h in ["h1", "h2", "h3"] {
+    for h in ["h1", "h2", "h3", "h4"] {
         w.fleet.write(
             &format!("hosts/{h}/files/etc/motd"),
             &format!("hello {h}\n"),
@@ -262,6 +262,8 @@ fn one_status_repository_per_host() {
     let head = w.fleet.commit("three hosts");
     w.bare("status-h1.git");
     w.bare("status-h2.git");
+    // h4's repository exists but h4 never reported (issue 16: listed, not left out).
+    w.bare("status-h4.git");
     // h3's repository was never created: it shows as unreadable, with the server's answer.
     let o = HostOpts {
         status_repo: Some("status-{host}.git"),
@@ -299,7 +301,12 @@ fn one_status_repository_per_host() {
         .collect();
     assert_eq!(
         hosts,
-        [("h1", "changed"), ("h2", "changed"), ("h3", "unreadable")],
+        [
+            ("h1", "changed"),
+            ("h2", "changed"),
+            ("h3", "unreadable"),
+            ("h4", "never-reported")
+        ],
         "{out}"
     );
     assert_eq!(lines[0]["commit"], "current", "{out}");
@@ -564,6 +571,8 @@ fn fleet_lists_hosts_with_outcome_and_staleness() {
     assert!(msg.contains("no_such_key"), "{msg}");
 
     w.fleet.write("hosts/db-1/files/etc/motd", "db\n");
+    // Issue 16: a host the fleet repository names that never reported is listed too.
+    w.fleet.write("hosts/new-9/files/etc/motd", "new\n");
     let c2 = w.fleet.commit("two");
     pass(&mut w.agent("db-1", &HostOpts::default()));
 
@@ -636,19 +645,26 @@ fn fleet_lists_hosts_with_outcome_and_staleness() {
         got,
         [
             (s("db-1"), s("changed"), s("current"), false),
+            (s("new-9"), s("never-reported"), s("unknown"), true),
             (s("old-1"), s("converged"), s("current"), true),
             (s("web-01"), s("changed"), s("behind"), false),
             (s("web-02"), s("rejected"), s("unknown"), false),
         ],
         "{json}"
     );
-    assert_eq!(lines[2]["applied_commit"], c1.as_str());
+    assert_eq!(lines[3]["applied_commit"], c1.as_str());
     assert_eq!(lines[0]["applied_commit"], c2.as_str());
-    assert!(lines[3]["message"]
+    assert!(lines[4]["message"]
         .as_str()
         .unwrap()
         .contains("no_such_key"));
-    assert!(lines[1]["age_seconds"].as_u64().unwrap() >= 3 * 3600);
+    assert_eq!(lines[4]["reason"], "invalid-spec");
+    assert_eq!(lines[0]["wave"], "all");
+    assert!(lines[1]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("never reported"));
+    assert!(lines[2]["age_seconds"].as_u64().unwrap() >= 3 * 3600);
 
     let table = stdout(&plumb(&base));
     let row = |host: &str| {
@@ -679,6 +695,10 @@ fn fleet_lists_hosts_with_outcome_and_staleness() {
         "{table}"
     );
     assert_eq!(row("web-02")[1..4], [s("rejected"), s("-"), s("unknown")]);
+    assert_eq!(
+        row("new-9")[1..5],
+        [s("never-reported"), s("-"), s("unknown"), s("?")]
+    );
 }
 
 #[test]

@@ -757,3 +757,80 @@ fn maintainer_script_errors_are_caught() {
         warning: /etc/plumb/agent.toml saved as /etc/plumb/agent.toml.rpmsave\n";
     assert!(maintainer_script_errors(clean).is_empty());
 }
+
+/// Issue 16, from the .deb: `journalctl -x -u plumb` explains a rejected commit with the text of
+/// the catalog the package installs, and with node_exporter's textfile collector directory on the
+/// host the packaged defaults (no `[metrics]` in agent.toml) write the metrics there.
+#[test]
+fn deb_journal_catalog_and_node_exporter_textfile_issue_16() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let pkgs = packages()?;
+    let image = NodeImage::ensure()?;
+    let net = Network::new()?;
+    let git = GitServer::start(&net)?;
+    let repo = git.create_repo("fleet.git")?;
+    let node = boot(&image, &net, "obs-1")?;
+    // The directory Debian's prometheus-node-exporter reads `*.prom` files from.
+    node.exec_ok(&[
+        "install",
+        "-d",
+        "-m",
+        "0755",
+        "/var/lib/prometheus/node-exporter",
+    ])?;
+    apt_install(&node, &pkgs.deb)?;
+    node.exec_ok(&["test", "-f", "/usr/lib/systemd/catalog/plumb.catalog"])?;
+
+    repo.write("hosts/obs-1/files/etc/obs-motd", "hello\n")?;
+    let good = repo.commit("obs-1: motd")?;
+    configure_and_start(&node, &git)?;
+    wait_converged(&node, &repo, &good)?;
+    const PROM: &str = "/var/lib/prometheus/node-exporter/plumb.prom";
+    let metric = |line: &'static str| {
+        node.wait_until(&format!("{line} in {PROM}"), one_interval(), || {
+            Ok(node
+                .read_file(PROM)
+                .ok()
+                .filter(|t| t.lines().any(|l| l == line)))
+        })
+    };
+    metric("plumb_outcome{outcome=\"converged\"} 1")?;
+
+    repo.write("hosts/obs-1/host.toml", "packagez = 1\n")?;
+    let bad = repo.commit("obs-1: a typo")?;
+    node.wait_until("obs-1 rejects the typo", one_interval(), || {
+        Ok(report(&node, &repo)?
+            .filter(|r| r.outcome == Outcome::Rejected && r.desired_commit == bad))
+    })?;
+    let text = metric("plumb_reason_info{reason=\"invalid-spec\"} 1")?;
+    ensure!(
+        text.contains("plumb_outcome{outcome=\"rejected\"} 1"),
+        "{text}"
+    );
+
+    let explained = node.exec_ok(&["journalctl", "-x", "-u", "plumb", "--no-pager"])?;
+    ensure!(
+        explained.contains(&format!("plumb rejected commit {bad}: invalid-spec")),
+        "no catalog subject for the rejected commit in journalctl -x:\n{explained}"
+    );
+    ensure!(
+        explained.contains("Nothing of it was written to this host"),
+        "no catalog text in journalctl -x:\n{explained}"
+    );
+    let by_id = node.exec_ok(&[
+        "journalctl",
+        "-u",
+        "plumb",
+        "-o",
+        "cat",
+        "--no-pager",
+        &format!("MESSAGE_ID={}", plumb::logging::id::COMMIT_REJECTED),
+    ])?;
+    ensure!(
+        by_id.contains("not applying commit") && by_id.contains("packagez"),
+        "{by_id}"
+    );
+    Ok(())
+}

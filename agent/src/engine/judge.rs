@@ -238,7 +238,7 @@ impl Agent {
                 return self.judge(&hex, Reason::HealthCheckFailed, note, Blame::Commit, state);
             }
         };
-        tracing::warn!(bad = %bad, good = %good, "rolling back from {} to the last good commit {}", short(&bad), short(&good));
+        tracing::warn!(message_id = crate::logging::id::ROLLED_BACK, bad = %bad, good = %good, "rolling back from {} to the last good commit {}", short(&bad), short(&good));
         let back = self.converge(
             host,
             &desired,

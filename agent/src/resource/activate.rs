@@ -199,7 +199,7 @@ fn outcomes(
     for (c, a) in changes.iter().zip(applied) {
         let line = c.touches_host().then(|| c.describe());
         if let (Some(l), true) = (&line, log) {
-            tracing::info!(kind = ?c.kind, name = %c.name, state = ?a.state, detail = %a.detail, "applied: {l}");
+            tracing::info!(message_id = crate::logging::id::change(a.state == ResourceState::DriftCorrected), kind = ?c.kind, name = %c.name, state = ?a.state, detail = %a.detail, "applied: {l}");
         }
         out.push(Outcome {
             report: ResourceReport {

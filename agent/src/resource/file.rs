@@ -94,7 +94,7 @@ impl super::Kind for FileKind {
                     outcome(c, ResourceState::Failed, format!("{e:#}"), vec![])
                 }
                 Ok(()) if c.touches_host() => {
-                    tracing::info!(kind = "file", name = %c.path, action = c.action.name(), drift = c.drift, "applied: {}", c.describe());
+                    tracing::info!(message_id = crate::logging::id::change(c.drift), kind = "file", name = %c.path, action = c.action.name(), drift = c.drift, "applied: {}", c.describe());
                     outcome(c, resource_state(c), c.detail.clone(), vec![c.describe()])
                 }
                 Ok(()) => outcome(c, resource_state(c), c.detail.clone(), vec![]),

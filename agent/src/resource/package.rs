@@ -510,7 +510,7 @@ fn record_result(
     let name = &c.name;
     match result {
         Ok(detail) => {
-            tracing::info!(kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "package {name}: {detail}");
+            tracing::info!(message_id = crate::logging::id::change(c.drift), kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "package {name}: {detail}");
             let st = match c.action {
                 PackageAction::Install if c.drift => ResourceState::DriftCorrected,
                 PackageAction::Install => ResourceState::Changed,

@@ -42,6 +42,19 @@ pub struct Rollout {
     pub commits: Vec<CommitProgress>,
 }
 
+impl Rollout {
+    /// The wave of `host` (1-based as in `waiting`; one past the last for a host no wave
+    /// names), from the waves' patterns.
+    pub fn wave_of(&self, host: &str) -> Option<usize> {
+        let waves = &self.commits.first()?.waves;
+        let k = waves
+            .iter()
+            .position(|w| w.patterns.iter().any(|p| glob_match(p, host)))
+            .unwrap_or(waves.iter().filter(|w| !w.patterns.is_empty()).count());
+        Some(k + 1)
+    }
+}
+
 /// Progress of every commit some host wants (`desired_commit`), newest (most wanted) first.
 pub fn progress(policy: &Policy, peers: &[Peer], pinned: bool, head: Option<&str>) -> Rollout {
     let mut commits: Vec<String> = Vec::new();

@@ -418,9 +418,12 @@ pub(crate) fn connect<'a, 'repo>(remote: &'a gix::Remote<'repo>) -> Result<Conne
     }
     let host = url.host().context("git:// URL without a host")?;
     let stream = probe::connect_tcp(host, url.port_or_default().unwrap_or(9418))?;
+    // Buffered both ways: gix writes a request as many small pkt-lines and flushes before it
+    // reads the answer, and reads each pkt-line's 4-byte length apart from its body: one send
+    // per request and far fewer reads instead of a syscall (and a loopback packet) per line.
     let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
-        stream.try_clone()?,
-        stream,
+        std::io::BufReader::new(stream.try_clone()?),
+        std::io::BufWriter::new(stream),
         gix::protocol::transport::Protocol::V2,
         url.path.clone(),
         Some((host.to_string(), url.port)),

@@ -26,20 +26,32 @@ pub struct FleetQuery {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostLine {
     pub host: String,
-    /// The report's outcome, or "unreadable" when status.toml could not be parsed.
+    /// The report's outcome; "unreadable" when status.toml could not be read or parsed;
+    /// "never-reported" for a host the fleet repository names that has no status branch.
     pub outcome: String,
+    /// The reason code of a failed or rejected report (docs/reasons.md), else "".
+    pub reason: String,
+    /// The rollout wave (DESIGN section 11), 1-based; "all" without `[rollout]` in fleet.toml.
+    pub wave: String,
     pub applied_commit: String,
     /// "current" (runs the fleet branch's head), "behind", or "unknown".
     pub commit: &'static str,
     pub checked_at: String,
     /// Seconds since checked_at; None when it cannot be parsed.
     pub age_seconds: Option<u64>,
-    /// Older than twice the heartbeat: the host stopped reporting.
+    /// Older than twice the heartbeat, or never reported: the host is not reporting.
     pub stale: bool,
     pub message: String,
 }
 
-/// Fetches the status branches and the fleet head; one line per host, sorted by host.
+/// The outcome of a host with no status branch.
+pub const NEVER_REPORTED: &str = "never-reported";
+/// The one wave every host is in without `[rollout]` in fleet.toml.
+pub const ALL_WAVE: &str = "all";
+
+/// Fetches the status branches and the fleet branch; one line per host, sorted by host: every
+/// host with a status branch, and every host directory of the fleet branch (those without a
+/// status branch as "never-reported").
 pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
     if q.status.url.contains(HOST_PLACEHOLDER) {
         return read_per_host(q);
@@ -47,8 +59,26 @@ pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
     let dir = scratch_dir()?;
     let repo = crate::source::repo::open_bare(dir.path(), Some(q.status.ssh_command()))?;
     let spec = format!("+refs/heads/{STATUS_PREFIX}*:refs/remotes/origin/{STATUS_PREFIX}*");
-    let fetched = remote::fetch(&repo, &q.status, &[spec], Some(NonZeroU32::MIN))?;
-    let head = remote::remote_head(&repo, &q.fleet, &q.branch)?;
+    let fleet_ref = format!("refs/heads/{}", q.branch);
+    let fleet_spec = fleet_ref.clone();
+    // One connection when the status branches live in the fleet repository.
+    let same = q.status.url == q.fleet.url;
+    let specs = if same {
+        vec![spec, fleet_spec.clone()]
+    } else {
+        vec![spec]
+    };
+    let fetched = remote::fetch(&repo, &q.status, &specs, Some(NonZeroU32::MIN))?;
+    let head = if same {
+        find_ref(&fetched, &fleet_ref)
+    } else {
+        let f = remote::fetch(&repo, &q.fleet, &[fleet_spec], Some(NonZeroU32::MIN))?;
+        find_ref(&f, &fleet_ref)
+    };
+    let known = match head {
+        Some(h) => host_dirs(&repo, h)?,
+        None => Vec::new(),
+    };
     let mut reports = Vec::new();
     for (name, id) in &fetched.remote_refs {
         let Some(branch_host) = name.strip_prefix(&format!("refs/heads/{STATUS_PREFIX}")) else {
@@ -59,10 +89,22 @@ pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
         });
         reports.push((branch_host.to_string(), parsed));
     }
-    Ok((
-        head.clone(),
-        summarize(reports, head.as_deref(), SystemTime::now(), q.heartbeat),
-    ))
+    let head = head.map(|h| h.to_string());
+    let lines = summarize(
+        reports,
+        &known,
+        head.as_deref(),
+        SystemTime::now(),
+        q.heartbeat,
+    );
+    Ok((head, lines))
+}
+
+fn find_ref(f: &remote::Fetched, name: &str) -> Option<gix::ObjectId> {
+    f.remote_refs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, id)| *id)
 }
 
 const HOST_PLACEHOLDER: &str = "{host}";
@@ -70,48 +112,97 @@ const HOST_PLACEHOLDER: &str = "{host}";
 /// Where the host directories are in the fleet repository (docs/design.md, "The fleet repository").
 const HOSTS_DIR: &str = "hosts";
 
+/// Connections at once when every host has a status repository of its own.
+pub const PER_HOST_CONNECTIONS: usize = 16;
+
+/// Fetches into one scratch repository before a worker starts a new one (gix opens a repository
+/// with index slots for its packs on disk plus a margin, at least 32).
+const SCRATCH_FETCHES: usize = 24;
+
 /// One status repository per host (`{host}` in its URL; a push then receives only its own
 /// repository's refs, whatever the fleet size): the hosts are the directories under `hosts/` at
-/// the fleet branch's head, and each one's status branch is fetched from its own repository.
-/// A host that has not reported yet is left out, as with a shared status repository.
+/// the fleet branch's head, and each one's status branch is fetched from its own repository,
+/// [`PER_HOST_CONNECTIONS`] at a time (each worker into a scratch repository of its own, so
+/// their ref and pack writes never meet). A host without a status branch is "never-reported".
 fn read_per_host(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
     let dir = scratch_dir()?;
-    let repo = crate::source::repo::open_bare(dir.path(), Some(q.fleet.ssh_command()))?;
+    let repo =
+        crate::source::repo::open_bare(&dir.path().join("fleet"), Some(q.fleet.ssh_command()))?;
     let fleet_ref = format!("refs/heads/{}", q.branch);
     let spec = format!("+{fleet_ref}:refs/remotes/origin/{}", q.branch);
     let fetched = remote::fetch(&repo, &q.fleet, &[spec], Some(NonZeroU32::MIN))?;
-    let head = fetched
-        .remote_refs
-        .iter()
-        .find(|(name, _)| *name == fleet_ref)
-        .map(|(_, id)| *id)
+    let head = find_ref(&fetched, &fleet_ref)
         .with_context(|| format!("the fleet repository has no branch {}", q.branch))?;
+    let hosts = host_dirs(&repo, head)?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::with_capacity(hosts.len()));
+    std::thread::scope(|s| -> Result<()> {
+        let workers = PER_HOST_CONNECTIONS.min(hosts.len());
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let (hosts, next, results) = (&hosts, &next, &results);
+            let scratch = dir.path().join(format!("w{w}"));
+            handles.push(s.spawn(move || -> Result<()> {
+                let open =
+                    || crate::source::repo::open_bare(&scratch, Some(q.status.ssh_command()));
+                let mut repo = open()?;
+                for done in 1.. {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(host) = hosts.get(i) else {
+                        return Ok(());
+                    };
+                    if done % SCRATCH_FETCHES == 0 {
+                        // Every fetch adds a pack, and gix's object store has a fixed number
+                        // of index slots per opening: start afresh now and then.
+                        drop(repo);
+                        crate::state::reset_dir(&scratch)?;
+                        repo = open()?;
+                    }
+                    let r = read_one(&repo, q, host);
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((host.clone(), r));
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a fleet reader thread panicked"))??;
+        }
+        Ok(())
+    })?;
     let mut reports = Vec::new();
-    for host in host_dirs(&repo, head)? {
-        let ep = Endpoint {
-            url: q.status.url.replace(HOST_PLACEHOLDER, &host),
-            ..q.status.clone()
-        };
-        let branch = format!("refs/heads/{STATUS_PREFIX}{host}");
-        let spec = format!("+{branch}:refs/remotes/{host}/status");
-        let report = remote::fetch(&repo, &ep, &[spec], Some(NonZeroU32::MIN)).and_then(|f| {
-            let Some((_, id)) = f.remote_refs.iter().find(|(name, _)| *name == branch) else {
-                return Ok(None);
-            };
-            let text = chain::read_status(&repo, *id)?;
-            Report::from_toml(&text)
-                .with_context(|| format!("{}: {branch}: parsing status.toml", ep.redacted()))
-                .map(Some)
-        });
-        match report {
+    for (host, r) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        match r {
             Ok(None) => {}
             Ok(Some(r)) => reports.push((host, Ok(r))),
             Err(e) => reports.push((host, Err(e))),
         }
     }
     let head = head.to_string();
-    let lines = summarize(reports, Some(&head), SystemTime::now(), q.heartbeat);
+    let lines = summarize(reports, &hosts, Some(&head), SystemTime::now(), q.heartbeat);
     Ok((Some(head), lines))
+}
+
+/// One host's status branch from its own repository; None when it has none yet.
+fn read_one(repo: &gix::Repository, q: &FleetQuery, host: &str) -> Result<Option<Report>> {
+    let ep = Endpoint {
+        url: q.status.url.replace(HOST_PLACEHOLDER, host),
+        ..q.status.clone()
+    };
+    let branch = format!("refs/heads/{STATUS_PREFIX}{host}");
+    // No destination: the objects are fetched, no local ref is written.
+    let spec = branch.clone();
+    let f = remote::fetch(repo, &ep, &[spec], Some(NonZeroU32::MIN))?;
+    let Some(id) = find_ref(&f, &branch) else {
+        return Ok(None);
+    };
+    let text = chain::read_status(repo, id)?;
+    Report::from_toml(&text)
+        .with_context(|| format!("{}: {branch}: parsing status.toml", ep.redacted()))
+        .map(Some)
 }
 
 /// The names of the directories under `hosts/` in `commit`'s tree.
@@ -133,13 +224,16 @@ fn host_dirs(repo: &gix::Repository, commit: gix::ObjectId) -> Result<Vec<String
     Ok(out)
 }
 
-/// Pure: reports (by branch host name) -> lines.
+/// Pure: reports (by branch host name), and the hosts the fleet repository names -> lines.
 pub fn summarize(
     reports: Vec<(String, Result<Report>)>,
+    known: &[String],
     head: Option<&str>,
     now: SystemTime,
     heartbeat: Duration,
 ) -> Vec<HostLine> {
+    let reported: std::collections::BTreeSet<String> =
+        reports.iter().map(|(h, _)| h.clone()).collect();
     let mut lines: Vec<HostLine> = reports
         .into_iter()
         .map(|(branch_host, r)| match r {
@@ -150,6 +244,8 @@ pub fn summarize(
                 HostLine {
                     host: r.host.clone(),
                     outcome: r.outcome.as_str().into(),
+                    reason: r.reason.map(|x| x.as_str()).unwrap_or("").into(),
+                    wave: ALL_WAVE.into(),
                     commit: match head {
                         _ if r.applied_commit.is_empty() => "unknown",
                         Some(h) if h == r.applied_commit => "current",
@@ -166,6 +262,8 @@ pub fn summarize(
             Err(e) => HostLine {
                 host: branch_host,
                 outcome: "unreadable".into(),
+                reason: String::new(),
+                wave: ALL_WAVE.into(),
                 applied_commit: String::new(),
                 commit: "unknown",
                 checked_at: String::new(),
@@ -175,6 +273,22 @@ pub fn summarize(
             },
         })
         .collect();
+    for host in known.iter().filter(|h| !reported.contains(*h)) {
+        lines.push(HostLine {
+            host: host.clone(),
+            outcome: NEVER_REPORTED.into(),
+            reason: String::new(),
+            wave: ALL_WAVE.into(),
+            applied_commit: String::new(),
+            commit: "unknown",
+            checked_at: String::new(),
+            age_seconds: None,
+            stale: true,
+            message:
+                "never reported: no status branch (not installed, or died before its first report)"
+                    .into(),
+        });
+    }
     lines.sort_by(|a, b| a.host.cmp(&b.host));
     lines
 }
@@ -227,7 +341,7 @@ pub fn table(head: Option<&str>, lines: &[HostLine]) -> String {
 }
 
 /// 45s, 12m, 5h, 3d.
-fn short_age(secs: u64) -> String {
+pub(crate) fn short_age(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),
@@ -300,6 +414,7 @@ mod tests {
                     Ok(report("new", Outcome::Rejected, "", "2026-11-26T10:00:01Z")),
                 ),
             ],
+            &["web-01".to_string(), "web-03".to_string()],
             Some(&head),
             now,
             hb,
@@ -323,19 +438,24 @@ mod tests {
                 ("new", "rejected", "unknown", Some(7199), false),
                 ("web-01", "changed", "current", Some(45), false),
                 ("web-02", "converged", "behind", Some(3 * 3600), true),
+                ("web-03", "never-reported", "unknown", None, true),
             ]
         );
         let t = table(Some(&head), &lines);
         assert!(
-            t.contains("web-01  changed     aaaaaaa current  45s"),
+            t.contains("web-01  changed         aaaaaaa current  45s"),
             "{t}"
         );
         assert!(
-            t.contains("web-02  converged   bbbbbbb behind   3h stale"),
+            t.contains("web-02  converged       bbbbbbb behind   3h stale"),
             "{t}"
         );
         assert!(
-            t.contains("db-1    unreadable  - unknown        ? stale   bad toml"),
+            t.contains("db-1    unreadable      - unknown        ? stale   bad toml"),
+            "{t}"
+        );
+        assert!(
+            t.contains("web-03  never-reported  - unknown        ? stale   never reported"),
             "{t}"
         );
     }

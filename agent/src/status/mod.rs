@@ -3,6 +3,8 @@
 mod chain;
 pub mod fleet;
 pub(crate) mod git_cli;
+pub mod metrics;
+pub mod page;
 pub mod publish;
 pub mod remote;
 pub mod report;

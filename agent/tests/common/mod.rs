@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod https;
 pub mod trust;
 
 pub const PLUMB: &str = env!("CARGO_BIN_EXE_plumb");
