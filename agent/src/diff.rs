@@ -126,7 +126,14 @@ pub fn run(o: &Options) -> Result<Summary> {
     let no_facts = Facts::default();
     for h in &hosts {
         let host_facts = facts.get(h).and_then(|f| f.as_ref());
-        let d = host(&trees, h, host_facts.unwrap_or(&no_facts), host_facts.is_none(), &limits, &mut cache);
+        let d = host(
+            &trees,
+            h,
+            host_facts.unwrap_or(&no_facts),
+            host_facts.is_none(),
+            &limits,
+            &mut cache,
+        );
         match d.state {
             "changed" => s.changed += 1,
             "rejected" => s.rejected += 1,
@@ -237,14 +244,19 @@ fn host(
         Loaded::Absent => (&empty, "new host".to_string()),
         Loaded::Rejected(e) => (
             &empty,
-            format!("BASE was rejected too ({}): compared with nothing", e.reason.as_str()),
+            format!(
+                "BASE was rejected too ({}): compared with nothing",
+                e.reason.as_str()
+            ),
         ),
         Loaded::NoFacts => (&empty, String::new()),
     };
     match head {
         Loaded::NoFacts => {
             d.state = "not-rendered";
-            d.message = "not rendered: no facts (the host has not published a status branch with [facts])".into();
+            d.message =
+                "not rendered: no facts (the host has not published a status branch with [facts])"
+                    .into();
         }
         Loaded::Rejected(e) => {
             d.state = "rejected";
@@ -434,10 +446,16 @@ fn units(base: &Desired, head: &Desired, changed_files: &BTreeSet<String>, out: 
                     }
                 }
                 let files_changed = !why.is_empty();
-                let restart_on: Vec<&String> =
-                    h.restart_on.iter().filter(|p| changed_files.contains(*p)).collect();
-                let reload_on: Vec<&String> =
-                    h.reload_on.iter().filter(|p| changed_files.contains(*p)).collect();
+                let restart_on: Vec<&String> = h
+                    .restart_on
+                    .iter()
+                    .filter(|p| changed_files.contains(*p))
+                    .collect();
+                let reload_on: Vec<&String> = h
+                    .reload_on
+                    .iter()
+                    .filter(|p| changed_files.contains(*p))
+                    .collect();
                 let (wb, wh) = (want(b, &tb), want(h, &th));
                 let action = match wh {
                     Some(RunState::Started) if wb != Some(RunState::Started) => "start",
@@ -480,7 +498,11 @@ fn units(base: &Desired, head: &Desired, changed_files: &BTreeSet<String>, out: 
 }
 
 fn containers(base: &Desired, head: &Desired, out: &mut Vec<Change>) {
-    let names: BTreeSet<&String> = base.containers.keys().chain(head.containers.keys()).collect();
+    let names: BTreeSet<&String> = base
+        .containers
+        .keys()
+        .chain(head.containers.keys())
+        .collect();
     for name in names {
         let c = match (base.containers.get(name), head.containers.get(name)) {
             (None, Some(h)) => {
@@ -489,13 +511,16 @@ fn containers(base: &Desired, head: &Desired, out: &mut Vec<Change>) {
                     RunState::Stopped => "install",
                 };
                 let mut c = change("container", action, name.clone());
-                c.why.push(format!("Quadlet file installed ({})", h.service_name()));
+                c.why
+                    .push(format!("Quadlet file installed ({})", h.service_name()));
                 c
             }
             (Some(b), None) => {
                 let mut c = change("container", "stop", name.clone());
-                c.why
-                    .push(format!("left Git: {} stopped and removed", b.service_name()));
+                c.why.push(format!(
+                    "left Git: {} stopped and removed",
+                    b.service_name()
+                ));
                 c
             }
             (Some(b), Some(h)) if container::digest(b) != container::digest(h) => {
@@ -508,7 +533,10 @@ fn containers(base: &Desired, head: &Desired, out: &mut Vec<Change>) {
                 let mut c = change("container", action, name.clone());
                 if b.content != h.content {
                     c.why.push("Quadlet file changed".into());
-                    c.diff = match (std::str::from_utf8(&b.content), std::str::from_utf8(&h.content)) {
+                    c.diff = match (
+                        std::str::from_utf8(&b.content),
+                        std::str::from_utf8(&h.content),
+                    ) {
                         (Ok(x), Ok(y)) => Some(
                             similar::TextDiff::from_lines(x, y)
                                 .unified_diff()
@@ -631,8 +659,16 @@ fn rev_parse(dir: &Path, rev: &str) -> Result<gix::ObjectId> {
     if rev.starts_with('-') {
         bail!("{rev:?}: not a commit");
     }
-    let out = git(dir, &["rev-parse", "--verify", "--end-of-options", &format!("{rev}^{{commit}}")])
-        .with_context(|| format!("{rev:?}: not a commit of {}", dir.display()))?;
+    let out = git(
+        dir,
+        &[
+            "rev-parse",
+            "--verify",
+            "--end-of-options",
+            &format!("{rev}^{{commit}}"),
+        ],
+    )
+    .with_context(|| format!("{rev:?}: not a commit of {}", dir.display()))?;
     gix::ObjectId::from_hex(out.as_bytes()).with_context(|| format!("{rev:?}: git said {out:?}"))
 }
 
@@ -645,7 +681,11 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
         .output()
         .context("running git")?;
     if !out.status.success() {
-        bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -681,12 +721,8 @@ fn read_facts(
             };
             let repo = crate::source::repo::open_bare(scratch.path(), Some(ep.ssh_command()))?;
             let spec = format!("+{prefix}*:refs/remotes/origin/status/*");
-            let f = crate::status::remote::fetch(
-                &repo,
-                &ep,
-                &[spec],
-                Some(std::num::NonZeroU32::MIN),
-            )?;
+            let f =
+                crate::status::remote::fetch(&repo, &ep, &[spec], Some(std::num::NonZeroU32::MIN))?;
             for (name, id) in f.remote_refs {
                 if let Some(h) = name.strip_prefix(prefix) {
                     refs.push((h.to_string(), id));
