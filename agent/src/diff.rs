@@ -768,3 +768,184 @@ fn status_toml(repo: &gix::Repository, id: gix::ObjectId) -> Result<String> {
     let blob = repo.find_blob(entry.object_id())?;
     Ok(String::from_utf8_lossy(&blob.data).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ContainerSpec, Packages};
+
+    fn file(data: &str, mode: u32) -> FileSpec {
+        FileSpec {
+            content: Content::Regular(data.as_bytes().to_vec()),
+            mode,
+            owner: String::new(),
+            group: String::new(),
+            origin: "roles/web/files/etc/a.conf".into(),
+            validate: None,
+            secret: None,
+        }
+    }
+
+    fn unit(name: &str, file: &str) -> UnitSpec {
+        UnitSpec {
+            name: name.into(),
+            file: Some(file.as_bytes().to_vec()),
+            dropins: BTreeMap::new(),
+            enabled: None,
+            state: None,
+            restart_on: vec![],
+            reload_on: vec![],
+            check: None,
+        }
+    }
+
+    fn short(c: &[Change]) -> Vec<String> {
+        c.iter()
+            .map(|c| format!("{} {} {}", c.action, c.kind, c.name))
+            .collect()
+    }
+
+    #[test]
+    fn packages_by_entry_a_pin_change_is_a_change() {
+        let pk = |i: &[&str], r: &[&str]| Packages {
+            install: i.iter().map(|s| s.to_string()).collect(),
+            remove: r.iter().map(|s| s.to_string()).collect(),
+        };
+        let base = Desired {
+            packages: pk(&["nginx=1.26.0-1", "curl", "jq"], &[]),
+            ..Desired::default()
+        };
+        let head = Desired {
+            packages: pk(&["nginx=1.26.1-1", "curl", "htop"], &["jq"]),
+            ..Desired::default()
+        };
+        let c = compare(&base, &head);
+        assert_eq!(
+            short(&c),
+            [
+                "install package htop",
+                "change package nginx",
+                "remove package jq"
+            ]
+        );
+        let nginx = c.iter().find(|c| c.name == "nginx").unwrap();
+        assert_eq!(nginx.why, ["nginx=1.26.0-1 -> nginx=1.26.1-1"]);
+        assert!(compare(&base, &base).is_empty());
+    }
+
+    #[test]
+    fn units_restart_reload_start_stop() {
+        let mut base = Desired::default();
+        base.files.insert("/etc/a.conf".into(), file("a\n", 0o644));
+        base.files
+            .insert("/etc/site.conf".into(), file("s\n", 0o644));
+        let mut app = unit("app.service", "[Service]\nExecStart=/bin/app\n");
+        app.restart_on = vec!["/etc/a.conf".into()];
+        let mut web = unit("web.service", "[Service]\nExecStart=/bin/web\n");
+        web.reload_on = vec!["/etc/site.conf".into()];
+        let old = unit("old.service", "[Service]\nExecStart=/bin/old\n");
+        let mut off = unit("off.service", "[Service]\nExecStart=/bin/off\n");
+        off.state = Some(RunState::Stopped);
+        for u in [&app, &web, &old, &off] {
+            base.units.insert(u.name.clone(), u.clone());
+        }
+        let mut head = base.clone();
+        // Nothing changed: nothing to do, and no health checks run.
+        head.health.push(crate::spec::HealthCheck {
+            probe: HealthProbe::Unit("app.service".into()),
+            timeout: std::time::Duration::from_secs(5),
+        });
+        assert!(compare(&base, &head).is_empty());
+        head.files.insert("/etc/a.conf".into(), file("b\n", 0o644));
+        head.files
+            .insert("/etc/site.conf".into(), file("t\n", 0o644));
+        head.units.remove("old.service");
+        head.units.get_mut("off.service").unwrap().state = Some(RunState::Started);
+        head.units
+            .get_mut("web.service")
+            .unwrap()
+            .dropins
+            .insert("x.conf".into(), b"[Service]\n".to_vec());
+        let c = compare(&base, &head);
+        assert_eq!(
+            short(&c),
+            [
+                "update file /etc/a.conf",
+                "update file /etc/site.conf",
+                "restart unit app.service",
+                "start unit off.service",
+                "stop unit old.service",
+                // Its own drop-in changed: a restart wins over the reload.
+                "restart unit web.service",
+                "run health unit app.service active",
+            ]
+        );
+        assert_eq!(c[2].why, ["/etc/a.conf changed (restart_on)"]);
+        assert_eq!(c[5].why, ["drop-in x.conf changed"]);
+        // Only the reload_on file: a reload.
+        let mut h2 = head.clone();
+        h2.units.insert("web.service".into(), web.clone());
+        let c = compare(&base, &h2);
+        let w = c.iter().find(|c| c.name == "web.service").unwrap();
+        assert_eq!(
+            (w.action, w.why.clone()),
+            (
+                "reload",
+                vec!["/etc/site.conf changed (reload_on)".to_string()]
+            )
+        );
+    }
+
+    #[test]
+    fn secrets_and_unreadable_files_show_no_content() {
+        let base = Desired::default();
+        let mut head = Desired::default();
+        let mut s = file("hunter2\n", 0o600);
+        s.secret = Some([1; 32]);
+        head.files.insert("/etc/secret".into(), s);
+        head.files
+            .insert("/etc/private".into(), file("private\n", 0o600));
+        let c = compare(&base, &head);
+        let text = format!("{c:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("private\\n"),
+            "{text}"
+        );
+        assert_eq!(c[1].diff.as_deref(), Some("(secret: content hidden)"));
+        assert!(c[0].diff.as_deref().unwrap().contains("not world-readable"));
+    }
+
+    #[test]
+    fn containers() {
+        let spec = |content: &str, state| ContainerSpec {
+            file_name: "web.container".into(),
+            content: content.as_bytes().to_vec(),
+            state,
+        };
+        let mut base = Desired::default();
+        base.containers.insert(
+            "web.container".into(),
+            spec("[Container]\nImage=a\n", RunState::Started),
+        );
+        let mut head = base.clone();
+        head.containers.insert(
+            "web.container".into(),
+            spec("[Container]\nImage=b\n", RunState::Started),
+        );
+        let c = compare(&base, &head);
+        assert_eq!(short(&c), ["restart container web.container"]);
+        assert!(c[0].diff.as_deref().unwrap().contains("+Image=b"));
+        head.containers.insert(
+            "web.container".into(),
+            spec("[Container]\nImage=a\n", RunState::Stopped),
+        );
+        assert_eq!(
+            short(&compare(&base, &head)),
+            ["stop container web.container"]
+        );
+        assert_eq!(
+            short(&compare(&head, &Desired::default())),
+            ["stop container web.container"]
+        );
+    }
+}
