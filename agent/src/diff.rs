@@ -94,7 +94,12 @@ pub fn run(o: &Options) -> Result<Summary> {
     let limits = Limits::default();
     let local = crate::source::git::LocalRepo::open_or_init(&git_dir)?
         .with_file_limit(limits.max_file_size);
-    let trees = [local.tree(base)?, local.tree(head)?];
+    // Roles are read for every host that includes them: decompressed once.
+    let cache_bytes = 64 << 20;
+    let trees = [
+        local.tree(base)?.with_object_cache(cache_bytes),
+        local.tree(head)?.with_object_cache(cache_bytes),
+    ];
     let facts = read_facts(&local, o.status_repo.as_deref())?;
     // Every host either commit knows: its directory, or a pattern matching a reported host.
     let mut hosts = BTreeSet::new();
@@ -267,8 +272,10 @@ fn host(
             if matches!(base, Loaded::Absent) {
                 return d;
             }
-            d.state = "changed";
-            d.message = "leaves the fleet: no hosts/ directory and no [[assign]] entry at HEAD; the agent keeps its last commit".into();
+            // What the agent on it does: it rejects the commit and keeps its last one.
+            d.state = "rejected";
+            d.reason = Some(crate::reason::Reason::InvalidSpec.as_str());
+            d.message = format!("hosts/{h} does not exist at HEAD and no fleet.toml [[assign]] matches it: the host's agent would reject HEAD and keep its last commit (stop plumb on it before removing it from the fleet)");
         }
         Loaded::Desired(hd) => {
             d.changes = compare(base_desired, &hd);

@@ -276,6 +276,17 @@ fn a_broken_template_on_one_host_is_a_rejection() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["rejected"], 1);
     assert_eq!(v["hosts"][1]["reason"], "template-error");
+    // A host that leaves the fleet: its agent would reject the commit.
+    f.remove("hosts/web-2/files/etc/broken.tmpl")
+        .remove("hosts/db-1");
+    let head2 = f.commit("db-1 leaves");
+    let (code, out) = diff(&f.work(), &[&base, &head2]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        block(&out, "db-1").starts_with("db-1: rejected [invalid-spec]: hosts/db-1 does not exist"),
+        "{out}"
+    );
+    assert!(out.contains("0 hosts changed, 1 rejected"), "{out}");
     // A commit that is not there: an error, not a diff.
     let out = Command::new(PLUMB)
         .args(["diff", "--dir"])

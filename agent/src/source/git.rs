@@ -606,6 +606,13 @@ impl CommitTree {
 }
 
 impl CommitTree {
+    /// Keeps up to `bytes` of decoded objects in memory: a tree read for many hosts (`plumb
+    /// diff`) is decompressed once.
+    pub fn with_object_cache(mut self, bytes: usize) -> CommitTree {
+        self.repo.object_cache_size(bytes);
+        self
+    }
+
     /// Whether `dir` is a directory of the tree.
     pub fn is_dir(&self, dir: &str) -> Result<bool> {
         let root = self.repo.find_tree(self.tree)?;
