@@ -297,3 +297,38 @@ fn a_broken_template_on_one_host_is_a_rejection() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-branch"));
 }
+
+/// The CI recipe: the comment it would post (printed without COMMENT_URL), and its exit code.
+#[test]
+fn ci_recipe_prints_the_comment() {
+    let (f, _) = fleet();
+    let base = git(&f.work(), &["rev-parse", "HEAD"]);
+    f.write("roles/db/files/etc/db/db.conf", "max_connections = 200\n");
+    let head = f.commit("db");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/diff-comment.sh");
+    let bin_dir = Path::new(PLUMB).parent().unwrap();
+    let run = |b: &str, h: &str| {
+        let out = Command::new("sh")
+            .arg(&script)
+            .args([b, h])
+            .current_dir(f.work())
+            .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+            .env_remove("COMMENT_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&base, &head);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("#### plumb diff: hosts change\n"), "{out}");
+    assert!(out.contains("1 host changed, 0 rejected"), "{out}");
+    assert!(out.contains("+max_connections = 200"), "{out}");
+    f.write("hosts/db-1/files/etc/x.tmpl", "{{ nope }}\n");
+    let bad = f.commit("broken");
+    let (code, out) = run(&head, &bad);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("db-1: rejected [template-error]"), "{out}");
+}
