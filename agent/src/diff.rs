@@ -198,7 +198,17 @@ fn load(
         .and_then(|d| crate::spec::guard::check(&d, &guard).map(|()| d));
     match loaded {
         Ok(mut d) => {
-            mark_secrets(tree, &mut d);
+            // A template reading `secrets` changes with the secrets.toml.age of its layers.
+            let layers = if d
+                .files
+                .values()
+                .any(|f| f.secret.is_some() && !f.origin.ends_with(crate::spec::secret::SUFFIX))
+            {
+                crate::spec::layers(tree, &dir, limits, host).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            mark_secrets(tree, &layers, &mut d);
             Loaded::Desired(Box::new(d))
         }
         Err(e) => Loaded::Rejected(e),
@@ -208,8 +218,17 @@ fn load(
 /// Without the host's key a secret's content is a placeholder: its identity is the source it
 /// came from (the ciphertext or the template) with the placeholder output, so a changed secret
 /// shows as changed, and never its content.
-fn mark_secrets(tree: &crate::source::git::CommitTree, d: &mut Desired) {
+fn mark_secrets(tree: &crate::source::git::CommitTree, layers: &[String], d: &mut Desired) {
     use crate::spec::tree::FleetTree;
+    let mut tables = Sha256::new();
+    for l in layers {
+        let path = format!("{l}/{}", crate::spec::secret::SECRETS_TOML);
+        if let Ok(Some(data)) = tree.read(&path, u64::MAX) {
+            tables.update(path.as_bytes());
+            tables.update(&data);
+        }
+    }
+    let tables = tables.finalize();
     for f in d.files.values_mut() {
         if f.secret.is_none() {
             continue;
@@ -217,6 +236,9 @@ fn mark_secrets(tree: &crate::source::git::CommitTree, d: &mut Desired) {
         let mut h = Sha256::new();
         if let Ok(Some(src)) = tree.read(&f.origin, u64::MAX) {
             h.update(&src);
+        }
+        if !f.origin.ends_with(crate::spec::secret::SUFFIX) {
+            h.update(tables);
         }
         h.update(b"\0");
         if let Content::Regular(c) = &f.content {

@@ -140,6 +140,16 @@ fn fleet() -> (Fleet, String) {
         "roles/db/files/etc/db/password.age",
         "hunter2\n",
     );
+    encrypt(
+        &f,
+        &admin,
+        "roles/db/secrets.toml.age",
+        "[db]\npw = \"tr0ub4dor\"\n",
+    );
+    f.write(
+        "roles/db/files/etc/db/app.env.tmpl",
+        "PASSWORD={{ secrets.db.pw }}\n",
+    );
     f.commit("base");
     for h in ["web-1", "web-2", "edge-1", "edge-2", "db-1"] {
         publish_facts(&f, h, &format!("{h}.example"));
@@ -216,6 +226,26 @@ fn a_role_change_reaches_exactly_its_hosts() {
         "correct horse\n",
     );
     let head2 = f.commit("db");
+    // Only the secrets table a template reads.
+    encrypt(
+        &f,
+        &admin,
+        "roles/db/secrets.toml.age",
+        "[db]\npw = \"n3w-pw\"\n",
+    );
+    let head3 = f.commit("db password");
+    let (code, out) = diff(&f.work(), &[&head2, &head3]);
+    assert_eq!(code, 2, "{out}");
+    let b = block(&out, "db-1");
+    assert!(
+        b.contains("update file /etc/db/app.env\n      (secret: content hidden)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("n3w-pw") && !out.contains("tr0ub4dor"),
+        "{out}"
+    );
+    assert!(out.contains("1 host changed"), "{out}");
     let (code, out) = diff(&f.work(), &[&head, &head2]);
     assert_eq!(code, 2, "{out}");
     let b = block(&out, "db-1");
