@@ -100,11 +100,15 @@ pub fn run(o: &Options) -> Result<Summary> {
         local.tree(base)?.with_object_cache(cache_bytes),
         local.tree(head)?.with_object_cache(cache_bytes),
     ];
-    let facts = read_facts(&local, o.status_repo.as_deref())?;
-    // Every host either commit knows: its directory, or a pattern matching a reported host.
-    let mut hosts = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
     for t in &trees {
-        hosts.extend(host_dirs(t)?);
+        dirs.extend(host_dirs(t)?);
+    }
+    dirs.retain(|h| crate::config::validate_host(h).is_ok());
+    let facts = read_facts(&local, o.status_repo.as_deref(), &dirs)?;
+    // Every host either commit knows: its directory, or a pattern matching a reported host.
+    let mut hosts = dirs;
+    for t in &trees {
         if let Ok(f) = crate::spec::fleet_toml(t) {
             for h in facts.keys() {
                 if f.matching(h).next().is_some() {
@@ -725,9 +729,12 @@ fn host_dirs(tree: &crate::source::git::CommitTree) -> Result<Vec<String>> {
 }
 
 /// Each host with a status branch: its published facts (`None` when its report has none).
+/// With `{host}` in the URL (a status repository per host), the hosts in `dirs` are read, one
+/// repository each, as `plumb fleet` does.
 fn read_facts(
     local: &crate::source::git::LocalRepo,
     status_repo: Option<&str>,
+    dirs: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, Option<Facts>>> {
     let prefix = "refs/heads/status/";
     let mut refs: Vec<(String, gix::ObjectId)> = Vec::new();
@@ -735,9 +742,6 @@ fn read_facts(
     let repo = match status_repo {
         Some(url) => {
             crate::config::validate_repo(url).context("--status-repo")?;
-            if url.contains("{host}") {
-                bail!("--status-repo: a per-host URL ({{host}}) is not supported by `plumb diff` yet: give the shared status repository");
-            }
             scratch = tempfile::Builder::new()
                 .prefix("plumb-diff-")
                 .tempdir()
@@ -749,12 +753,33 @@ fn read_facts(
                 known_hosts: None,
             };
             let repo = crate::source::repo::open_bare(scratch.path(), Some(ep.ssh_command()))?;
-            let spec = format!("+{prefix}*:refs/remotes/origin/status/*");
-            let f =
-                crate::status::remote::fetch(&repo, &ep, &[spec], Some(std::num::NonZeroU32::MIN))?;
-            for (name, id) in f.remote_refs {
-                if let Some(h) = name.strip_prefix(prefix) {
-                    refs.push((h.to_string(), id));
+            let depth = Some(std::num::NonZeroU32::MIN);
+            if url.contains("{host}") {
+                for h in dirs {
+                    let one = crate::status::remote::Endpoint {
+                        url: url.replace("{host}", h),
+                        ..ep.clone()
+                    };
+                    let branch = format!("{prefix}{h}");
+                    let spec = format!("+{branch}:refs/remotes/{h}/status");
+                    // A host that has not reported (or whose repository is missing) has no facts.
+                    match crate::status::remote::fetch(&repo, &one, &[spec], depth) {
+                        Ok(f) => {
+                            if let Some((_, id)) = f.remote_refs.iter().find(|(n, _)| *n == branch)
+                            {
+                                refs.push((h.clone(), *id));
+                            }
+                        }
+                        Err(e) => tracing::warn!("{}: {e:#}", one.redacted()),
+                    }
+                }
+            } else {
+                let spec = format!("+{prefix}*:refs/remotes/origin/status/*");
+                let f = crate::status::remote::fetch(&repo, &ep, &[spec], depth)?;
+                for (name, id) in f.remote_refs {
+                    if let Some(h) = name.strip_prefix(prefix) {
+                        refs.push((h.to_string(), id));
+                    }
                 }
             }
             repo
@@ -794,9 +819,16 @@ fn status_toml(repo: &gix::Repository, id: gix::ObjectId) -> Result<String> {
     let entry = tree
         .find_entry("status.toml")
         .context("the status commit has no status.toml")?;
+    // A report is a few KB; a hostile status branch gets no more memory than this.
+    let size = repo.find_header(entry.object_id())?.size();
+    if size > MAX_STATUS_TOML {
+        bail!("status.toml is {size} bytes, over {MAX_STATUS_TOML}");
+    }
     let blob = repo.find_blob(entry.object_id())?;
     Ok(String::from_utf8_lossy(&blob.data).into_owned())
 }
+
+const MAX_STATUS_TOML: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -362,3 +362,50 @@ fn ci_recipe_prints_the_comment() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("db-1: rejected [template-error]"), "{out}");
 }
+
+/// Facts from a separate status repository (`--status-repo`), shared or one per host (`{host}`).
+#[test]
+fn facts_from_a_status_repository() {
+    let (f, _) = fleet();
+    let base = git(&f.work(), &["rev-parse", "HEAD"]);
+    f.write(
+        "roles/web/files/etc/web/site.conf.tmpl",
+        "server_name {{ facts.hostname }};\n",
+    );
+    let head = f.commit("web");
+    // web-1's status branch in a repository of its own, and in a shared one.
+    let shared = f.dir.path().join("status.git");
+    let own = f.dir.path().join("status-web-1.git");
+    for repo in [&shared, &own] {
+        git(
+            f.dir.path(),
+            &["init", "-q", "--bare", repo.to_str().unwrap()],
+        );
+        git(
+            &f.work(),
+            &[
+                "push",
+                "-q",
+                repo.to_str().unwrap(),
+                "refs/heads/status/web-1:refs/heads/status/web-1",
+            ],
+        );
+    }
+    let shared_url = format!("file://{}", shared.display());
+    let per_host = format!("file://{}/status-{{host}}.git", f.dir.path().display());
+    for url in [&shared_url, &per_host] {
+        let (code, out) = diff(&f.work(), &[&base, &head, "--status-repo", url]);
+        assert_eq!(code, 2, "{url}: {out}");
+        assert!(
+            block(&out, "web-1").contains(" server_name web-1.example;\n      -listen 8080;"),
+            "{url}: {out}"
+        );
+        assert!(
+            block(&out, "web-2").contains("not rendered: no facts"),
+            "{url}: {out}"
+        );
+        // edge-* hosts are known only from status branches: this repository has none.
+        assert_eq!(block(&out, "edge-1"), "", "{url}: {out}");
+        assert!(out.contains("1 host changed"), "{url}: {out}");
+    }
+}
