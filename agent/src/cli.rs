@@ -102,6 +102,27 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         facts: Option<PathBuf>,
     },
+    /// Per host, what moving the fleet from commit BASE to HEAD would change (for review).
+    /// Exit 0 no change, 2 changes, 1 a host would reject HEAD.
+    Diff {
+        /// The older commit (a branch, tag or hash of the checkout's repository).
+        base: String,
+        /// The newer commit.
+        head: String,
+        /// The checkout (only its Git repository is read).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Only hosts matching this glob (repeatable).
+        #[arg(long = "host", value_name = "PATTERN")]
+        hosts: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Repository holding the status branches, for the hosts' facts (default: the
+        /// checkout's own `status/<host>` branches, local or origin's).
+        #[arg(long, value_name = "URL")]
+        status_repo: Option<String>,
+    },
     /// Secrets in Git: encrypt a file to hosts (their SSH host keys), re-encrypt a checkout, decrypt.
     Secret {
         #[command(subcommand)]
@@ -292,6 +313,28 @@ pub fn run(cli: Cli) -> Result<i32> {
                 SecretCommand::Decrypt { identity, file } => sc::decrypt(&identity, &file)?,
             }
             Ok(0)
+        }
+        Command::Diff {
+            base,
+            head,
+            dir,
+            hosts,
+            json,
+            status_repo,
+        } => {
+            let s = crate::diff::run(&crate::diff::Options {
+                dir,
+                base,
+                head,
+                hosts,
+                status_repo,
+            })?;
+            if json {
+                out(format_args!("{}\n", serde_json::to_string_pretty(&s)?));
+            } else {
+                out(format_args!("{}", crate::diff::text(&s)));
+            }
+            Ok(s.exit_code())
         }
         Command::Validate { dir, host, facts } => {
             validate(dir, host, crate::render::facts(facts.as_deref())?)

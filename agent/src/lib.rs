@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod diff;
 pub mod docs;
 pub mod engine;
 pub mod health;

@@ -127,14 +127,14 @@ pub fn triggered(desired: &BTreeMap<String, UnitSpec>) -> BTreeSet<String> {
 }
 
 /// Unit types a restart makes sense for; the others are only started.
-fn restartable(name: &str) -> bool {
+pub fn restartable(name: &str) -> bool {
     !matches!(
         name.rsplit_once('.').map(|(_, k)| k),
         Some("target" | "slice" | "device")
     )
 }
 
-fn is_template(name: &str) -> bool {
+pub fn is_template(name: &str) -> bool {
     name.contains("@.")
 }
 

@@ -608,6 +608,42 @@ impl CommitTree {
     }
 }
 
+impl CommitTree {
+    /// Keeps up to `bytes` of decoded objects in memory: a tree read for many hosts (`plumb
+    /// diff`) is decompressed once.
+    pub fn with_object_cache(mut self, bytes: usize) -> CommitTree {
+        self.repo.object_cache_size(bytes);
+        self
+    }
+
+    /// Whether `dir` is a directory of the tree.
+    pub fn is_dir(&self, dir: &str) -> Result<bool> {
+        let root = self.repo.find_tree(self.tree)?;
+        Ok(root
+            .lookup_entry_by_path(dir)?
+            .is_some_and(|e| e.mode().is_tree()))
+    }
+
+    /// The names of the directories directly under `dir` (none when it is not a directory).
+    pub fn subdirs(&self, dir: &str) -> Result<Vec<String>> {
+        let root = self.repo.find_tree(self.tree)?;
+        let Some(entry) = root.lookup_entry_by_path(dir)? else {
+            return Ok(Vec::new());
+        };
+        if !entry.mode().is_tree() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for e in self.repo.find_tree(entry.object_id())?.iter() {
+            let e = e?;
+            if e.mode().is_tree() {
+                out.push(e.filename().to_str_lossy().into_owned());
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl FleetTree for CommitTree {
     fn walk(&self, dir: &str, budget: &mut Budget) -> Result<Option<Vec<(String, Node)>>> {
         let root = self.repo.find_tree(self.tree)?;

@@ -102,6 +102,20 @@ pub fn layers(
     Ok(build(tree, host_dir, limits, host)?.order)
 }
 
+/// Whether the host's layers hold templates (`.tmpl`, `.tmpl.age`): they need its facts.
+pub fn has_templates(
+    tree: &dyn FleetTree,
+    host_dir: &str,
+    limits: &Limits,
+    host: &str,
+) -> Result<bool> {
+    let b = build(tree, host_dir, limits, host)?;
+    Ok(b.templates.iter().any(|p| {
+        let rel = p.rel.strip_suffix(secret::SUFFIX).unwrap_or(&p.rel);
+        rel.ends_with(SUFFIX)
+    }))
+}
+
 /// fleet.toml of the tree (empty when there is none).
 pub fn fleet_toml(tree: &dyn FleetTree) -> Result<FleetToml> {
     match tree.read(FLEET_TOML, MAX_FLEET_TOML) {

@@ -10,7 +10,7 @@ pub mod template;
 pub mod tree;
 
 pub use fleet::{glob_match, FleetToml};
-pub use load::{fleet_toml, layers, load, load_with, Inputs};
+pub use load::{fleet_toml, has_templates, layers, load, load_with, Inputs};
 pub use secret::Keys;
 pub use template::RenderCache;
 
