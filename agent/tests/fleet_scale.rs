@@ -21,9 +21,8 @@ mod common;
 
 use common::{git, GitDaemon};
 use plumb::status::report::{Outcome, Report};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn report(host: &str) -> Report {
@@ -46,21 +45,7 @@ fn report(host: &str) -> Report {
 }
 
 fn fast_import(repo: &Path, stream: &str) {
-    let mut child = Command::new("git")
-        .arg(format!("--git-dir={}", repo.display()))
-        .args(["fast-import", "--quiet"])
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stream.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    common::fast_import(repo, stream, &[]);
     git(repo, &["pack-refs", "--all"]);
     git(repo, &["gc", "-q"]);
 }

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod https;
+pub mod proxy;
 pub mod trust;
 
 pub const PLUMB: &str = env!("CARGO_BIN_EXE_plumb");
@@ -307,4 +308,26 @@ fn snap(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
             ));
         }
     }
+}
+
+/// Streams `stream` into the bare repository `repo` with `git fast-import --quiet` (plus `args`):
+/// thousands of branches in one process, where commits one by one would take minutes.
+pub fn fast_import(repo: &Path, stream: &str, args: &[&str]) {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .arg(format!("--git-dir={}", repo.display()))
+        .args(["fast-import", "--quiet"])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stream.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
 }
