@@ -48,32 +48,7 @@ pub enum Command {
         json: bool,
     },
     /// One line per host from the status branches (works without plumb state or agent.toml).
-    Fleet {
-        /// Repository holding the status branches (default: `[status] repo` of the config). With
-        /// `{host}` in it, one repository per host directory under `hosts/` of the fleet branch.
-        #[arg(long, value_name = "URL")]
-        repo: Option<String>,
-        /// Repository of the fleet branch, when the status branches are in a separate one
-        /// (default: --repo, else `repo` of the config).
-        #[arg(long, value_name = "URL")]
-        fleet_repo: Option<String>,
-        /// Fleet branch the hosts should run (default: `branch` of the config, else main).
-        #[arg(long)]
-        branch: Option<String>,
-        /// Reports older than twice this are stale (default: `[status] heartbeat`, else 1h).
-        #[arg(long)]
-        heartbeat: Option<String>,
-        /// Print a JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Only the rollout: per recent commit how far each wave got, which commits are
-        /// quarantined, and whether status is trusted by pinned host keys (JSON with --json).
-        #[arg(long)]
-        rollout: bool,
-        /// Also write a self-contained HTML page (summary, rollout progress, hosts) to FILE.
-        #[arg(long, value_name = "FILE")]
-        html: Option<PathBuf>,
-    },
+    Fleet(FleetArgs),
     /// Lint a fleet-repo checkout (every host by default), for the operators' own CI.
     Validate {
         /// The checkout to check.
@@ -137,6 +112,35 @@ pub enum Command {
         /// Output directory: DIR/man and DIR/completions are created.
         dir: PathBuf,
     },
+}
+
+/// The options of `plumb fleet`.
+#[derive(clap::Args, Debug)]
+pub struct FleetArgs {
+    /// Repository holding the status branches (default: `[status] repo` of the config). With
+    /// `{host}` in it, one repository per host directory under `hosts/` of the fleet branch.
+    #[arg(long, value_name = "URL")]
+    repo: Option<String>,
+    /// Repository of the fleet branch, when the status branches are in a separate one
+    /// (default: --repo, else `repo` of the config).
+    #[arg(long, value_name = "URL")]
+    fleet_repo: Option<String>,
+    /// Fleet branch the hosts should run (default: `branch` of the config, else main).
+    #[arg(long)]
+    branch: Option<String>,
+    /// Reports older than twice this are stale (default: `[status] heartbeat`, else 1h).
+    #[arg(long)]
+    heartbeat: Option<String>,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Only the rollout: per recent commit how far each wave got, which commits are
+    /// quarantined, and whether status is trusted by pinned host keys (JSON with --json).
+    #[arg(long)]
+    rollout: bool,
+    /// Also write a self-contained HTML page (summary, rollout progress, hosts) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -264,26 +268,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Fleet {
-            repo,
-            fleet_repo,
-            branch,
-            heartbeat,
-            json,
-            rollout,
-            html,
-        } => fleet(
-            &cli.config,
-            FleetArgs {
-                repo,
-                fleet_repo,
-                branch,
-                heartbeat,
-                json,
-                rollout,
-                html,
-            },
-        ),
+        Command::Fleet(args) => fleet(&cli.config, args),
         Command::Secret { command } => {
             use crate::secret_cmd as sc;
             match command {
@@ -452,17 +437,6 @@ fn print_summary(r: &crate::status::report::Report) {
     {
         eprintln!("  failed {:?} {}: {}", res.kind, res.name, res.detail);
     }
-}
-
-/// The options of `plumb fleet`.
-struct FleetArgs {
-    repo: Option<String>,
-    fleet_repo: Option<String>,
-    branch: Option<String>,
-    heartbeat: Option<String>,
-    json: bool,
-    rollout: bool,
-    html: Option<PathBuf>,
 }
 
 fn fleet(config: &std::path::Path, args: FleetArgs) -> Result<i32> {
