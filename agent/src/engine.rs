@@ -16,6 +16,7 @@ use gix::ObjectId;
 
 mod admit;
 mod judge;
+mod maintenance;
 mod rollout;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -330,6 +331,9 @@ impl Agent {
             }
             self.note_applied_at(&mut state)?;
             self.release_slot(&state);
+            if !run.stopped && run.failed == 0 && state.unjudged_commit.is_none() {
+                self.maintenance_phase(&host, target, &desired, &mut state, &mut run, &mut draft)?;
+            }
         }
         Ok(self.summarize(draft, run, &state, detect, opts.dry_run))
     }

@@ -149,7 +149,7 @@ impl Agent {
     }
 
     /// The checked rollout settings of `commit`'s fleet.toml.
-    fn policy(&self, commit: ObjectId) -> std::result::Result<Policy, String> {
+    pub(super) fn policy(&self, commit: ObjectId) -> std::result::Result<Policy, String> {
         use crate::spec::fleet::{FleetToml, FLEET_TOML};
         use crate::spec::tree::FleetTree;
         let tree = self.repo.tree(commit).map_err(|e| format!("{e:#}"))?;
@@ -172,7 +172,7 @@ impl Agent {
         }
     }
 
-    fn take_slot(
+    pub(super) fn take_slot(
         &self,
         count: u32,
         commit: &str,
@@ -198,9 +198,14 @@ impl Agent {
     /// Gives the disruption slot back once the commit is judged (health checks passed, or the
     /// rollback finished). A failed release is retried on the next pass; the slot expires anyway.
     pub(super) fn release_slot(&self, state: &State) {
-        if state.unjudged_commit.is_some() {
+        if state.unjudged_commit.is_some() || self.maintenance_holds_slot() {
             return;
         }
+        self.give_back_slot();
+    }
+
+    /// Releases the slot this host holds, if any (a failed release is retried by the next pass).
+    pub(super) fn give_back_slot(&self) {
         let Ok(Some(text)) = self.state_dir.read_doc(SLOT_FILE) else {
             return;
         };
