@@ -25,6 +25,9 @@ const FLAG_SIMULATE: u64 = 1 << 2;
 /// `PkInfoEnum` values of the Package signal.
 pub const INFO_INSTALLED: u32 = 1;
 pub const INFO_AVAILABLE: u32 = 2;
+/// `GetUpdates`: a security update (the apt backend: the candidate's archive ends in
+/// "-security" or its label is "Debian-Security"; dnf: the advisory's kind).
+pub const INFO_SECURITY: u32 = 8;
 const INFO_REMOVING: u32 = 13;
 const INFO_OBSOLETING: u32 = 15;
 /// `PkExitEnum::Success`.
@@ -61,6 +64,8 @@ trait Transaction {
         autoremove: bool,
     ) -> zbus::Result<()>;
     fn refresh_cache(&self, force: bool) -> zbus::Result<()>;
+    fn get_updates(&self, filter: u64) -> zbus::Result<()>;
+    fn update_packages(&self, transaction_flags: u64, package_ids: &[&str]) -> zbus::Result<()>;
 
     #[zbus(signal)]
     fn package(&self, info: u32, package_id: String, summary: String) -> zbus::Result<()>;
@@ -147,6 +152,36 @@ pub async fn install(conn: &Connection, ids: &[String]) -> Result<()> {
         .map(drop)
 }
 
+/// The upgrades the repositories offer (`info` tells a security update: `INFO_SECURITY`).
+pub async fn get_updates(conn: &Connection) -> Result<Vec<PkPackage>> {
+    transaction(conn, Op::GetUpdates, QUERY_TIMEOUT)
+        .await
+        .context("PackageKit GetUpdates")
+}
+
+/// Updates all `ids` (from `get_updates`) in one transaction, trusted packages only; refused,
+/// like `install`, when PackageKit plans to remove a package for it.
+pub async fn update(conn: &Connection, ids: &[String]) -> Result<()> {
+    let planned = transaction(conn, Op::Update(ids, FLAG_SIMULATE), QUERY_TIMEOUT)
+        .await
+        .context("PackageKit UpdatePackages (simulated)")?;
+    let removed: Vec<&str> = planned
+        .iter()
+        .filter(|p| matches!(p.info, INFO_REMOVING | INFO_OBSOLETING))
+        .map(PkPackage::name)
+        .collect();
+    if !removed.is_empty() {
+        bail!(
+            "PackageKit UpdatePackages: the upgrade would remove {}: plumb does not remove packages to upgrade",
+            removed.join(" ")
+        );
+    }
+    transaction(conn, Op::Update(ids, 0), CHANGE_TIMEOUT)
+        .await
+        .context("PackageKit UpdatePackages")
+        .map(drop)
+}
+
 /// Removes all `ids` in one transaction; fails rather than also removing what depends on them.
 pub async fn remove(conn: &Connection, ids: &[String]) -> Result<()> {
     transaction(conn, Op::Remove(ids), CHANGE_TIMEOUT)
@@ -161,6 +196,9 @@ enum Op<'a> {
     Install(&'a [String], u64),
     Remove(&'a [String]),
     RefreshCache,
+    GetUpdates,
+    /// Extra flags besides only-trusted (simulate).
+    Update(&'a [String], u64),
 }
 
 /// Runs one transaction to its end and returns the packages it reported.
@@ -209,6 +247,11 @@ async fn transaction(conn: &Connection, op: Op<'_>, timeout: Duration) -> Result
                 .await?
         }
         Op::RefreshCache => tx.refresh_cache(false).await?,
+        Op::GetUpdates => tx.get_updates(FILTER_ARCH).await?,
+        Op::Update(ids, flags) => {
+            tx.update_packages(FLAG_ONLY_TRUSTED | flags, &strs(ids))
+                .await?
+        }
     }
 
     let mut packages = Vec::new();

@@ -142,7 +142,8 @@ impl Native {
         }
     }
 
-    fn apt_get<const N: usize>(self, args: [&str; N]) -> Command {
+    /// apt-get, never prompting, keeping the admin's edited conffiles (run outside the sandbox).
+    pub(crate) fn apt_get<const N: usize>(self, args: [&str; N]) -> Command {
         let mut c = system_tool(
             "apt-get",
             &[("DEBIAN_FRONTEND", "noninteractive"), ("LC_ALL", "C")],
