@@ -221,7 +221,10 @@ impl Agent {
                     doc.run_window = window;
                     doc.run_at = now;
                     save(&self.state_dir, &doc);
-                    None
+                    match due(&doc, &doc.run_commit, &occ, now) {
+                        Due::Later(next) => Some(next),
+                        Due::Now { .. } => None,
+                    }
                 }
             },
         };

@@ -28,6 +28,12 @@ pub const INFO_AVAILABLE: u32 = 2;
 /// `GetUpdates`: a security update (the apt backend: the candidate's archive ends in
 /// "-security" or its label is "Debian-Security"; dnf: the advisory's kind).
 pub const INFO_SECURITY: u32 = 8;
+
+/// Whether a `GetUpdates` package is a security update. Since PackageKit 1.2.4 the signal's
+/// `info` carries the update severity in its upper 16 bits (the lower 16: the info itself).
+pub fn is_security(info: u32) -> bool {
+    info & 0xffff == INFO_SECURITY || info >> 16 == INFO_SECURITY
+}
 const INFO_REMOVING: u32 = 13;
 const INFO_OBSOLETING: u32 = 15;
 /// `PkExitEnum::Success`.
@@ -388,5 +394,8 @@ mod tests {
         assert_eq!(error_name(26), "cannot-get-lock");
         assert_eq!(error_name(64), "cannot-fetch-sources");
         assert_eq!(error_name(999), "error 999");
+        assert!(is_security(INFO_SECURITY));
+        assert!(is_security(INFO_SECURITY | INFO_SECURITY << 16));
+        assert!(!is_security(5 | 5 << 16) && !is_security(INFO_AVAILABLE));
     }
 }

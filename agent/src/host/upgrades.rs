@@ -57,7 +57,7 @@ pub async fn list(backend: &Backend) -> Result<Vec<Available>> {
             .into_iter()
             .map(|p| Available {
                 name: p.name().to_string(),
-                security: p.info == packagekit::INFO_SECURITY,
+                security: packagekit::is_security(p.info),
                 id: p.id,
             })
             .collect(),
