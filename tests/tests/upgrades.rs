@@ -141,13 +141,56 @@ fn scenarios(w: &World, backend: &str) -> Result<()> {
     ensure!(w.report_field("outcome")? == "converged", "{out}");
     ensure!(version(w, PKG_A)? == "1.0");
 
-    // 4. "all": the rest.
-    w.put("host.toml", &host_toml("all"))?;
-    w.commit("all")?;
-    let out = w.apply(true)?;
+    // 4. "all", with a disruption slot and a health check that the upgrade breaks: the rest is
+    //    upgraded, the check fails, the report says so (upgrade-unhealthy) and the slot stays held.
+    w.repo
+        .write("fleet.toml", "[disruption]\nmax_parallel = 1\n")?;
+    w.put(
+        "host.toml",
+        &format!(
+            "{}\n[[health]]\ncommand = [\"/bin/sh\", \"-c\", \"dpkg-query -W {PKG_B} | grep -qx '{PKG_B}.1.0'\"]\n",
+            host_toml("all")
+        ),
+    )?;
+    w.commit("all, a check the upgrade breaks")?;
+    let out = w.apply(false)?;
     for p in [PKG_A, PKG_B, PKG_SEC] {
         ensure!(version(w, p)? == "2.0", "{p} not upgraded by all:\n{out}");
     }
+    ensure!(
+        w.report_field("outcome")? == "failed" && w.report_field("reason")? == "upgrade-unhealthy",
+        "{}",
+        w.status()?
+    );
+    // Slots are refs/heads/locks/<n> in the status repository (here the fleet repository).
+    let locks = || {
+        run(Command::new("git")
+            .arg("--git-dir")
+            .arg(w.repo.bare_path())
+            .args(["for-each-ref", "--format=%(refname)", "refs/heads/locks/"]))?
+        .check("git for-each-ref")
+    };
+    let held = locks()?;
+    ensure!(
+        !held.trim().is_empty(),
+        "no disruption slot held after the failed check:\n{out}"
+    );
+    let lock = w.repo.show(held.trim(), "lock.toml")?;
+    ensure!(lock.contains("host = \"n1\""), "{lock}");
+    // Still failed, still held, on the next pass.
+    w.apply(false)?;
+    ensure!(w.report_field("reason")? == "upgrade-unhealthy");
+    ensure!(!locks()?.trim().is_empty());
+
+    // 5. The check fixed in Git: the checks pass, the slot is released, nothing left to upgrade.
+    w.put("host.toml", &host_toml("all"))?;
+    w.commit("all, check dropped")?;
+    let out = w.apply(true)?;
+    ensure!(
+        locks()?.trim().is_empty(),
+        "the slot was not released:\n{out}"
+    );
+    ensure!(w.report_field("reason")?.is_empty(), "{}", w.status()?);
     let u = upgrades(w)?;
     ensure!(u.count == 0 && u.names.is_empty(), "{u:?}");
     Ok(())
@@ -170,7 +213,10 @@ fn setup(host: &str) -> Result<World> {
         index.push_str(&build_deb(main.path(), name, v)?);
     }
     let sec_index = build_deb(security.path(), PKG_SEC, "2.0")?;
-    for (dir, to) in [(main.path(), "/srv/repo"), (security.path(), "/srv/security")] {
+    for (dir, to) in [
+        (main.path(), "/srv/repo"),
+        (security.path(), "/srv/security"),
+    ] {
         for entry in std::fs::read_dir(dir)? {
             let p = entry?.path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
@@ -297,7 +343,10 @@ fn apply_ignoring_rollout(w: &World) -> Result<String> {
     let out = w.node.exec(&argv)?;
     let text = format!("{}{}", out.stdout, out.stderr);
     eprintln!("--- plumb apply --ignore-rollout\n{text}");
-    ensure!(out.success(), "plumb apply --ignore-rollout failed:\n{text}");
+    ensure!(
+        out.success(),
+        "plumb apply --ignore-rollout failed:\n{text}"
+    );
     Ok(text)
 }
 

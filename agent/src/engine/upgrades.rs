@@ -138,9 +138,11 @@ impl Agent {
         let fp = upgrades::fingerprint();
         if fp != doc.fingerprint {
             tracing::info!("the package database or lists changed: listing the upgrades");
-            let listed = self.with_backend(host, |backend| async move {
-                upgrades::list(&backend).await
-            });
+            let listed =
+                self.with_backend(
+                    host,
+                    |backend| async move { upgrades::list(&backend).await },
+                );
             doc.fingerprint = fp;
             match listed {
                 Ok(offered) => {
@@ -178,13 +180,14 @@ impl Agent {
         run: &mut Converged,
         draft: &mut Draft,
     ) -> Result<()> {
-        if !host.is_system_root() {
+        // A pass that failed (a rollback, a check) or refused its commit runs no maintenance.
+        if !host.is_system_root()
+            || matches!(draft.report.outcome, Outcome::Failed | Outcome::Rejected)
+        {
             return Ok(());
         }
         let mut doc = load(&self.state_dir);
-        let held = self
-            .held_for()
-            .is_some_and(|h| h.starts_with(HOLD_PREFIX));
+        let held = self.held_for().is_some_and(|h| h.starts_with(HOLD_PREFIX));
         if desired.upgrade == Upgrade::None {
             if doc.failed.take().is_some() || held {
                 self.unhold();
@@ -315,10 +318,7 @@ impl Agent {
             }
         }
         doc.failed = None;
-        if self
-            .held_for()
-            .is_some_and(|h| h.starts_with(HOLD_PREFIX))
-        {
+        if self.held_for().is_some_and(|h| h.starts_with(HOLD_PREFIX)) {
             self.unhold();
         } else {
             self.release_maintenance();

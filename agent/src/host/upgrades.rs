@@ -295,7 +295,10 @@ Last metadata expiration check: 0:01:02 ago
             s.into_iter().collect::<Vec<_>>(),
             ["openssl-libs", "plumb-up-sec"]
         );
-        assert_eq!(nevra_name("a-b-c-1.0-2.el9.noarch").as_deref(), Some("a-b-c"));
+        assert_eq!(
+            nevra_name("a-b-c-1.0-2.el9.noarch").as_deref(),
+            Some("a-b-c")
+        );
         assert_eq!(nevra_name("nodots"), None);
     }
 
