@@ -40,7 +40,6 @@ fn upgrades_via_apt_get_without_packagekit() -> Result<()> {
 }
 
 fn scenarios(w: &World, backend: &str) -> Result<()> {
-    let node = &w.node;
     let host_toml = |policy: &str| format!("[packages]\nupgrade = \"{policy}\"\n");
 
     // 1. upgrade = "none": the upgrades are listed, nothing changes.
