@@ -51,6 +51,14 @@ struct Doc {
     /// succeeds (or, for health, the checks pass again); the slot stays held meanwhile.
     #[serde(default)]
     failed: Option<(Reason, String)>,
+    /// Until `quiet_until` (unix seconds) nothing is due for `quiet_commit` and `[upgrades]
+    /// next` is `quiet_next`: a pass then reads neither fleet.toml nor the clock's windows.
+    #[serde(default)]
+    quiet_commit: String,
+    #[serde(default)]
+    quiet_until: i64,
+    #[serde(default)]
+    quiet_next: String,
 }
 
 fn load(sd: &StateDir) -> Doc {
@@ -68,13 +76,23 @@ fn save(sd: &StateDir, doc: &Doc) {
     }
 }
 
+/// Remembers that nothing is due for `commit` until `until` (saved when that changed).
+fn quiet(doc: &mut Doc, commit: &str, until: i64, next: &str, sd: &StateDir) {
+    if doc.quiet_commit != commit || doc.quiet_until != until || doc.quiet_next != next {
+        doc.quiet_commit = commit.to_string();
+        doc.quiet_until = until;
+        doc.quiet_next = next.to_string();
+        save(sd, doc);
+    }
+}
+
 /// When the upgrades are due, by the host's windows (pure).
 #[derive(Debug, PartialEq, Eq)]
 enum Due {
     /// Run now (holding the permit); `window`: the occurrence's key (0: none).
     Now { window: i64 },
-    /// Not now: in the words of `[upgrades] next`.
-    Later(String),
+    /// Not now: in the words of `[upgrades] next`, and until when that holds for this commit.
+    Later { next: String, until: i64 },
 }
 
 /// Whether a run is due: the host moved to `commit` since the last run, or this is a window
@@ -82,18 +100,25 @@ enum Due {
 fn due(doc: &Doc, commit: &str, occ: &Occurrence, now: i64) -> Due {
     let moved = doc.run_commit != commit;
     match occ {
-        Occurrence::Closed(why) => Due::Later(format!("when the {why}")),
+        Occurrence::Closed { why, opens_at } => Due::Later {
+            next: format!("when the {why}"),
+            until: *opens_at,
+        },
         Occurrence::Open { start, .. } if moved || doc.run_window != *start => {
             Due::Now { window: *start }
         }
-        Occurrence::Open { next, .. } => {
-            Due::Later(format!("in the next window occurrence ({next})"))
-        }
+        Occurrence::Open { next, next_at, .. } => Due::Later {
+            next: format!("in the next window occurrence ({next})"),
+            until: *next_at,
+        },
         Occurrence::NoWindow if moved || now - doc.run_at >= DAILY => Due::Now { window: 0 },
-        Occurrence::NoWindow => Due::Later(format!(
-            "after {} (once a day: no [[windows]] entry matches this host)",
-            rfc3339(doc.run_at + DAILY)
-        )),
+        Occurrence::NoWindow => Due::Later {
+            next: format!(
+                "after {} (once a day: no [[windows]] entry matches this host)",
+                rfc3339(doc.run_at + DAILY)
+            ),
+            until: doc.run_at + DAILY,
+        },
     }
 }
 
@@ -205,6 +230,13 @@ impl Agent {
         }
         let commit = applied.to_string();
         let now = crate::judged::now_secs() as i64;
+        if doc.failed.is_none() && doc.quiet_commit == commit && now < doc.quiet_until {
+            draft.report.upgrades = Some(Upgrades {
+                next: doc.quiet_next,
+                ..Default::default()
+            });
+            return Ok(());
+        }
         let occ = match self.policy(applied) {
             Ok(p) => window::occurrence(
                 &p.windows,
@@ -212,20 +244,30 @@ impl Agent {
                 now,
                 window::local_offset(now),
             ),
-            Err(e) => Occurrence::Closed(format!("fleet.toml cannot be read: {e}")),
+            Err(e) => Occurrence::Closed {
+                why: format!("fleet.toml cannot be read: {e}"),
+                opens_at: now,
+            },
         };
         let next = match due(&doc, &commit, &occ, now) {
-            Due::Later(next) => Some(next),
+            Due::Later { next, until } => {
+                quiet(&mut doc, &commit, until, &next, &self.state_dir);
+                Some(next)
+            }
             Due::Now { window } => match self.maintenance_permit(applied, false) {
                 super::maintenance::Permit::Wait(why) => Some(format!("waiting: {why}")),
                 super::maintenance::Permit::Go => {
                     self.run_upgrades(host, desired, &mut doc, run, draft);
-                    doc.run_commit = commit;
+                    doc.run_commit = commit.clone();
                     doc.run_window = window;
                     doc.run_at = now;
                     save(&self.state_dir, &doc);
-                    match due(&doc, &doc.run_commit, &occ, now) {
-                        Due::Later(next) => Some(next),
+                    match due(&doc, &commit, &occ, now) {
+                        Due::Later { next, until } if doc.failed.is_none() => {
+                            quiet(&mut doc, &commit, until, &next, &self.state_dir);
+                            Some(next)
+                        }
+                        Due::Later { next, .. } => Some(next),
                         Due::Now { .. } => None,
                     }
                 }
@@ -370,15 +412,22 @@ mod tests {
         let open = |start| Occurrence::Open {
             start,
             next: "tue 02:00 UTC".into(),
+            next_at: start + DAILY,
         };
-        let closed = Occurrence::Closed("window opens mon 02:00 UTC".into());
+        let closed = Occurrence::Closed {
+            why: "window opens mon 02:00 UTC".into(),
+            opens_at: 2_000_000,
+        };
         let cases: Vec<(&str, Occurrence, i64, Due)> = vec![
             // Same commit, same occurrence: done already.
             (
                 "c1",
                 open(1000),
                 1_000_100,
-                Due::Later("in the next window occurrence (tue 02:00 UTC)".into()),
+                Due::Later {
+                    next: "in the next window occurrence (tue 02:00 UTC)".into(),
+                    until: 1000 + DAILY,
+                },
             ),
             ("c1", open(90000), 1_000_100, Due::Now { window: 90000 }),
             // A new commit runs them in the same occurrence too.
@@ -388,17 +437,23 @@ mod tests {
                 "c2",
                 closed.clone(),
                 1_000_100,
-                Due::Later("when the window opens mon 02:00 UTC".into()),
+                Due::Later {
+                    next: "when the window opens mon 02:00 UTC".into(),
+                    until: 2_000_000,
+                },
             ),
             // No window: a day after the last run, or a new commit.
             (
                 "c1",
                 Occurrence::NoWindow,
                 1_000_000 + DAILY - 1,
-                Due::Later(format!(
-                    "after {} (once a day: no [[windows]] entry matches this host)",
-                    rfc3339(1_000_000 + DAILY)
-                )),
+                Due::Later {
+                    next: format!(
+                        "after {} (once a day: no [[windows]] entry matches this host)",
+                        rfc3339(1_000_000 + DAILY)
+                    ),
+                    until: 1_000_000 + DAILY,
+                },
             ),
             (
                 "c1",

@@ -77,11 +77,15 @@ pub fn check(windows: &[Window], host: &str, now: i64, offset: i64) -> Result<()
 pub enum Occurrence {
     /// No window matches the host.
     NoWindow,
-    /// A matching window is open: the occurrence's start (UTC seconds, its key) and when the
-    /// next one opens ("tue 02:00 UTC").
-    Open { start: i64, next: String },
-    /// Matching windows, all closed: "window opens mon 02:00 UTC".
-    Closed(String),
+    /// A matching window is open: the occurrence's start (UTC seconds, its key), and when the
+    /// next one opens ("tue 02:00 UTC", and in UTC seconds).
+    Open {
+        start: i64,
+        next: String,
+        next_at: i64,
+    },
+    /// Matching windows, all closed: "window opens mon 02:00 UTC", and when (UTC seconds).
+    Closed { why: String, opens_at: i64 },
 }
 
 /// The occurrence of `host`'s windows open at `now`, if any.
@@ -99,11 +103,20 @@ pub fn occurrence(windows: &[Window], host: &str, now: i64, offset: i64) -> Occu
             return Occurrence::Open {
                 start: start - shift,
                 next: opens(w, now, offset),
+                next_at: next_start(w, now + shift) - shift,
             };
         }
     }
+    let opens_at = mine
+        .iter()
+        .map(|w| {
+            let shift = if w.local { offset } else { 0 };
+            next_start(w, now + shift) - shift
+        })
+        .min()
+        .unwrap_or(now);
     match check(windows, host, now, offset) {
-        Err(why) => Occurrence::Closed(why),
+        Err(why) => Occurrence::Closed { why, opens_at },
         Ok(()) => Occurrence::NoWindow, // not reached: none of them is open
     }
 }
@@ -180,12 +193,16 @@ mod tests {
         let want = Occurrence::Open {
             start,
             next: "tue 02:00 UTC".into(),
+            next_at: start + 86400,
         };
         assert_eq!(open("2026-11-30T02:00:00Z"), want);
         assert_eq!(open("2026-11-30T03:59:00Z"), want);
         assert_eq!(
             open("2026-11-30T04:00:00Z"),
-            Occurrence::Closed("window opens tue 02:00 UTC".into())
+            Occurrence::Closed {
+                why: "window opens tue 02:00 UTC".into(),
+                opens_at: start + 86400
+            }
         );
         assert!(matches!(
             open("2026-12-01T02:30:00Z"),
