@@ -393,6 +393,7 @@ pub fn apply(
             done.extend(all_failed(&remove, &e));
             done
         });
+    let done = check_pins(done, &install);
     let removed_own: Vec<String> = done
         .iter()
         .filter(|(n, r)| r.is_ok() && own.contains(n))
@@ -432,6 +433,44 @@ pub fn apply(
         tracing::warn!(error = %format!("{e:#}"), "could not save the package inventory");
     }
     out.into_values().collect()
+}
+
+/// A pinned install the backend reported done is checked against what is installed now: a
+/// tool that did nothing (apt on a stale cache, a package held) must not be reported as having
+/// installed the pinned version.
+fn check_pins(done: Done, install: &[Wanted]) -> Done {
+    let pinned: BTreeMap<&str, &str> = install
+        .iter()
+        .filter_map(|w| Some((w.name.as_str(), w.pin.as_deref()?)))
+        .collect();
+    if !done
+        .iter()
+        .any(|(n, r)| r.is_ok() && pinned.contains_key(n.as_str()))
+    {
+        return done;
+    }
+    let now = match pkgcmd::installed_versions() {
+        Ok(now) => now.versions,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "could not read the installed versions after the transaction");
+            return done;
+        }
+    };
+    done.into_iter()
+        .map(|(name, r)| {
+            let r = match (r, pinned.get(name.as_str())) {
+                (Ok(detail), Some(pin)) => match now.get(&name) {
+                    Some(v) if version::pin_matches(pin, v) => Ok(detail),
+                    other => Err(format!(
+                        "the package tool reported \"{detail}\", but {} is installed, not {pin}: see its log (/var/log/apt/history.log, dnf history)",
+                        other.map_or("no version", String::as_str)
+                    )),
+                },
+                (r, _) => r,
+            };
+            (name, r)
+        })
+        .collect()
 }
 
 /// The packages in `after` but not in `before`, by their bare names (dpkg lists multi-arch
