@@ -85,9 +85,10 @@ fn packages_via_apt_get_without_packagekit() -> Result<()> {
 fn pins(w: &World, backend: &str) -> Result<()> {
     let node = &w.node;
     let pin = |p: &str| format!("{PKG_V}={p}");
+    // The other packages stay as the scenarios left them (the daemon test goes on from there).
 
     // 1. An exact pin installs that version, not the newest.
-    w.commit(&[PKG_A, &pin("1.0")], &[], "pin 1.0")?;
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("1.0")], &[], "pin 1.0")?;
     w.apply(true)?;
     ensure!(
         w.version(PKG_V)? == "1.0",
@@ -104,7 +105,7 @@ fn pins(w: &World, backend: &str) -> Result<()> {
     w.expect(&w.report()?, PKG_V, "ok", "")?;
 
     // 2. A new pin in Git is an upgrade (a change, not drift).
-    w.commit(&[PKG_A, &pin("2.0")], &[], "pin 2.0")?;
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("2.0")], &[], "pin 2.0")?;
     let (code, plan) = w.plumb(&["plan"])?;
     ensure!(
         code == Some(2)
@@ -174,7 +175,7 @@ fn pins(w: &World, backend: &str) -> Result<()> {
     )?;
 
     // 4. A pattern the installed version matches changes nothing.
-    w.commit(&[PKG_A, &pin("2.*")], &[], "pin 2.*")?;
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("2.*")], &[], "pin 2.*")?;
     let out = w.apply(true)?;
     ensure!(
         w.version(PKG_V)? == "2.0",
@@ -183,7 +184,11 @@ fn pins(w: &World, backend: &str) -> Result<()> {
     w.expect(&w.report()?, PKG_V, "ok", "")?;
 
     // 5. A lower pin in Git downgrades.
-    w.commit(&[PKG_A, &pin("1.0")], &[], "back to 1.0")?;
+    w.commit(
+        &[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("1.0")],
+        &[],
+        "back to 1.0",
+    )?;
     w.apply(true)?;
     ensure!(w.version(PKG_V)? == "1.0", "not downgraded");
     w.expect(
@@ -194,7 +199,7 @@ fn pins(w: &World, backend: &str) -> Result<()> {
     )?;
 
     // 6. A pattern installs the newest version matching it.
-    w.commit(&[PKG_A, &pin("2.*")], &[], "pattern")?;
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("2.*")], &[], "pattern")?;
     w.apply(true)?;
     ensure!(
         w.version(PKG_V)? == "2.1",
@@ -210,7 +215,11 @@ fn pins(w: &World, backend: &str) -> Result<()> {
 
     // 7. A version no repository has fails the package, naming it and the versions there are;
     //    the host keeps what it has.
-    w.commit(&[PKG_A, &pin("9.9")], &[], "no such version")?;
+    w.commit(
+        &[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("9.9")],
+        &[],
+        "no such version",
+    )?;
     w.apply(false)?;
     let r = w.report()?;
     ensure!(r.outcome == "failed", "outcome {}:\n{}", r.outcome, r.text);
@@ -223,7 +232,11 @@ fn pins(w: &World, backend: &str) -> Result<()> {
     ensure!(w.version(PKG_V)? == "2.1");
 
     // 8. A bad pin rejects the commit, naming the file, the key and the entry.
-    w.commit(&[PKG_A, &format!("{PKG_V}=-1")], &[], "bad pin")?;
+    w.commit(
+        &[PKG_A, PKG_B, PKG_C, PKG_OLD, &format!("{PKG_V}=-1")],
+        &[],
+        "bad pin",
+    )?;
     w.apply(false)?;
     let r = w.report()?;
     ensure!(
@@ -234,7 +247,11 @@ fn pins(w: &World, backend: &str) -> Result<()> {
         "a bad pin was not rejected with its file and entry:\n{}",
         r.text
     );
-    w.commit(&[PKG_A, &pin("2.1")], &[], "good again")?;
+    w.commit(
+        &[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("2.1")],
+        &[],
+        "good again",
+    )?;
     w.apply(true)?;
     Ok(())
 }
