@@ -1266,13 +1266,14 @@ mod tests {
             from: from.into(),
             order,
         };
-        let cases: Vec<(
-            &str,
-            &[&str],
-            &[&str],
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            &'a [&'a str],
             BTreeMap<String, ManagedPackage>,
-            Vec<(&str, PackageAction, bool)>,
-        )> = vec![
+            Vec<(&'a str, PackageAction, bool)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "exact, not installed",
                 &["a=1.0"],
