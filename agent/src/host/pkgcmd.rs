@@ -13,6 +13,9 @@ use std::time::Duration;
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Environment variables a tool runs with.
+pub type Env = Vec<(&'static str, &'static str)>;
+
 /// The package manager of this system, driven directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Native {
@@ -125,6 +128,35 @@ impl Native {
         };
         c.args(options).arg("--").args(specs);
         run_checked(&mut c, CHANGE_TIMEOUT, &what).map(drop)
+    }
+
+    /// The whole command line of `install(ids)` and the environment it needs, to run it
+    /// elsewhere (plumb's own upgrade runs it detached, after the pass).
+    pub fn install_argv(self, ids: &[String]) -> Result<(Vec<String>, Env)> {
+        let (options, specs) = self.install_args(ids)?;
+        let mut argv: Vec<String> = match self {
+            Native::Apt => [
+                "apt-get",
+                "-y",
+                "-q",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "install",
+            ]
+            .map(String::from)
+            .to_vec(),
+            Native::Dnf => vec!["dnf".to_string()],
+        };
+        argv.extend(options.into_iter().map(String::from));
+        argv.push("--".into());
+        argv.extend(specs);
+        let env = match self {
+            Native::Apt => vec![("DEBIAN_FRONTEND", "noninteractive"), ("LC_ALL", "C")],
+            Native::Dnf => vec![("LC_ALL", "C")],
+        };
+        Ok((argv, env))
     }
 
     /// The options and package arguments of an install of `ids` (after the tool's own setup):
