@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use gix::ObjectId;
 
 mod admit;
+mod container_updates;
 mod judge;
 mod maintenance;
 mod rollout;
@@ -597,6 +598,7 @@ impl Agent {
             reason: None,
             age_recipient: None,
             facts: None,
+            container_updates: vec![],
             resources: vec![],
         }
     }

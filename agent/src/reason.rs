@@ -44,6 +44,9 @@ pub enum Reason {
     ApplyFailed,
     /// A check could not be run (D-Bus gone, systemd restarting): retried, the commit not judged.
     CheckFault,
+    // Maintenance (DESIGN section 13): the commit stays applied and good.
+    /// A container image update failed its health checks or did not start: the old image runs.
+    ContainerUpdateFailed,
 }
 
 impl Reason {
@@ -66,10 +69,11 @@ impl Reason {
             Reason::FetchFailed => "fetch-failed",
             Reason::ApplyFailed => "apply-failed",
             Reason::CheckFault => "check-fault",
+            Reason::ContainerUpdateFailed => "container-update-failed",
         }
     }
 
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::InvalidSpec,
         Reason::InvalidPath,
         Reason::InvalidUnit,
@@ -87,6 +91,7 @@ impl Reason {
         Reason::FetchFailed,
         Reason::ApplyFailed,
         Reason::CheckFault,
+        Reason::ContainerUpdateFailed,
     ];
 }
 

@@ -32,13 +32,14 @@ impl Agent {
     /// The maintenance of one pass: each task asks `maintenance_permit` before it disrupts.
     pub(super) fn maintenance_phase(
         &self,
-        _host: &Host,
-        _applied: ObjectId,
-        _desired: &Desired,
+        host: &Host,
+        applied: ObjectId,
+        desired: &Desired,
         _state: &mut State,
-        _run: &mut Converged,
-        _draft: &mut Draft,
+        run: &mut Converged,
+        draft: &mut Draft,
     ) -> Result<()> {
+        self.container_updates(host, applied, desired, run, draft)?;
         Ok(())
     }
 

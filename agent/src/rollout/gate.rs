@@ -197,6 +197,7 @@ mod tests {
                 facts: None,
                 age_recipient: None,
                 resources: vec![],
+                container_updates: vec![],
             },
         }
     }

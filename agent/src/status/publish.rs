@@ -413,6 +413,7 @@ mod tests {
             reason: None,
             age_recipient: None,
             facts: None,
+            container_updates: vec![],
             resources: states
                 .iter()
                 .enumerate()
