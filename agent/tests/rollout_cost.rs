@@ -35,6 +35,7 @@ fn report(host: &str, round: u64) -> Report {
         reason: None,
         facts: None,
         age_recipient: None,
+        container_updates: vec![],
         resources: vec![],
     }
 }

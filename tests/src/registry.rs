@@ -64,12 +64,41 @@ impl Registry {
                 }
             }
         }
-        Err(last.expect("tried at least once").context("starting docker-registry"))
+        Err(last
+            .expect("tried at least once")
+            .context("starting docker-registry"))
     }
 
     /// `<gateway>:<port>`, the host part of image names nodes push and pull.
     pub fn host(&self) -> String {
         format!("{}:{}", self.gateway, self.port)
+    }
+
+    /// The digest the registry serves for `repo:tag` (its `Docker-Content-Digest`), read with
+    /// curl from the host: what a node should report, found without asking podman.
+    pub fn digest(&self, repo: &str, tag: &str) -> Result<String> {
+        let url = format!("http://{}/v2/{repo}/manifests/{tag}", self.host());
+        let out = crate::cmd::run(
+            Command::new("curl")
+                .args(["-sfI", "--max-time", "10"])
+                .args(["-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
+                .args([
+                    "-H",
+                    "Accept: application/vnd.docker.distribution.manifest.v2+json",
+                ])
+                .arg(&url),
+        )?;
+        if !out.success() {
+            bail!("curl -I {url} failed: {}", out.stderr);
+        }
+        out.stdout
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("docker-content-digest")
+                    .then(|| v.trim().to_string())
+            })
+            .with_context(|| format!("no Docker-Content-Digest from {url}"))
     }
 
     /// The registry's log (warnings and errors), for a failing test's message.
@@ -122,9 +151,11 @@ fn wait_listening(child: &mut Child, gateway: Ipv4Addr, port: u16) -> Result<()>
                 bail!("docker-registry exited: {status}");
             }
             let addr = SocketAddr::from((gateway, port));
-            Ok(TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                .is_ok()
-                .then_some(()))
+            Ok(
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .is_ok()
+                    .then_some(()),
+            )
         },
     )
 }

@@ -117,7 +117,7 @@ impl Agent {
                 continue;
             };
             let old_id = podman::container_image(&entry.container_id)?;
-            let (_, old_digest) = podman::image_id_digest(&old_id)?;
+            let (_, old_digest) = podman::image_id_digest(&old_id, &entry.image)?;
             let p = Pending {
                 file: file.clone(),
                 entry,
@@ -141,7 +141,10 @@ impl Agent {
             return Ok(vec![]);
         }
         if let Permit::Wait(why) = self.maintenance_permit(applied, false) {
-            tracing::info!(message_id = crate::logging::id::WAITING, "container updates wait: {why}");
+            tracing::info!(
+                message_id = crate::logging::id::WAITING,
+                "container updates wait: {why}"
+            );
             return Ok(pending
                 .into_iter()
                 .map(|p| ContainerUpdate {
@@ -206,7 +209,8 @@ impl Agent {
         for p in pending {
             match word(&p.entry.unit).as_str() {
                 "true" => {
-                    let (new_id, new_digest) = podman::image_id_digest(&p.entry.image)?;
+                    let (new_id, new_digest) =
+                        podman::image_id_digest(&p.entry.image, &p.entry.image)?;
                     made.push(Made {
                         pending: p,
                         new_id,
@@ -218,7 +222,7 @@ impl Agent {
                     // reads a manifest), so it is not tried again.
                     let new_id = podman::pull(&p.entry.image)?;
                     podman::tag(&p.old_id, &p.entry.image)?;
-                    let (_, new_digest) = podman::image_id_digest(&new_id)?;
+                    let (_, new_digest) = podman::image_id_digest(&new_id, &p.entry.image)?;
                     let why = format!(
                         "{} did not start on {new_digest}: podman put {} back",
                         p.entry.unit, p.old_digest
@@ -244,7 +248,10 @@ impl Agent {
             self.judge_updates(host, desired, made, &now, memory, run, &mut problems)?;
         }
         if !problems.is_empty() {
-            fail(draft, format!("container update failed: {}", problems.join("; ")));
+            fail(
+                draft,
+                format!("container update failed: {}", problems.join("; ")),
+            );
         }
         Ok(())
     }
@@ -302,14 +309,16 @@ impl Agent {
                 ),
             };
             tracing::warn!(kind = "container", name = %p.file, "{}: {detail}", p.file);
-            problems.push(format!("{}: {} {detail}", p.file, m.new_digest));
+            problems.push(format!(
+                "{}: the update to {} was undone: {detail}",
+                p.file, m.new_digest
+            ));
             if *bad {
                 memory.bad.insert(p.file.clone(), m.new_id.clone());
             }
-            memory.last.insert(
-                p.file.clone(),
-                record(p, &m.new_digest, state, now, detail),
-            );
+            memory
+                .last
+                .insert(p.file.clone(), record(p, &m.new_digest, state, now, detail));
         }
         Ok(())
     }
@@ -403,10 +412,15 @@ mod tests {
 
     #[test]
     fn only_containers_that_follow_the_registry() {
-        let yes = b"[Unit]\nAutoUpdate=registry\n[Container]\nImage=r/web\n AutoUpdate = registry\n";
+        let yes =
+            b"[Unit]\nAutoUpdate=registry\n[Container]\nImage=r/web\n AutoUpdate = registry\n";
         assert!(auto_update_registry(yes));
-        assert!(!auto_update_registry(b"[Unit]\nAutoUpdate=registry\n[Container]\nImage=r/web\n"));
+        assert!(!auto_update_registry(
+            b"[Unit]\nAutoUpdate=registry\n[Container]\nImage=r/web\n"
+        ));
         assert!(!auto_update_registry(b"[Container]\nAutoUpdate=local\n"));
-        assert!(!auto_update_registry(b"[Container]\n#AutoUpdate=registry\n"));
+        assert!(!auto_update_registry(
+            b"[Container]\n#AutoUpdate=registry\n"
+        ));
     }
 }

@@ -50,7 +50,11 @@ pub fn parse_auto_update(out: &[u8]) -> Result<Vec<AutoUpdate>> {
 /// `podman auto-update`: with `dry_run`, which containers have a newer image (no pull, no
 /// restart); else updates them, podman rolling back a unit that fails to start.
 pub fn auto_update(dry_run: bool) -> Result<Vec<AutoUpdate>> {
-    let timeout = if dry_run { LOOK_TIMEOUT } else { UPDATE_TIMEOUT };
+    let timeout = if dry_run {
+        LOOK_TIMEOUT
+    } else {
+        UPDATE_TIMEOUT
+    };
     let mut args = vec!["auto-update", "--format", "json"];
     if dry_run {
         args.push("--dry-run");
@@ -72,20 +76,34 @@ pub fn container_image(container: &str) -> Result<String> {
     one_word(&out, "an image id")
 }
 
-/// An image's id and digest ("sha256:..."); `image` is an id or a reference.
-pub fn image_id_digest(image: &str) -> Result<(String, String)> {
+/// An image's id and the digest `reference` has it under in its registry ("sha256:..."; the
+/// image's own digest when podman knows none for that repository). `image` is an id or a
+/// reference.
+pub fn image_id_digest(image: &str, reference: &str) -> Result<(String, String)> {
     let out = podman_ok(&[
         "image",
         "inspect",
         "--format",
-        "{{.Id}} {{.Digest}}",
+        "{{.Id}} {{.Digest}}{{range .RepoDigests}} {{.}}{{end}}",
         image,
     ])?;
     let mut words = out.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some(id), Some(digest)) => Ok((id.to_string(), digest.to_string())),
-        (Some(id), None) => Ok((id.to_string(), String::new())),
-        _ => bail!("podman image inspect {image} printed no id"),
+    let Some(id) = words.next() else {
+        bail!("podman image inspect {image} printed no id");
+    };
+    let own = words.next().unwrap_or_default();
+    let prefix = format!("{}@", repository(reference));
+    let digest = words.find_map(|w| w.strip_prefix(&prefix)).unwrap_or(own);
+    Ok((id.to_string(), digest.to_string()))
+}
+
+/// "host:5000/web:latest" -> "host:5000/web" (a tag is after the last slash; a digest after @).
+fn repository(reference: &str) -> &str {
+    let reference = reference.split('@').next().unwrap_or(reference);
+    let name_start = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[name_start..].find(':') {
+        Some(i) => &reference[..name_start + i],
+        None => reference,
     }
 }
 
@@ -149,6 +167,13 @@ mod tests {
         assert!(parse_auto_update(b"").unwrap().is_empty());
         assert!(parse_auto_update(b"null\n").unwrap().is_empty());
         assert!(parse_auto_update(b"Error: oops").is_err());
+    }
+
+    #[test]
+    fn repository_of_a_reference() {
+        assert_eq!(repository("10.0.0.1:5000/web:latest"), "10.0.0.1:5000/web");
+        assert_eq!(repository("10.0.0.1:5000/web"), "10.0.0.1:5000/web");
+        assert_eq!(repository("quay.io/a/b@sha256:00"), "quay.io/a/b");
     }
 
     #[test]
