@@ -598,7 +598,7 @@ impl Agent {
             reason: None,
             age_recipient: None,
             facts: None,
-            container_updates: vec![],
+            container_updates: container_updates::last_updates(&self.state_dir),
             resources: vec![],
         }
     }

@@ -2,7 +2,8 @@
 //! real registry (Debian's docker-registry on the test bridge). Images are built in the node from
 //! the local busybox image and pushed to it: v1 runs; v2 pushed to the same tag is updated inside
 //! the window holding a disruption slot; v3, which fails the host's health check, is rolled back
-//! to v2 and not tried again; with the window closed, v4 waits and the status says until when.
+//! to v2 and not tried again; v5, which does not start, is rolled back by podman; with the window
+//! closed, v4 waits and the status says until when.
 
 mod support;
 
@@ -15,7 +16,8 @@ const URL: &str = "http://127.0.0.1:8080/";
 
 /// Builds image `version` in the node (serving `version` at /, and /health when `healthy`) and
 /// pushes it to the registry as `web:latest`, then forgets it.
-fn push(w: &World, reg: &str, version: &str, healthy: bool) -> Result<()> {
+/// `extra` ends the Containerfile.
+fn push(w: &World, reg: &str, version: &str, healthy: bool, extra: &str) -> Result<()> {
     let dir = format!("/srv/build-{version}");
     w.node
         .write_file(&format!("{dir}/www/index.html"), format!("{version}\n"))?;
@@ -24,7 +26,7 @@ fn push(w: &World, reg: &str, version: &str, healthy: bool) -> Result<()> {
     }
     w.node.write_file(
         &format!("{dir}/Containerfile"),
-        "FROM localhost/busybox\nCOPY www/ /var/www/\n",
+        format!("FROM localhost/busybox\nCOPY www/ /var/www/\n{extra}"),
     )?;
     let build = format!("localhost/web-build:{version}");
     w.node
@@ -142,7 +144,7 @@ fn container_follows_its_registry_inside_the_window() -> Result<()> {
     )?;
 
     // v1 runs.
-    push(&w, &reg, "v1", true)?;
+    push(&w, &reg, "v1", true, "")?;
     w.put("containers/web.container", &quadlet(&reg))?;
     w.put("host.toml", HOST_TOML)?;
     w.repo.write(
@@ -168,7 +170,7 @@ fn container_follows_its_registry_inside_the_window() -> Result<()> {
     ensure!(w.report_field("outcome")? == "converged", "{}", w.status()?);
 
     // v2 pushed to the same tag: updated, holding a slot that is given back.
-    push(&w, &reg, "v2", true)?;
+    push(&w, &reg, "v2", true, "")?;
     let out = w.apply(true)?;
     w.wait_served(URL, "v2\n")?;
     let v2 = registry.digest("web", "latest")?;
@@ -196,7 +198,7 @@ fn container_follows_its_registry_inside_the_window() -> Result<()> {
     ensure!(locks.trim().is_empty(), "a slot is still held: {locks}");
 
     // v3 fails the health check: v2 runs again, the pass says why.
-    push(&w, &reg, "v3", false)?;
+    push(&w, &reg, "v3", false, "")?;
     w.apply(false)?;
     ensure!(w.report_field("outcome")? == "failed", "{}", w.status()?);
     ensure!(w.report_field("reason")? == "container-update-failed");
@@ -220,6 +222,25 @@ fn container_follows_its_registry_inside_the_window() -> Result<()> {
     ensure!(field(&updates(&w)?[0], "state") == "rolled-back");
     w.wait_served(URL, "v2\n")?;
 
+    // v5 does not even start: podman itself puts v2 back; plumb says so and does not retry v5.
+    push(&w, &reg, "v5", true, "ENTRYPOINT [\"/no/such/program\"]\n")?;
+    w.apply(false)?;
+    ensure!(w.report_field("reason")? == "container-update-failed");
+    let u = updates(&w)?;
+    ensure!(field(&u[0], "state") == "rolled-back", "{:?}", u[0]);
+    ensure!(
+        field(&u[0], "detail").contains("did not start"),
+        "{:?}",
+        u[0]
+    );
+    let v5 = registry.digest("web", "latest")?;
+    ensure!(field(&u[0], "new_digest") == v5, "{:?} vs {v5}", u[0]);
+    w.wait_served(URL, "v2\n")?;
+    ensure!(running_digest(&w, &reg)? == v2);
+    let id = container_id(&w)?;
+    w.apply(true)?;
+    ensure!(container_id(&w)? == id, "v5 was tried again");
+
     // A closed window (it opens in 12 h): v4 waits; status says until when.
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -234,7 +255,7 @@ fn container_follows_its_registry_inside_the_window() -> Result<()> {
     )?;
     w.commit("a window")?;
     apply_with(&w, &["--ignore-rollout"])?;
-    push(&w, &reg, "v4", true)?;
+    push(&w, &reg, "v4", true, "")?;
     let id = container_id(&w)?;
     w.apply(true)?;
     let u = updates(&w)?;

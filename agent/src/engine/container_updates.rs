@@ -324,6 +324,18 @@ impl Agent {
     }
 }
 
+/// The last update of each container, for the report of any pass (also one that stopped before
+/// maintenance: a rejected commit, detect mode).
+pub(super) fn last_updates(state_dir: &crate::state::StateDir) -> Vec<ContainerUpdate> {
+    state_dir
+        .read_doc(MEMORY_FILE)
+        .ok()
+        .flatten()
+        .and_then(|t| serde_json::from_str::<Memory>(&t).ok())
+        .map(|m| m.last.into_values().collect())
+        .unwrap_or_default()
+}
+
 /// The containers plumb updates: generated service -> Quadlet file, for the `.container` files
 /// with `AutoUpdate=registry`.
 fn followed(desired: &Desired) -> BTreeMap<String, String> {
