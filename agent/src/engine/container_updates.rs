@@ -283,6 +283,7 @@ impl Agent {
             let p = &m.pending;
             let Some((why, bad)) = &failure else {
                 tracing::info!(
+                    message_id = crate::logging::id::CHANGE_APPLIED,
                     kind = "container",
                     name = %p.file,
                     "updated {} to {} ({})",
@@ -308,7 +309,13 @@ impl Agent {
                     format!("{why}; putting {} back failed: {e:#}", p.old_digest),
                 ),
             };
-            tracing::warn!(kind = "container", name = %p.file, "{}: {detail}", p.file);
+            tracing::warn!(
+                message_id = crate::logging::id::ROLLED_BACK,
+                kind = "container",
+                name = %p.file,
+                "{}: {detail}",
+                p.file
+            );
             problems.push(format!(
                 "{}: the update to {} was undone: {detail}",
                 p.file, m.new_digest
