@@ -177,40 +177,44 @@ impl Agent {
     ) -> Result<()> {
         let names: Vec<&str> = pending.iter().map(|p| p.file.as_str()).collect();
         tracing::info!("updating the images of {}", names.join(", "));
-        let done = podman::auto_update(false);
         let now = now_rfc3339();
-        let done = match done {
-            Ok(d) => d,
+        let (done, error) = match podman::auto_update(false) {
+            Ok(d) => (d, None),
             Err(e) => {
-                for p in &pending {
-                    memory.last.insert(
-                        p.file.clone(),
-                        record(p, "", UpdateState::Failed, &now, format!("{e:#}")),
-                    );
-                }
-                fail(draft, format!("podman auto-update failed: {e:#}"));
-                return Ok(());
+                tracing::warn!(error = %format!("{e:#}"), "podman auto-update failed: {e:#}");
+                (vec![], Some(format!("{e:#}")))
             }
         };
-        let word = |unit: &str| {
-            done.iter()
-                .find(|d| d.unit == unit)
-                .map(|d| d.updated.clone())
-                .unwrap_or_default()
+        let word = |p: &Pending| match done.iter().find(|d| d.unit == p.entry.unit) {
+            Some(d) => d.updated.clone(),
+            // podman said nothing of it (stopped at its time limit, failed): what runs now?
+            None => match podman::container_image(&p.entry.container_name) {
+                Ok(id) if id != p.old_id => "true".into(),
+                _ => {
+                    let _ = podman::tag(&p.old_id, &p.entry.image);
+                    error.clone().unwrap_or_else(|| "nothing".into())
+                }
+            },
         };
+        let mut problems = vec![];
         // Failed images still offered: back to what ran, at once, unchecked.
         for h in &held {
-            if word(&h.entry.unit) == "true" {
-                put_back(host, &h.old_id, &h.entry)?;
+            if word(h) == "true" {
+                if let Err(e) = put_back(host, &h.old_id, &h.entry) {
+                    problems.push(format!(
+                        "{}: putting {} back failed: {e:#}",
+                        h.file, h.old_digest
+                    ));
+                }
             }
         }
+        // From here on no early return: every update made is judged.
         let mut made = vec![];
-        let mut problems = vec![];
         for p in pending {
-            match word(&p.entry.unit).as_str() {
+            match word(&p).as_str() {
                 "true" => {
                     let (new_id, new_digest) =
-                        podman::image_id_digest(&p.entry.image, &p.entry.image)?;
+                        podman::image_id_digest(&p.entry.image, &p.entry.image).unwrap_or_default();
                     made.push(Made {
                         pending: p,
                         new_id,
@@ -220,22 +224,27 @@ impl Agent {
                 "rolled back" => {
                     // podman put the old image back: which one failed (a pull of a stored image
                     // reads a manifest), so it is not tried again.
-                    let new_id = podman::pull(&p.entry.image)?;
-                    podman::tag(&p.old_id, &p.entry.image)?;
-                    let (_, new_digest) = podman::image_id_digest(&new_id, &p.entry.image)?;
+                    let failed = podman::pull(&p.entry.image).and_then(|new_id| {
+                        podman::tag(&p.old_id, &p.entry.image)?;
+                        let (_, digest) = podman::image_id_digest(&new_id, &p.entry.image)?;
+                        Ok((new_id, digest))
+                    });
+                    let (new_id, new_digest) = failed.unwrap_or_default();
                     let why = format!(
-                        "{} did not start on {new_digest}: podman put {} back",
+                        "{} did not start on the new image {new_digest}: podman put {} back",
                         p.entry.unit, p.old_digest
                     );
                     problems.push(format!("{}: {why}", p.file));
-                    memory.bad.insert(p.file.clone(), new_id);
+                    if !new_id.is_empty() {
+                        memory.bad.insert(p.file.clone(), new_id);
+                    }
                     memory.last.insert(
                         p.file.clone(),
                         record(&p, &new_digest, UpdateState::RolledBack, &now, why),
                     );
                 }
                 other => {
-                    let why = format!("podman auto-update said {other:?}");
+                    let why = format!("podman auto-update: {other}");
                     problems.push(format!("{}: {why}", p.file));
                     memory.last.insert(
                         p.file.clone(),
@@ -245,7 +254,7 @@ impl Agent {
             }
         }
         if !made.is_empty() {
-            self.judge_updates(host, desired, made, &now, memory, run, &mut problems)?;
+            self.judge_updates(host, desired, made, &now, memory, run, &mut problems);
         }
         if !problems.is_empty() {
             fail(
@@ -267,7 +276,7 @@ impl Agent {
         memory: &mut Memory,
         run: &mut Converged,
         problems: &mut Vec<String>,
-    ) -> Result<()> {
+    ) {
         let verdict = if desired.health.is_empty() {
             Ok(Verdict::Healthy)
         } else {
@@ -320,14 +329,13 @@ impl Agent {
                 "{}: the update to {} was undone: {detail}",
                 p.file, m.new_digest
             ));
-            if *bad {
+            if *bad && !m.new_id.is_empty() {
                 memory.bad.insert(p.file.clone(), m.new_id.clone());
             }
             memory
                 .last
                 .insert(p.file.clone(), record(p, &m.new_digest, state, now, detail));
         }
-        Ok(())
     }
 }
 
