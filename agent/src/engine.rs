@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use gix::ObjectId;
 
 mod admit;
+mod container_updates;
 mod judge;
 mod maintenance;
 mod rollout;
@@ -610,6 +611,7 @@ impl Agent {
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: container_updates::last_updates(&self.state_dir),
             resources: vec![],
         }
     }

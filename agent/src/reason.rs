@@ -49,6 +49,8 @@ pub enum Reason {
     UpgradeFailed,
     /// The upgrades were applied, then a `[[health]]` check of the applied commit failed.
     UpgradeUnhealthy,
+    /// A container image update failed its health checks or did not start: the old image runs.
+    ContainerUpdateFailed,
 }
 
 impl Reason {
@@ -73,10 +75,11 @@ impl Reason {
             Reason::CheckFault => "check-fault",
             Reason::UpgradeFailed => "upgrade-failed",
             Reason::UpgradeUnhealthy => "upgrade-unhealthy",
+            Reason::ContainerUpdateFailed => "container-update-failed",
         }
     }
 
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::InvalidSpec,
         Reason::InvalidPath,
         Reason::InvalidUnit,
@@ -96,6 +99,7 @@ impl Reason {
         Reason::CheckFault,
         Reason::UpgradeFailed,
         Reason::UpgradeUnhealthy,
+        Reason::ContainerUpdateFailed,
     ];
 }
 

@@ -125,6 +125,7 @@ fn twenty_host_fleet() -> (common::Fleet, String) {
                     String::new()
                 },
                 age_recipient: None,
+                container_updates: vec![],
                 facts: None,
                 upgrades: None,
                 resources: vec![],

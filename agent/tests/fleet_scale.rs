@@ -39,6 +39,7 @@ fn report(host: &str) -> Report {
         applied_at: String::new(),
         waiting: String::new(),
         age_recipient: None,
+        container_updates: vec![],
         facts: None,
         upgrades: None,
         resources: vec![],

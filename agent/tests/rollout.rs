@@ -444,6 +444,7 @@ fn forge(w: &World, victim: &str, commit: &str, key: &std::path::Path) {
         facts: None,
         upgrades: None,
         age_recipient: None,
+        container_updates: vec![],
         resources: vec![],
     };
     std::fs::write(tmp.path().join("status.toml"), r.to_toml()).unwrap();

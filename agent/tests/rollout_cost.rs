@@ -36,6 +36,7 @@ fn report(host: &str, round: u64) -> Report {
         facts: None,
         upgrades: None,
         age_recipient: None,
+        container_updates: vec![],
         resources: vec![],
     }
 }

@@ -745,6 +745,7 @@ fn a_hanging_server_is_given_up_after_the_push_timeout() {
         message: String::new(),
         reason: None,
         age_recipient: None,
+        container_updates: vec![],
         facts: None,
         upgrades: None,
         resources: vec![],

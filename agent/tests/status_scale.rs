@@ -60,6 +60,7 @@ fn report(host: &str, n: u64) -> Report {
         message: String::new(),
         reason: None,
         age_recipient: None,
+        container_updates: vec![],
         facts: None,
         upgrades: None,
         resources: vec![],

@@ -198,6 +198,7 @@ mod tests {
                 upgrades: None,
                 age_recipient: None,
                 resources: vec![],
+                container_updates: vec![],
             },
         }
     }

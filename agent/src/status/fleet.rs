@@ -379,6 +379,7 @@ mod tests {
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: vec![],
             resources: vec![],
         }
     }

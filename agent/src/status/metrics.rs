@@ -320,6 +320,7 @@ mod tests {
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: vec![],
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),

@@ -414,6 +414,7 @@ mod tests {
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: vec![],
             resources: states
                 .iter()
                 .enumerate()

@@ -96,6 +96,46 @@ pub struct Report {
     pub upgrades: Option<Upgrades>,
     #[serde(default)]
     pub resources: Vec<ResourceReport>,
+    /// Container images plumb updated, rolled back, or waits to update (DESIGN section 13).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_updates: Vec<ContainerUpdate>,
+}
+
+/// One container's image update (`[[container_updates]]`): the last one plumb made, or the one
+/// waiting for the window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerUpdate {
+    /// The Quadlet file ("web.container").
+    pub container: String,
+    /// The image reference it follows ("registry.example:5000/web:latest").
+    pub image: String,
+    pub state: UpdateState,
+    /// The digest it ran before the update.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub old_digest: String,
+    /// The digest the update brought (running when `updated`, put back when `rolled-back`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub new_digest: String,
+    /// When it happened (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub at: String,
+    /// Why, in words: the failed check, when the window opens.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateState {
+    /// Running the new image; the health checks passed.
+    Updated,
+    /// The new image failed the health checks (or did not start): the old one runs again, and
+    /// the new one is not tried again.
+    RolledBack,
+    /// The update could not be made or undone: the detail says what runs.
+    Failed,
+    /// A newer image is in the registry; the window is closed or no disruption slot is free.
+    Waiting,
 }
 
 /// `[upgrades]`: what `[packages] upgrade` would apply, listed again only when the package
@@ -170,6 +210,7 @@ mod tests {
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: vec![],
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),
