@@ -17,6 +17,7 @@ use gix::ObjectId;
 mod admit;
 mod judge;
 mod maintenance;
+mod reboot;
 mod rollout;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -230,6 +231,7 @@ impl Agent {
         if !opts.dry_run {
             self.record(&result.report)?;
             self.outputs(&result, started.elapsed());
+            self.reboot_if_due();
         }
         release_freed_memory();
         Ok(result)
@@ -287,6 +289,7 @@ impl Agent {
             changes: 0,
             dry_run: opts.dry_run,
         };
+        self.reboot_report(&mut draft);
         // Every pass: a rotated host key shows in the report (and decrypts) at once.
         let keys = crate::host::secrets::read_keys(&self.settings.identity, self.state_dir.path())?;
         draft.report.age_recipient = keys.identity.as_ref().ok().map(|i| i.recipient.clone());
@@ -592,6 +595,8 @@ impl Agent {
             last_good_commit: state.last_good_commit.clone().unwrap_or_default(),
             applied_at: applied_at(state),
             waiting: String::new(),
+            reboot_required: None,
+            last_reboot: None,
             checked_at: now_rfc3339(),
             message: String::new(),
             reason: None,

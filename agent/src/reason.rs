@@ -44,6 +44,13 @@ pub enum Reason {
     ApplyFailed,
     /// A check could not be run (D-Bus gone, systemd restarting): retried, the commit not judged.
     CheckFault,
+    // Reboots (DESIGN section 13).
+    /// plumb asked for a reboot that did not happen (the D-Bus call failed, or the host is
+    /// still up long after it): not asked again in this window.
+    RebootFailed,
+    /// The `[[health]]` checks failed after a reboot plumb made: the disruption slot is kept,
+    /// so no further host reboots, until it expires (`lock_ttl`).
+    RebootHealthFailed,
 }
 
 impl Reason {
@@ -66,10 +73,12 @@ impl Reason {
             Reason::FetchFailed => "fetch-failed",
             Reason::ApplyFailed => "apply-failed",
             Reason::CheckFault => "check-fault",
+            Reason::RebootFailed => "reboot-failed",
+            Reason::RebootHealthFailed => "reboot-health-failed",
         }
     }
 
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::InvalidSpec,
         Reason::InvalidPath,
         Reason::InvalidUnit,
@@ -87,6 +96,8 @@ impl Reason {
         Reason::FetchFailed,
         Reason::ApplyFailed,
         Reason::CheckFault,
+        Reason::RebootFailed,
+        Reason::RebootHealthFailed,
     ];
 }
 

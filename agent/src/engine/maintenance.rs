@@ -30,15 +30,23 @@ pub(super) enum Permit {
 
 impl Agent {
     /// The maintenance of one pass: each task asks `maintenance_permit` before it disrupts.
+    /// Not after a pass that failed (a health check rolled back): the host is not in a state
+    /// to disrupt, and a hold across a reboot stays as it is.
     pub(super) fn maintenance_phase(
         &self,
-        _host: &Host,
-        _applied: ObjectId,
-        _desired: &Desired,
+        host: &Host,
+        applied: ObjectId,
+        desired: &Desired,
         _state: &mut State,
         _run: &mut Converged,
-        _draft: &mut Draft,
+        draft: &mut Draft,
     ) -> Result<()> {
+        if draft.report.outcome == crate::status::report::Outcome::Failed {
+            return Ok(());
+        }
+        // Last: upgrades before it may be what makes a reboot required.
+        self.reboot_task(host, applied, desired, draft)?;
+        self.release_maintenance();
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod packagekit;
 pub mod packages;
 pub mod pkg_cleanup;
 pub mod pkgcmd;
+pub mod reboot;
 pub mod runtime;
 pub mod secrets;
 pub mod service_hold;

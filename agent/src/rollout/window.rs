@@ -72,6 +72,18 @@ pub fn check(windows: &[Window], host: &str, now: i64, offset: i64) -> Result<()
     Err(format!("window opens {}", opens(next, now, offset)))
 }
 
+/// Which occurrence of `host`'s windows is open at `now`: the latest start (in its window's
+/// clock) among the open ones; 0 when no window matches the host (it is always "open") or none
+/// is open. Work done "at most once per window" keys on it.
+pub fn occurrence(windows: &[Window], host: &str, now: i64, offset: i64) -> i64 {
+    windows
+        .iter()
+        .filter(|w| w.hosts.iter().any(|p| glob_match(p, host)))
+        .filter_map(|w| open_since(w, if w.local { now + offset } else { now }))
+        .max()
+        .unwrap_or(0)
+}
+
 /// The host's UTC offset now, in seconds (for `timezone = "local"`), from the C library's
 /// idea of the local time zone (TZ, /etc/localtime).
 #[allow(unsafe_code)]
@@ -154,6 +166,12 @@ mod tests {
             Err("window opens sat 12:00 UTC".into())
         );
         assert_eq!(check(&ws, "store-1", at("2026-12-05T12:10:00Z"), 0), Ok(()));
+        // Two passes in one occurrence share its key; the next day's is another.
+        let occ = |t: &str| occurrence(&ws, "store-1", at(t), 0);
+        assert_eq!(occ("2026-11-30T02:10:00Z"), occ("2026-11-30T03:50:00Z"));
+        assert_ne!(occ("2026-11-30T02:10:00Z"), occ("2026-12-01T02:10:00Z"));
+        assert_eq!(occ("2026-11-30T05:00:00Z"), 0);
+        assert_eq!(occurrence(&ws, "web-1", at("2026-11-30T02:10:00Z"), 0), 0);
         let local = window(&[0], 2 * 3600, 1, true);
         assert_eq!(
             opens(&local, at("2026-11-30T05:00:00Z"), -3600),

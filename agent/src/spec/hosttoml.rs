@@ -18,6 +18,9 @@ pub struct HostToml {
     pub containers: BTreeMap<String, RawContainer>,
     #[serde(default)]
     pub health: Vec<RawHealth>,
+    /// `[reboot]`: whether plumb reboots the host when the OS says it needs one.
+    #[serde(default)]
+    pub reboot: Option<RawReboot>,
     /// Variables for templates, merged deeply across fleet.toml, roles and the host.
     #[serde(default)]
     pub vars: toml::Table,
@@ -30,6 +33,14 @@ pub struct RawPackages {
     pub install: Vec<String>,
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+/// `[reboot]` as written in host.toml.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawReboot {
+    #[serde(default)]
+    pub when: super::RebootWhen,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

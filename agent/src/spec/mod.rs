@@ -29,6 +29,19 @@ pub struct Desired {
     pub containers: BTreeMap<String, ContainerSpec>,
     pub packages: Packages,
     pub health: Vec<HealthCheck>,
+    /// `[reboot] when` (the last layer that sets it wins: the host's own over its roles).
+    pub reboot: RebootWhen,
+}
+
+/// `[reboot] when`: whether plumb reboots the host when the OS says a reboot is required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootWhen {
+    /// Only report `reboot_required`.
+    #[default]
+    Never,
+    /// Reboot inside the host's window, holding a disruption slot (DESIGN section 13).
+    Required,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -373,6 +373,8 @@ mod tests {
             last_good_commit: applied.into(),
             applied_at: String::new(),
             waiting: String::new(),
+            reboot_required: None,
+            last_reboot: None,
             checked_at: checked_at.into(),
             message: String::new(),
             reason: None,

@@ -317,6 +317,8 @@ mod tests {
             reason: Some(crate::reason::Reason::UnsignedCommit),
             applied_at: String::new(),
             waiting: String::new(),
+            reboot_required: None,
+            last_reboot: None,
             age_recipient: None,
             facts: None,
             resources: vec![ResourceReport {
