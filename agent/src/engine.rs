@@ -337,6 +337,8 @@ impl Agent {
             if !run.stopped && run.failed == 0 && state.unjudged_commit.is_none() {
                 self.maintenance_phase(&host, target, &desired, &mut state, &mut run, &mut draft)?;
             }
+            // Packages this pass installed may have asked for a reboot.
+            self.reboot_report(&mut draft);
         }
         Ok(self.summarize(draft, run, &state, detect, opts.dry_run))
     }

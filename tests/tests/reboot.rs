@@ -1,0 +1,245 @@
+//! Coordinated reboots (issue 17, DESIGN section 13) on a real node: plumb.service installs a
+//! package whose postinst asks for a reboot (as Debian's kernels do: /run/reboot-required), and
+//! reports `reboot_required` whatever `[reboot] when` says. With a closed window it waits and
+//! says why; with `when = "never"` it never reboots; with `when = "required"` in an open window
+//! and `[disruption] max_parallel = 1` it takes the slot, pushes its report, reboots the node
+//! (nspawn boots it again), and the first pass after the boot releases the slot and reports
+//! `last_reboot`.
+
+use anyhow::{ensure, Context, Result};
+use plumb::status::report::Report;
+use plumb_systest::{run, FleetRepo, GitServer, Network, Node, NodeImage};
+use sha2::{Digest, Sha256};
+use std::process::Command;
+use std::time::Duration;
+
+mod support;
+
+const HOST: &str = "rb-1";
+const PKG: &str = "plumb-test-kernel";
+const SLOT: &str = "refs/heads/locks/0";
+
+/// A .deb whose postinst asks for a reboot, as a local apt repository in the node.
+fn add_kernel_repo(node: &Node) -> Result<()> {
+    let src = tempfile::tempdir()?;
+    let root = src.path().join("pkg");
+    std::fs::create_dir_all(root.join("DEBIAN"))?;
+    std::fs::create_dir_all(root.join("usr/share/plumb-test"))?;
+    let control = format!(
+        "Package: {PKG}\nVersion: 1.0\nArchitecture: all\nMaintainer: plumb tests <tests@example.invalid>\n\
+         Description: plumb system-test package that needs a reboot\n"
+    );
+    std::fs::write(root.join("DEBIAN/control"), &control)?;
+    let postinst = root.join("DEBIAN/postinst");
+    std::fs::write(
+        &postinst,
+        format!(
+            "#!/bin/sh\nset -e\ntouch /run/reboot-required\necho {PKG} >> /run/reboot-required.pkgs\n"
+        ),
+    )?;
+    std::fs::set_permissions(&postinst, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    std::fs::write(root.join(format!("usr/share/plumb-test/{PKG}")), PKG)?;
+    let file = format!("{PKG}_1.0_all.deb");
+    let deb = src.path().join(&file);
+    run(Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group", "-Zgzip"])
+        .arg(&root)
+        .arg(&deb))?
+    .check("dpkg-deb --build")?;
+    let bytes = std::fs::read(&deb)?;
+    let index = format!(
+        "{control}Filename: ./{file}\nSize: {}\nSHA256: {}\n\n",
+        bytes.len(),
+        hex::encode(Sha256::digest(&bytes))
+    );
+    node.write_file(&format!("/srv/repo/{file}"), bytes)?;
+    node.write_file("/srv/repo/Packages", index)?;
+    node.write_file(
+        "/etc/apt/sources.list.d/plumb-test.list",
+        "deb [trusted=yes] file:/srv/repo ./\n",
+    )?;
+    node.write_file(
+        "/etc/apt/apt.conf.d/99plumb-test",
+        "Acquire::Languages \"none\";\n",
+    )?;
+    Ok(())
+}
+
+/// plumb.service as shipped (enabled, so it comes back after a reboot), not started yet.
+fn install_service(node: &Node, git: &GitServer) -> Result<()> {
+    node.install_plumb()?;
+    node.write_file(
+        "/etc/plumb/agent.toml",
+        format!(
+            "repo = \"{}\"\nhost = \"{HOST}\"\ninterval = \"2s\"\n",
+            git.url("fleet.git")
+        ),
+    )?;
+    let unit = include_str!("../../systemd/plumb.service")
+        .replace("/usr/bin/plumb", "/usr/local/bin/plumb");
+    node.write_file("/etc/systemd/system/plumb.service", unit)?;
+    node.exec_ok(&["systemctl", "daemon-reload"])?;
+    node.exec_ok(&["systemctl", "enable", "plumb.service"])?;
+    Ok(())
+}
+
+/// host.toml and fleet.toml: the package, `[reboot] when`, a health check, and one window for
+/// the host (open now or not) with one disruption slot for the fleet.
+fn commit(repo: &FleetRepo, when: &str, window_open: bool, msg: &str) -> Result<String> {
+    repo.write(
+        &format!("hosts/{HOST}/host.toml"),
+        format!(
+            "[packages]\ninstall = [\"{PKG}\"]\n\n[reboot]\nwhen = \"{when}\"\n\n\
+             [[health]]\ncommand = [\"/usr/bin/test\", \"-e\", \"/usr/share/plumb-test/{PKG}\"]\n"
+        ),
+    )?;
+    repo.write(
+        &format!("hosts/{HOST}/files/etc/plumb-test.conf"),
+        format!("{msg}\n"),
+    )?;
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        / 3600
+        % 24) as i64;
+    // Open: from the start of the previous hour for 3 hours. Closed: 12 hours away.
+    let start = if window_open {
+        (hour + 23) % 24
+    } else {
+        (hour + 12) % 24
+    };
+    repo.write(
+        "fleet.toml",
+        format!(
+            "[[windows]]\nhosts = [\"rb-*\"]\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+             start = \"{start:02}:00\"\nduration = \"{}\"\ntimezone = \"UTC\"\n\n\
+             [disruption]\nmax_parallel = 1\nlock_ttl = \"30m\"\n",
+            if window_open { "3h" } else { "1h" }
+        ),
+    )?;
+    repo.commit(msg)
+}
+
+/// The host's report on its status branch.
+fn pushed(repo: &FleetRepo) -> Result<Option<Report>> {
+    if repo.rev(&format!("refs/heads/status/{HOST}"))?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Report::from_toml(
+        &repo.show(&format!("status/{HOST}"), "status.toml")?,
+    )?))
+}
+
+/// The last report written in the node (every pass writes it, pushed or not).
+fn local(node: &Node) -> Result<Report> {
+    Report::from_toml(&node.exec_ok(&["/usr/local/bin/plumb", "status"])?)
+}
+
+/// Waits until two more passes ran in the node (its local report's `checked_at` moved twice).
+fn two_more_passes(node: &Node) -> Result<Report> {
+    let mut seen = vec![local(node)?.checked_at];
+    node.wait_until("two more passes", Duration::from_secs(60), || {
+        let r = local(node)?;
+        if !seen.contains(&r.checked_at) {
+            seen.push(r.checked_at.clone());
+        }
+        Ok((seen.len() >= 3).then_some(r))
+    })
+}
+
+#[test]
+fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_slot() -> Result<()>
+{
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let image = NodeImage::ensure()?;
+    let net = Network::new()?;
+    let git = GitServer::start(&net)?;
+    let repo = git.create_repo("fleet.git")?;
+    let mut node = Node::boot(&image, &net, HOST)?;
+    add_kernel_repo(&node)?;
+    install_service(&node, &git)?;
+    let boot0 = node.boot_id()?;
+
+    // 1. The window is closed: an operator's `apply --ignore-rollout` puts the commit on the
+    // host (the window holds moves too); the package asks for a reboot, which waits.
+    let c1 = commit(&repo, "required", false, "closed window")?;
+    let mut argv = vec!["systemd-run", "--wait", "--pipe", "--quiet", "--collect"];
+    let sandbox = support::sandbox_properties()?;
+    for p in &sandbox {
+        argv.extend(["-p", p.as_str()]);
+    }
+    argv.extend(["/usr/local/bin/plumb", "apply", "--ignore-rollout"]);
+    let out = node.exec(&argv)?;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    eprintln!("--- plumb apply --ignore-rollout\n{text}");
+    ensure!(out.success(), "plumb apply failed:\n{text}");
+    ensure!(
+        node.exec(&["test", "-e", "/run/reboot-required"])?.success(),
+        "the postinst did not ask for a reboot"
+    );
+    let r = local(&node)?;
+    ensure!(r.applied_commit == c1, "{r:?}");
+    ensure!(r.reboot_required == Some(true), "{r:?}");
+    ensure!(
+        r.waiting.contains("reboot waits: window opens"),
+        "waiting: {:?}",
+        r.waiting
+    );
+    ensure!(r.last_reboot.is_none(), "{r:?}");
+    ensure!(repo.rev(SLOT)?.is_none(), "a slot is held with the window closed");
+
+    // 2. `when = "never"` in an open window: the daemon moves to it, reports the need, and
+    // never reboots.
+    node.exec_ok(&["systemctl", "start", "plumb.service"])?;
+    let c2 = commit(&repo, "never", true, "never")?;
+    node.wait_until(
+        "the status branch to show the `never` commit",
+        Duration::from_secs(120),
+        || {
+            Ok(pushed(&repo)?
+                .filter(|r| r.applied_commit == c2 && r.reboot_required == Some(true))
+                .map(|_| ()))
+        },
+    )?;
+    let r = two_more_passes(&node)?;
+    ensure!(r.applied_commit == c2 && r.waiting.is_empty(), "{r:?}");
+    ensure!(node.boot_id()? == boot0, "the node rebooted with when = never");
+    ensure!(repo.rev(SLOT)?.is_none(), "the move's slot was not released");
+
+    // 3. `when = "required"` in the open window: the node reboots, plumb comes back.
+    let c3 = commit(&repo, "required", true, "reboot")?;
+    node.wait_rebooted(&boot0, Duration::from_secs(180))?;
+    let r = node.wait_until(
+        "the report after the reboot",
+        Duration::from_secs(120),
+        || {
+            Ok(pushed(&repo)?.filter(|r| {
+                r.applied_commit == c3 && r.last_reboot.is_some() && r.reboot_required == Some(false)
+            }))
+        },
+    )?;
+    let last = r.last_reboot.as_ref().context("last_reboot")?;
+    ensure!(
+        last.why.contains("/run/reboot-required") && last.why.contains(PKG),
+        "last_reboot: {last:?}"
+    );
+    ensure!(r.outcome.as_str() != "failed", "{r:?}");
+    ensure!(repo.rev(SLOT)?.is_none(), "the slot was not released after the boot");
+    // Before it rebooted, the host pushed a report saying so (the slot was held then).
+    let log = run(Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.bare_path())
+        .args(["log", "-p", &format!("status/{HOST}")]))?
+    .check("git log")?;
+    ensure!(
+        log.contains("rebooting once this report is pushed"),
+        "no report announced the reboot:\n{log}"
+    );
+    // It does not reboot again: the need is gone.
+    let boot1 = node.boot_id()?;
+    two_more_passes(&node)?;
+    ensure!(node.boot_id()? == boot1, "rebooted again");
+    Ok(())
+}
