@@ -288,6 +288,11 @@ impl Agent {
                 };
                 rec.pending = None;
                 rec.last = Some(last.clone());
+                // The reboot cleared the need: the loop guard is over (a need that comes back
+                // later, from new packages, gets its own reboot).
+                if matches!(self.reboot_need(host, &mut rec), Ok(None)) {
+                    rec.tried = None;
+                }
                 self.save_reboot_record(&rec)?;
                 self.unhold();
                 tracing::info!(
