@@ -4,7 +4,8 @@
 //! says why; with `when = "never"` it never reboots; with `when = "required"` in an open window
 //! and `[disruption] max_parallel = 1` it takes the slot, pushes its report, reboots the node
 //! (nspawn boots it again), and the first pass after the boot releases the slot and reports
-//! `last_reboot`.
+//! `last_reboot`. A reboot that does not clear the need is not repeated in the same window; health
+//! checks that fail after the boot keep the slot until they pass.
 
 use anyhow::{ensure, Context, Result};
 use plumb::status::report::Report;
@@ -278,5 +279,55 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
     two_more_passes(&node)?;
     ensure!(node.boot_id()? == boot2, "rebooted again in the same window");
     ensure!(repo.rev(SLOT)?.is_none(), "a slot is held while the guard waits");
+
+    // 5. Health checks that fail after the boot keep the slot (no other host reboots) and say
+    // so; once they pass, the slot is released. The check needs a file in /run, which the
+    // reboot empties. The unit goes, the need is cleared by hand (the guard ends with it).
+    node.exec_ok(&["touch", "/run/plumb-test-up"])?;
+    node.exec_ok(&["rm", "-f", "/run/reboot-required", "/run/reboot-required.pkgs"])?;
+    repo.remove(&format!("hosts/{HOST}/units/plumb-test-needs-reboot.service"))?;
+    repo.write(
+        &format!("hosts/{HOST}/host.toml"),
+        format!(
+            "[packages]\ninstall = [\"{PKG}\"]\n\n[reboot]\nwhen = \"required\"\n\n\
+             [[health]]\ncommand = [\"/usr/bin/test\", \"-e\", \"/run/plumb-test-up\"]\n"
+        ),
+    )?;
+    let c5 = repo.commit("a health check the reboot breaks")?;
+    node.wait_until(
+        "the need to clear on the status branch",
+        Duration::from_secs(120),
+        || {
+            Ok(pushed(&repo)?
+                .filter(|r| r.applied_commit == c5 && r.reboot_required == Some(false))
+                .map(|_| ()))
+        },
+    )?;
+    let before = pushed(&repo)?.context("a report")?.last_reboot;
+    node.exec_ok(&["touch", "/run/reboot-required"])?;
+    node.wait_rebooted(&boot2, Duration::from_secs(180))?;
+    let r = node.wait_until(
+        "the failed health check after the reboot",
+        Duration::from_secs(120),
+        || Ok(pushed(&repo)?.filter(|r| r.outcome.as_str() == "failed")),
+    )?;
+    ensure!(
+        r.reason.map(|x| x.as_str()) == Some("reboot-health-failed"),
+        "{r:?}"
+    );
+    ensure!(r.message.contains("/run/plumb-test-up"), "{}", r.message);
+    ensure!(repo.rev(SLOT)?.is_some(), "the slot was released after a failed check");
+    ensure!(r.last_reboot == before, "last_reboot moved on a failed check: {r:?}");
+    node.exec_ok(&["touch", "/run/plumb-test-up"])?;
+    let r = node.wait_until(
+        "the slot to be released once the checks pass",
+        Duration::from_secs(120),
+        || {
+            Ok(pushed(&repo)?
+                .filter(|r| r.outcome.as_str() != "failed" && r.last_reboot != before))
+        },
+    )?;
+    ensure!(r.reason.is_none(), "{r:?}");
+    ensure!(repo.rev(SLOT)?.is_none(), "the slot is still held");
     Ok(())
 }
