@@ -20,9 +20,16 @@ fn reboot_required_is_reported_on_every_pass_whatever_when_says() {
 
     // A package's postinst asked for a reboot.
     std::fs::create_dir_all(host.root.join("run")).unwrap();
-    std::fs::write(host.root.join("run/reboot-required"), "*** System restart required ***\n")
-        .unwrap();
-    std::fs::write(host.root.join("run/reboot-required.pkgs"), "linux-image-x\n").unwrap();
+    std::fs::write(
+        host.root.join("run/reboot-required"),
+        "*** System restart required ***\n",
+    )
+    .unwrap();
+    std::fs::write(
+        host.root.join("run/reboot-required.pkgs"),
+        "linux-image-x\n",
+    )
+    .unwrap();
     let r = host.converge();
     assert_eq!(r.reboot_required, Some(true), "{r:?}");
     assert!(r.waiting.is_empty(), "{r:?}");

@@ -38,7 +38,10 @@ fn add_kernel_repo(node: &Node) -> Result<()> {
             "#!/bin/sh\nset -e\ntouch /run/reboot-required\necho {PKG} >> /run/reboot-required.pkgs\n"
         ),
     )?;
-    std::fs::set_permissions(&postinst, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    std::fs::set_permissions(
+        &postinst,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     std::fs::write(root.join(format!("usr/share/plumb-test/{PKG}")), PKG)?;
     let file = format!("{PKG}_1.0_all.deb");
     let deb = src.path().join(&file);
@@ -149,8 +152,7 @@ fn two_more_passes(node: &Node) -> Result<Report> {
 }
 
 #[test]
-fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_slot() -> Result<()>
-{
+fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_slot() -> Result<()> {
     if !plumb_systest::can_run() {
         return Ok(());
     }
@@ -177,7 +179,8 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
     eprintln!("--- plumb apply --ignore-rollout\n{text}");
     ensure!(out.success(), "plumb apply failed:\n{text}");
     ensure!(
-        node.exec(&["test", "-e", "/run/reboot-required"])?.success(),
+        node.exec(&["test", "-e", "/run/reboot-required"])?
+            .success(),
         "the postinst did not ask for a reboot"
     );
     let r = local(&node)?;
@@ -189,7 +192,10 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
         r.waiting
     );
     ensure!(r.last_reboot.is_none(), "{r:?}");
-    ensure!(repo.rev(SLOT)?.is_none(), "a slot is held with the window closed");
+    ensure!(
+        repo.rev(SLOT)?.is_none(),
+        "a slot is held with the window closed"
+    );
 
     // 2. `when = "never"` in an open window: the daemon moves to it, reports the need, and
     // never reboots.
@@ -206,8 +212,14 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
     )?;
     let r = two_more_passes(&node)?;
     ensure!(r.applied_commit == c2 && r.waiting.is_empty(), "{r:?}");
-    ensure!(node.boot_id()? == boot0, "the node rebooted with when = never");
-    ensure!(repo.rev(SLOT)?.is_none(), "the move's slot was not released");
+    ensure!(
+        node.boot_id()? == boot0,
+        "the node rebooted with when = never"
+    );
+    ensure!(
+        repo.rev(SLOT)?.is_none(),
+        "the move's slot was not released"
+    );
 
     // 3. `when = "required"` in the open window: the node reboots, plumb comes back.
     let c3 = commit(&repo, "required", true, "reboot")?;
@@ -217,7 +229,9 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
         Duration::from_secs(120),
         || {
             Ok(pushed(&repo)?.filter(|r| {
-                r.applied_commit == c3 && r.last_reboot.is_some() && r.reboot_required == Some(false)
+                r.applied_commit == c3
+                    && r.last_reboot.is_some()
+                    && r.reboot_required == Some(false)
             }))
         },
     )?;
@@ -227,7 +241,10 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
         "last_reboot: {last:?}"
     );
     ensure!(r.outcome.as_str() != "failed", "{r:?}");
-    ensure!(repo.rev(SLOT)?.is_none(), "the slot was not released after the boot");
+    ensure!(
+        repo.rev(SLOT)?.is_none(),
+        "the slot was not released after the boot"
+    );
     // Before it rebooted, the host pushed a report saying so (the slot was held then).
     let log = run(Command::new("git")
         .arg("--git-dir")
@@ -240,14 +257,32 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
     );
     // `plumb run` got SIGTERM from the reboot and exited cleanly; the new boot's first pass
     // checked the host and gave the slot back.
-    let before = node.exec_ok(&["journalctl", "-b", "-1", "-u", "plumb.service", "-o", "cat", "--no-pager"])?;
+    let before = node.exec_ok(&[
+        "journalctl",
+        "-b",
+        "-1",
+        "-u",
+        "plumb.service",
+        "-o",
+        "cat",
+        "--no-pager",
+    ])?;
     ensure!(
         before.contains("rebooting: /run/reboot-required")
             && before.contains("plumb stopping")
             && before.contains("Deactivated successfully"),
         "plumb.service before the reboot:\n{before}"
     );
-    let after = node.exec_ok(&["journalctl", "-b", "0", "-u", "plumb.service", "-o", "cat", "--no-pager"])?;
+    let after = node.exec_ok(&[
+        "journalctl",
+        "-b",
+        "0",
+        "-u",
+        "plumb.service",
+        "-o",
+        "cat",
+        "--no-pager",
+    ])?;
     ensure!(
         after.contains("back from the reboot") && after.contains("released disruption slot"),
         "plumb.service after the reboot:\n{after}"
@@ -269,23 +304,38 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
         "the loop guard to say why it does not reboot again",
         Duration::from_secs(120),
         || {
-            Ok(pushed(&repo)?.filter(|r| {
-                r.applied_commit == c4 && r.waiting.contains("did not clear the need")
-            }))
+            Ok(pushed(&repo)?
+                .filter(|r| r.applied_commit == c4 && r.waiting.contains("did not clear the need")))
         },
     )?;
     ensure!(r.reboot_required == Some(true), "{r:?}");
-    ensure!(r.last_reboot.as_ref() != Some(last), "last_reboot not updated: {r:?}");
+    ensure!(
+        r.last_reboot.as_ref() != Some(last),
+        "last_reboot not updated: {r:?}"
+    );
     two_more_passes(&node)?;
-    ensure!(node.boot_id()? == boot2, "rebooted again in the same window");
-    ensure!(repo.rev(SLOT)?.is_none(), "a slot is held while the guard waits");
+    ensure!(
+        node.boot_id()? == boot2,
+        "rebooted again in the same window"
+    );
+    ensure!(
+        repo.rev(SLOT)?.is_none(),
+        "a slot is held while the guard waits"
+    );
 
     // 5. Health checks that fail after the boot keep the slot (no other host reboots) and say
     // so; once they pass, the slot is released. The check needs a file in /run, which the
     // reboot empties. The unit goes, the need is cleared by hand (the guard ends with it).
     node.exec_ok(&["touch", "/run/plumb-test-up"])?;
-    node.exec_ok(&["rm", "-f", "/run/reboot-required", "/run/reboot-required.pkgs"])?;
-    repo.remove(&format!("hosts/{HOST}/units/plumb-test-needs-reboot.service"))?;
+    node.exec_ok(&[
+        "rm",
+        "-f",
+        "/run/reboot-required",
+        "/run/reboot-required.pkgs",
+    ])?;
+    repo.remove(&format!(
+        "hosts/{HOST}/units/plumb-test-needs-reboot.service"
+    ))?;
     repo.write(
         &format!("hosts/{HOST}/host.toml"),
         format!(
@@ -316,16 +366,19 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
         "{r:?}"
     );
     ensure!(r.message.contains("/run/plumb-test-up"), "{}", r.message);
-    ensure!(repo.rev(SLOT)?.is_some(), "the slot was released after a failed check");
-    ensure!(r.last_reboot == before, "last_reboot moved on a failed check: {r:?}");
+    ensure!(
+        repo.rev(SLOT)?.is_some(),
+        "the slot was released after a failed check"
+    );
+    ensure!(
+        r.last_reboot == before,
+        "last_reboot moved on a failed check: {r:?}"
+    );
     node.exec_ok(&["touch", "/run/plumb-test-up"])?;
     let r = node.wait_until(
         "the slot to be released once the checks pass",
         Duration::from_secs(120),
-        || {
-            Ok(pushed(&repo)?
-                .filter(|r| r.outcome.as_str() != "failed" && r.last_reboot != before))
-        },
+        || Ok(pushed(&repo)?.filter(|r| r.outcome.as_str() != "failed" && r.last_reboot != before)),
     )?;
     ensure!(r.reason.is_none(), "{r:?}");
     ensure!(repo.rev(SLOT)?.is_none(), "the slot is still held");

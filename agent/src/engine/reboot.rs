@@ -133,9 +133,9 @@ impl Agent {
             Ok(b) => b,
             Err(e) => {
                 if wanted || rec.pending.is_some() {
-                    draft
-                        .notes
-                        .push(format!("not rebooting: cannot tell which boot this is: {e:#}"));
+                    draft.notes.push(format!(
+                        "not rebooting: cannot tell which boot this is: {e:#}"
+                    ));
                 }
                 return Ok(());
             }
@@ -312,7 +312,10 @@ impl Agent {
     fn reboot_not_happened(&self, mut rec: Record, p: Pending, draft: &mut Draft) -> Result<()> {
         let age = crate::judged::now_secs() as i64 - p.at_secs;
         if p.error.is_none() && (0..GRACE).contains(&age) {
-            wait(draft, format!("rebooting (asked for at {}): {}", p.at, p.why));
+            wait(
+                draft,
+                format!("rebooting (asked for at {}): {}", p.at, p.why),
+            );
             return Ok(());
         }
         rec.pending = None;

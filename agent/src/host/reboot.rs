@@ -161,7 +161,13 @@ fn package_names(text: &str) -> String {
 /// Printable ASCII only, at most 200 characters: the text comes from files packages wrote.
 fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(200)
         .collect()
 }
@@ -175,8 +181,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         assert_eq!(run_file(root.path()).unwrap(), None);
         std::fs::create_dir_all(root.path().join("run")).unwrap();
-        std::fs::write(root.path().join(REBOOT_REQUIRED), "*** System restart required ***\n")
-            .unwrap();
+        std::fs::write(
+            root.path().join(REBOOT_REQUIRED),
+            "*** System restart required ***\n",
+        )
+        .unwrap();
         assert_eq!(
             run_file(root.path()).unwrap().as_deref(),
             Some("/run/reboot-required")

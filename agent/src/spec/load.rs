@@ -1061,7 +1061,10 @@ mod tests {
         };
         let d = load_mem(tree("include = [\"roles/base\"]\n")).unwrap();
         assert_eq!(d.reboot, RebootWhen::Required);
-        let d = load_mem(tree("include = [\"roles/base\"]\n[reboot]\nwhen = \"never\"\n")).unwrap();
+        let d = load_mem(tree(
+            "include = [\"roles/base\"]\n[reboot]\nwhen = \"never\"\n",
+        ))
+        .unwrap();
         assert_eq!(d.reboot, RebootWhen::Never);
     }
 
@@ -1167,7 +1170,10 @@ mod tests {
             host("[reboot]\nwhen = \"sometimes\""),
             "unknown variant `sometimes`, expected `never` or `required`",
         );
-        fails(host("[reboot]\nwhen = \"never\"\nat = 3"), "unknown field `at`");
+        fails(
+            host("[reboot]\nwhen = \"never\"\nat = 3"),
+            "unknown field `at`",
+        );
         fails(
             host("include = [\"roles/nope\"]"),
             "include \"roles/nope\" does not exist",
