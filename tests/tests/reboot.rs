@@ -382,5 +382,38 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
     )?;
     ensure!(r.reason.is_none(), "{r:?}");
     ensure!(repo.rev(SLOT)?.is_none(), "the slot is still held");
+
+    // 6. A SIGTERM between the decision and the request (plumb stopped, its state left as the
+    // pass wrote it): the next pass forgets the decision, gives the hold up, and decides again
+    // on what it finds (no need now: no reboot).
+    node.exec_ok(&["systemctl", "stop", "plumb.service"])?;
+    let boot3 = node.boot_id()?;
+    node.write_file(
+        "/var/lib/plumb/reboot.json",
+        format!(
+            r#"{{"pending":{{"boot_id":"{}","at":"2026-01-01T00:00:00Z","at_secs":0,"why":"/run/reboot-required","occurrence":0,"requested":false,"error":null}}}}"#,
+            boot3.replace('-', "")
+        ),
+    )?;
+    node.write_file("/var/lib/plumb/maintenance-hold", "reboot")?;
+    node.exec_ok(&["systemctl", "start", "plumb.service"])?;
+    node.wait_until(
+        "the stale decision to be dropped",
+        Duration::from_secs(60),
+        || {
+            let held = node
+                .exec(&["test", "-e", "/var/lib/plumb/maintenance-hold"])?
+                .success();
+            let rec = node.read_file("/var/lib/plumb/reboot.json")?;
+            Ok((!held && rec.contains(r#""pending":null"#)).then_some(()))
+        },
+    )?;
+    two_more_passes(&node)?;
+    ensure!(node.boot_id()? == boot3, "rebooted on a stale decision");
+    let r = local(&node)?;
+    ensure!(r.reboot_required == Some(false), "{r:?}");
+    // Seen as this boot's own decision, not as a reboot that happened (the record written
+    // above has no `last`; a reboot taken as done would report one at 2026-01-01).
+    ensure!(r.last_reboot.is_none(), "{r:?}");
     Ok(())
 }

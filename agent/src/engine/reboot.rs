@@ -140,16 +140,23 @@ impl Agent {
                 return Ok(());
             }
         };
-        if let Some(p) = rec.pending.clone() {
-            if p.boot_id != boot {
-                return self.after_reboot(host, desired, rec, p, draft);
+        let now = crate::judged::now_secs() as i64;
+        match (stage(rec.pending.as_ref(), &boot, now), rec.pending.clone()) {
+            (Stage::Booted, Some(p)) => return self.after_reboot(host, desired, rec, p, draft),
+            (Stage::Rebooting, Some(p)) => {
+                wait(
+                    draft,
+                    format!("rebooting (asked for at {}): {}", p.at, p.why),
+                );
+                return Ok(());
             }
-            if p.requested {
-                return self.reboot_not_happened(rec, p, draft);
+            (Stage::NotHappened, Some(p)) => return self.reboot_not_happened(rec, p, draft),
+            (Stage::Decided, _) => {
+                // Decided, never asked for (stopped in between): decided afresh below.
+                rec.pending = None;
+                self.save_reboot_record(&rec)?;
             }
-            // Decided, never asked for (stopped in between): decided afresh below.
-            rec.pending = None;
-            self.save_reboot_record(&rec)?;
+            _ => {}
         }
         if self.holds_for_reboot() {
             self.unhold(); // a hold whose decision was never written
@@ -351,6 +358,38 @@ impl Agent {
     }
 }
 
+/// Where a reboot plumb decided on stands, seen from a pass in boot `boot` at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// None decided.
+    None,
+    /// Decided in this boot, never asked for (a SIGTERM came between): to decide again.
+    Decided,
+    /// Asked for in this boot, moments ago: under way.
+    Rebooting,
+    /// Asked for in this boot and the call failed, or the host is still up long after.
+    NotHappened,
+    /// Decided in another boot: this is the boot after it.
+    Booted,
+}
+
+fn stage(pending: Option<&Pending>, boot: &str, now: i64) -> Stage {
+    let Some(p) = pending else {
+        return Stage::None;
+    };
+    if p.boot_id != boot {
+        return Stage::Booted;
+    }
+    if !p.requested {
+        return Stage::Decided;
+    }
+    if p.error.is_none() && (0..GRACE).contains(&(now - p.at_secs)) {
+        Stage::Rebooting
+    } else {
+        Stage::NotHappened
+    }
+}
+
 /// Adds to the report's `waiting` (a rollout may have said why already).
 fn wait(draft: &mut Draft, why: String) {
     tracing::info!(message_id = crate::logging::id::WAITING, "{why}");
@@ -374,4 +413,63 @@ fn rpmdb_stamp() -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(boot: &str, at: i64, requested: bool, error: Option<&str>) -> Pending {
+        Pending {
+            boot_id: boot.into(),
+            at: String::new(),
+            at_secs: at,
+            why: "/run/reboot-required".into(),
+            occurrence: 0,
+            requested,
+            error: error.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn where_a_reboot_stands() {
+        let now = 1_000_000;
+        let cases = [
+            (None, Stage::None),
+            (Some(pending("b0", now - 5, true, None)), Stage::Booted),
+            (Some(pending("b0", now - 5, false, None)), Stage::Booted),
+            (Some(pending("b1", now - 5, false, None)), Stage::Decided),
+            (Some(pending("b1", now - 5, true, None)), Stage::Rebooting),
+            (
+                Some(pending("b1", now - GRACE, true, None)),
+                Stage::NotHappened,
+            ),
+            (
+                Some(pending("b1", now + 60, true, None)),
+                Stage::NotHappened,
+            ), // clock went back
+            (
+                Some(pending("b1", now - 5, true, Some("no bus"))),
+                Stage::NotHappened,
+            ),
+        ];
+        for (p, want) in cases {
+            assert_eq!(stage(p.as_ref(), "b1", now), want, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn the_record_reads_what_older_versions_wrote() {
+        let r: Record = serde_json::from_str("{}").unwrap();
+        assert_eq!(r, Record::default());
+        let r: Record = serde_json::from_str(r#"{"tried":0,"last":{"at":"t","why":"w"}}"#).unwrap();
+        assert_eq!(r.tried, Some(0));
+        assert_eq!(r.last.unwrap().why, "w");
+        let full = Record {
+            pending: Some(pending("b", 1, true, Some("e"))),
+            ..Record::default()
+        };
+        let back: Record = serde_json::from_str(&serde_json::to_string(&full).unwrap()).unwrap();
+        assert_eq!(back, full);
+    }
 }
