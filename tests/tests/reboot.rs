@@ -415,5 +415,37 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
     // Seen as this boot's own decision, not as a reboot that happened (the record written
     // above has no `last`; a reboot taken as done would report one at 2026-01-01).
     ensure!(r.last_reboot.is_none(), "{r:?}");
+
+    // 7. A reboot asked for long ago in this very boot did not happen: reported once as
+    // reboot-failed, the hold given up; the next pass is back to normal (no need now).
+    node.exec_ok(&["systemctl", "stop", "plumb.service"])?;
+    node.write_file(
+        "/var/lib/plumb/reboot.json",
+        format!(
+            r#"{{"pending":{{"boot_id":"{}","at":"2026-01-01T00:00:00Z","at_secs":0,"why":"/run/reboot-required","occurrence":0,"requested":true,"error":null}}}}"#,
+            boot3.replace('-', "")
+        ),
+    )?;
+    node.write_file("/var/lib/plumb/maintenance-hold", "reboot")?;
+    node.exec_ok(&["systemctl", "start", "plumb.service"])?;
+    let r = node.wait_until(
+        "reboot-failed on the status branch",
+        Duration::from_secs(60),
+        || Ok(pushed(&repo)?.filter(|r| r.outcome.as_str() == "failed")),
+    )?;
+    ensure!(
+        r.reason.map(|x| x.as_str()) == Some("reboot-failed")
+            && r.message.contains("did not happen"),
+        "{r:?}"
+    );
+    ensure!(!node
+        .exec(&["test", "-e", "/var/lib/plumb/maintenance-hold"])?
+        .success());
+    node.wait_until("a normal pass again", Duration::from_secs(60), || {
+        Ok(pushed(&repo)?
+            .filter(|r| r.outcome.as_str() == "converged")
+            .map(|_| ()))
+    })?;
+    ensure!(node.boot_id()? == boot3, "rebooted");
     Ok(())
 }

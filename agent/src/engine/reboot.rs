@@ -41,6 +41,8 @@ struct Record {
     /// The window occurrence (`rollout::window::occurrence`) of the last reboot asked for, kept
     /// while the need lasts: a reboot that did not clear it is not repeated in that occurrence.
     tried: Option<i64>,
+    /// When that reboot was asked for.
+    tried_at: Option<String>,
     /// `needs-restarting -r`'s last answer and what it depends on (boot, rpm database).
     probe_cache: Option<(String, Option<String>)>,
 }
@@ -172,6 +174,7 @@ impl Agent {
         };
         let Some(why) = need else {
             if rec.tried.take().is_some() {
+                rec.tried_at = None;
                 self.save_reboot_record(&rec)?; // the need cleared: the guard is over
             }
             return Ok(());
@@ -181,11 +184,11 @@ impl Agent {
         }
         let occurrence = self.window_occurrence(applied);
         if rec.tried == Some(occurrence) {
-            let last = rec.last.as_ref().map_or("", |l| l.at.as_str());
+            let at = rec.tried_at.as_deref().unwrap_or("?");
             wait(
                 draft,
                 format!(
-                    "reboot waits: the reboot plumb made at {last} did not clear the need ({why}); \
+                    "reboot waits: the reboot plumb asked for at {at} did not clear the need ({why}); \
                      plumb reboots at most once per window (with no window: until the need clears)"
                 ),
             );
@@ -241,6 +244,7 @@ impl Agent {
         p.at_secs = crate::judged::now_secs() as i64;
         let why = p.why.clone();
         rec.tried = Some(p.occurrence);
+        rec.tried_at = Some(p.at.clone());
         if let Err(e) = self.save_reboot_record(&rec) {
             tracing::warn!("not rebooting: {e:#}");
             return;
@@ -299,6 +303,7 @@ impl Agent {
                 // later, from new packages, gets its own reboot).
                 if matches!(self.reboot_need(host, &mut rec), Ok(None)) {
                     rec.tried = None;
+                    rec.tried_at = None;
                 }
                 self.save_reboot_record(&rec)?;
                 self.unhold();
