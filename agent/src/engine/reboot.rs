@@ -99,7 +99,7 @@ impl Agent {
     fn reboot_need(&self, host: &Host, rec: &mut Record) -> Result<Option<String>> {
         let root = host.fs.root();
         match reboot::probe(root) {
-            Probe::RunFile => reboot::run_file(root),
+            Probe::RunFile => reboot::run_file(&host.fs),
             Probe::NeedsRestarting => {
                 let key = format!("{} {}", reboot::boot_id(host)?, rpmdb_stamp());
                 if let Some((k, need)) = &rec.probe_cache {

@@ -5,18 +5,18 @@
 //! where dnf is: `needs-restarting -r` exits 1.
 
 use super::command;
+use super::fs::{HostFs, Observed};
 use super::Host;
 use anyhow::{bail, Context, Result};
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-const REBOOT_REQUIRED: &str = "run/reboot-required";
-const REBOOT_REQUIRED_PKGS: &str = "run/reboot-required.pkgs";
+const REBOOT_REQUIRED: &str = "/run/reboot-required";
+const REBOOT_REQUIRED_PKGS: &str = "/run/reboot-required.pkgs";
 const DPKG_STATUS: &str = "var/lib/dpkg/status";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 /// How much of reboot-required.pkgs is read, and how many names are said.
-const MAX_PKGS_READ: u64 = 4096;
+const MAX_PKGS_READ: usize = 4096;
 const MAX_PKGS_SAID: usize = 5;
 const NEEDS_RESTARTING_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -41,21 +41,20 @@ pub fn probe(root: &Path) -> Probe {
     }
 }
 
-/// `Some(why)` when `/run/reboot-required` exists under `root` ("/run/reboot-required:
-/// linux-image-6.12.57+deb13-amd64"); `None` when it does not.
-pub fn run_file(root: &Path) -> Result<Option<String>> {
-    let flag = root.join(REBOOT_REQUIRED);
-    match std::fs::symlink_metadata(&flag) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("checking {}", flag.display())),
+/// `Some(why)` when `/run/reboot-required` exists under the root ("/run/reboot-required:
+/// linux-image-6.12.57+deb13-amd64"); `None` when it does not. Read without following symlinks.
+pub fn run_file(fs: &HostFs) -> Result<Option<String>> {
+    if matches!(fs.observe(REBOOT_REQUIRED)?, Observed::Missing) {
+        return Ok(None);
     }
-    let mut why = "/run/reboot-required".to_string();
-    let pkgs = read_bounded(&root.join(REBOOT_REQUIRED_PKGS)).unwrap_or_default();
-    let names = package_names(&pkgs);
-    if !names.is_empty() {
-        why.push_str(": ");
-        why.push_str(&names);
+    let mut why = REBOOT_REQUIRED.to_string();
+    if let Ok(Observed::File { data, .. }) = fs.observe(REBOOT_REQUIRED_PKGS) {
+        let text = String::from_utf8_lossy(&data[..data.len().min(MAX_PKGS_READ)]);
+        let names = package_names(&text);
+        if !names.is_empty() {
+            why.push_str(": ");
+            why.push_str(&names);
+        }
     }
     Ok(Some(why))
 }
@@ -134,14 +133,6 @@ fn normalize(text: &str) -> Option<String> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
-fn read_bounded(path: &Path) -> Result<String> {
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_PKGS_READ)
-        .read_to_string(&mut text)?;
-    Ok(text)
-}
-
 /// The first few package names of reboot-required.pkgs, deduplicated, "a, b, c (and 4 more)".
 fn package_names(text: &str) -> String {
     let mut names: Vec<&str> = Vec::new();
@@ -179,22 +170,33 @@ mod tests {
     #[test]
     fn the_run_file_and_its_packages() {
         let root = tempfile::tempdir().unwrap();
-        assert_eq!(run_file(root.path()).unwrap(), None);
-        std::fs::create_dir_all(root.path().join("run")).unwrap();
+        let fs = || HostFs::open(root.path()).unwrap();
+        assert_eq!(run_file(&fs()).unwrap(), None);
+        let run = root.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
         std::fs::write(
-            root.path().join(REBOOT_REQUIRED),
+            run.join("reboot-required"),
             "*** System restart required ***\n",
         )
         .unwrap();
         assert_eq!(
-            run_file(root.path()).unwrap().as_deref(),
+            run_file(&fs()).unwrap().as_deref(),
             Some("/run/reboot-required")
         );
         let pkgs = "linux-image-6.12\nlibc6\nlibc6\na\nb\nc\nd\x1b[31m\n";
-        std::fs::write(root.path().join(REBOOT_REQUIRED_PKGS), pkgs).unwrap();
+        std::fs::write(run.join("reboot-required.pkgs"), pkgs).unwrap();
         assert_eq!(
-            run_file(root.path()).unwrap().as_deref(),
+            run_file(&fs()).unwrap().as_deref(),
             Some("/run/reboot-required: linux-image-6.12, libc6, a, b, c (and 1 more)")
+        );
+        // A symlinked package list is not followed out of the root.
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), "secret-name\n").unwrap();
+        std::fs::remove_file(run.join("reboot-required.pkgs")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), run.join("reboot-required.pkgs")).unwrap();
+        assert_eq!(
+            run_file(&fs()).unwrap().as_deref(),
+            Some("/run/reboot-required")
         );
         assert_eq!(probe(root.path()), Probe::RunFile);
     }
