@@ -20,6 +20,8 @@ mod maintenance;
 mod reboot;
 mod rollout;
 
+pub use reboot::REBOOT_QUIET;
+
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How a pass may act.
@@ -144,6 +146,7 @@ impl Draft {
             changes,
             changed: self.changes,
             fetch_failed: self.fetch_failed,
+            rebooting: false,
         }
     }
 }
@@ -158,6 +161,8 @@ pub struct PassResult {
     pub changed: usize,
     /// Git could not be reached: the daemon backs off.
     pub fetch_failed: bool,
+    /// The pass asked systemd to reboot the host (`[reboot]`): the daemon runs no further pass.
+    pub rebooting: bool,
 }
 
 impl PassResult {
@@ -227,11 +232,11 @@ impl Agent {
         let _lock = self.state_dir.lock()?;
         let started = std::time::Instant::now();
         self.repo.clear_stale_locks();
-        let result = self.reconcile(opts)?;
+        let mut result = self.reconcile(opts)?;
         if !opts.dry_run {
             self.record(&result.report)?;
             self.outputs(&result, started.elapsed());
-            self.reboot_if_due();
+            result.rebooting = self.reboot_if_due();
         }
         release_freed_memory();
         Ok(result)

@@ -273,6 +273,12 @@ fn a_package_that_needs_a_reboot_reboots_the_node_inside_the_window_holding_a_sl
             && before.contains("Deactivated successfully"),
         "plumb.service before the reboot:\n{before}"
     );
+    // Asked for the reboot, then ran no further pass while the host shut down.
+    let tail = &before[before.rfind("rebooting: ").unwrap_or(0)..];
+    ensure!(
+        !tail.contains("pass done") && !before.contains("panicked"),
+        "plumb.service after asking for the reboot:\n{tail}"
+    );
     let after = node.exec_ok(&[
         "journalctl",
         "-b",

@@ -30,6 +30,9 @@ const REBOOT_FILE: &str = "reboot.json";
 const HOLD_WHAT: &str = "reboot";
 /// A reboot asked for that has not happened after this long did not happen (seconds).
 const GRACE: i64 = 600;
+/// `plumb run` runs no pass for this long after asking for a reboot (the shutdown's SIGTERM
+/// ends the wait; if none comes, the next pass reports the reboot that did not happen).
+pub const REBOOT_QUIET: std::time::Duration = std::time::Duration::from_secs(GRACE as u64);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -219,25 +222,26 @@ impl Agent {
         Ok(())
     }
 
-    /// After `record`: asks systemd for the reboot the pass decided on. A SIGTERM before leaves
-    /// the decision for the next pass to make again.
-    pub(super) fn reboot_if_due(&self) {
+    /// After `record`: asks systemd for the reboot the pass decided on; whether it did (the
+    /// host is shutting down). A SIGTERM before leaves the decision for the next pass to make
+    /// again.
+    pub(super) fn reboot_if_due(&self) -> bool {
         let mut rec = self.reboot_record();
         let Some(p) = rec.pending.as_mut() else {
-            return;
+            return false;
         };
         if p.requested || self.stopping() {
-            return;
+            return false;
         }
         let host = match Host::open(&self.settings.root) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!("not rebooting: {e:#}");
-                return;
+                return false;
             }
         };
         if reboot::boot_id(&host).ok().as_deref() != Some(p.boot_id.as_str()) {
-            return;
+            return false;
         }
         p.requested = true;
         p.at = now_rfc3339();
@@ -247,22 +251,24 @@ impl Agent {
         rec.tried_at = Some(p.at.clone());
         if let Err(e) = self.save_reboot_record(&rec) {
             tracing::warn!("not rebooting: {e:#}");
-            return;
+            return false;
         }
         tracing::info!(
             message_id = crate::logging::id::REBOOTING,
             "rebooting: {why}"
         );
-        if let Err(e) = reboot::request(&host) {
-            let e = format!("{e:#}");
-            tracing::error!(error = %e, "the reboot could not be asked for: {e}");
-            if let Some(p) = rec.pending.as_mut() {
-                p.error = Some(e);
-            }
-            if let Err(e) = self.save_reboot_record(&rec) {
-                tracing::warn!("{e:#}");
-            }
+        let Err(e) = reboot::request(&host) else {
+            return true;
+        };
+        let e = format!("{e:#}");
+        tracing::error!(error = %e, "the reboot could not be asked for: {e}");
+        if let Some(p) = rec.pending.as_mut() {
+            p.error = Some(e);
         }
+        if let Err(e) = self.save_reboot_record(&rec) {
+            tracing::warn!("{e:#}");
+        }
+        false
     }
 
     /// The first passes of the boot after plumb's reboot: the applied commit's health checks
