@@ -38,6 +38,8 @@ fn report(host: &str) -> Report {
         reason: None,
         applied_at: String::new(),
         waiting: String::new(),
+        reboot_required: None,
+        last_reboot: None,
         age_recipient: None,
         container_updates: vec![],
         facts: None,

@@ -438,6 +438,8 @@ fn forge(w: &World, victim: &str, commit: &str, key: &std::path::Path) {
         last_good_commit: commit.into(),
         applied_at: "2001-01-01T00:00:00Z".into(),
         waiting: String::new(),
+        reboot_required: None,
+        last_reboot: None,
         checked_at: plumb::status::report::now_rfc3339(),
         message: String::new(),
         reason: None,

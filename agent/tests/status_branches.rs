@@ -741,6 +741,8 @@ fn a_hanging_server_is_given_up_after_the_push_timeout() {
         last_good_commit: String::new(),
         applied_at: String::new(),
         waiting: String::new(),
+        reboot_required: None,
+        last_reboot: None,
         checked_at: "2026-11-26T10:00:00Z".into(),
         message: String::new(),
         reason: None,

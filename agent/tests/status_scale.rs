@@ -56,6 +56,8 @@ fn report(host: &str, n: u64) -> Report {
         last_good_commit: format!("{n:040x}"),
         applied_at: String::new(),
         waiting: String::new(),
+        reboot_required: None,
+        last_reboot: None,
         checked_at: "2026-11-26T10:00:00Z".into(),
         message: String::new(),
         reason: None,

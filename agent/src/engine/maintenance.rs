@@ -31,6 +31,8 @@ pub(super) enum Permit {
 
 impl Agent {
     /// The maintenance of one pass: each task asks `maintenance_permit` before it disrupts.
+    /// Not after a pass that failed (a health check rolled back): the host is not in a state
+    /// to disrupt, and a hold across a reboot stays as it is.
     pub(super) fn maintenance_phase(
         &self,
         host: &Host,
@@ -46,6 +48,11 @@ impl Agent {
         }
         self.upgrade_phase(host, applied, desired, run, draft)?;
         self.container_updates(host, applied, desired, run, draft)?;
+        // Last: upgrades before it may be what makes a reboot required.
+        if !matches!(draft.report.outcome, Outcome::Failed | Outcome::Rejected) {
+            self.reboot_task(host, applied, desired, draft)?;
+        }
+        self.release_maintenance();
         Ok(())
     }
 

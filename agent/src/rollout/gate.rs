@@ -191,6 +191,8 @@ mod tests {
                 last_good_commit: applied.into(),
                 applied_at: format_time(applied_at),
                 waiting: String::new(),
+                reboot_required: None,
+                last_reboot: None,
                 checked_at: format_time(applied_at),
                 message: String::new(),
                 reason: None,

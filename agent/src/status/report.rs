@@ -77,6 +77,10 @@ pub struct Report {
     /// disruption slot); empty when it is not waiting.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub waiting: String,
+    /// The OS says a reboot is needed (`/run/reboot-required`, `needs-restarting -r`), on every
+    /// pass whatever `[reboot] when` says; absent when it could not be told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_required: Option<bool>,
     pub checked_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -87,6 +91,10 @@ pub struct Report {
     /// `plumb secret encrypt --host` reads it here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age_recipient: Option<String>,
+    /// The last reboot plumb made (`[reboot] when = "required"`), once the boot's health
+    /// checks passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reboot: Option<LastReboot>,
     /// The host facts templates saw (DESIGN section 9); a change of them is a change of meaning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<crate::spec::facts::Facts>,
@@ -163,6 +171,15 @@ pub struct Upgrades {
 /// At most this many names in `[upgrades] names` (the count stays exact).
 pub const MAX_UPGRADE_NAMES: usize = 50;
 
+/// `[last_reboot]` of status.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastReboot {
+    /// When plumb asked for it (RFC 3339).
+    pub at: String,
+    /// What required it ("/run/reboot-required: linux-image-6.12.57+deb13-amd64").
+    pub why: String,
+}
+
 impl Report {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a report always serializes")
@@ -204,6 +221,8 @@ mod tests {
             last_good_commit: "a".repeat(40),
             applied_at: String::new(),
             waiting: String::new(),
+            reboot_required: None,
+            last_reboot: None,
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: "drift corrected on 1 resource".into(),
             reason: None,
