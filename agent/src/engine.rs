@@ -309,7 +309,8 @@ impl Agent {
         else {
             return Ok(draft.finish(vec![]));
         };
-        let host = Host::open(&self.settings.root)?;
+        let mut host = Host::open(&self.settings.root)?;
+        host.package_manager = self.settings.package_manager;
         let detect = self.settings.mode == Mode::Detect || opts.dry_run;
         if !detect {
             self.mark_unjudged(target, &desired, &mut state)?;

@@ -3,7 +3,7 @@
 
 use super::command::{self, find_program};
 use anyhow::{bail, Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -22,12 +22,24 @@ pub enum Native {
 impl Native {
     /// apt-get on Debian-like systems, dnf on Fedora-like ones.
     pub fn detect() -> Option<Native> {
-        if find_program("apt-get").is_some() && find_program("dpkg-query").is_some() {
-            Some(Native::Apt)
-        } else if find_program("dnf").is_some() {
-            Some(Native::Dnf)
-        } else {
-            None
+        [Native::Apt, Native::Dnf].into_iter().find(|n| n.present())
+    }
+
+    /// Whether the tool and its package database's query are installed.
+    pub fn present(self) -> bool {
+        match self {
+            Native::Apt => {
+                find_program("apt-get").is_some() && find_program("dpkg-query").is_some()
+            }
+            Native::Dnf => find_program("dnf").is_some() && find_program("rpm").is_some(),
+        }
+    }
+
+    /// Its value of agent.toml's `package_manager`.
+    pub fn setting_name(self) -> &'static str {
+        match self {
+            Native::Apt => "apt",
+            Native::Dnf => "dnf",
         }
     }
 
@@ -52,11 +64,10 @@ impl Native {
                 Ok(parse_apt_policy(&out))
             }
             Native::Dnf => {
-                let mut c = Command::new("dnf");
+                let mut c = dnf_command(false);
                 c.args(["-q", "repoquery", "--qf", "%{name}\\n", "--"])
-                    .args(names)
-                    .env("LC_ALL", "C");
-                let out = run_checked(&mut c, QUERY_TIMEOUT, "dnf repoquery")?;
+                    .args(names);
+                let out = run_dnf(&mut c, QUERY_TIMEOUT, "dnf repoquery")?;
                 let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
                 Ok(out
                     .lines()
@@ -74,15 +85,15 @@ impl Native {
             Native::Apt => "apt-get update",
             Native::Dnf => "dnf makecache",
         };
-        let mut c = match self {
-            Native::Apt => self.apt_get(["update"]),
+        match self {
+            Native::Apt => run_checked(&mut self.apt_get(["update"]), CHANGE_TIMEOUT, what),
             Native::Dnf => {
-                let mut c = system_tool("dnf", &[]);
+                let mut c = dnf_command(true);
                 c.args(["-y", "makecache", "--refresh"]);
-                c
+                run_dnf(&mut c, CHANGE_TIMEOUT, what)
             }
-        };
-        run_checked(&mut c, CHANGE_TIMEOUT, what).map(drop)
+        }
+        .map(drop)
     }
 
     /// Installs all `names` in one run of the tool; trusted packages only (neither tool is told
@@ -91,16 +102,35 @@ impl Native {
         check_names(names)?;
         let what = format!("{} install", self.name());
         let what = what.as_str();
-        let mut c = match self {
-            Native::Apt => self.apt_get(["install", "--no-remove"]),
-            Native::Dnf => {
-                let mut c = system_tool("dnf", &[]);
-                c.args(["-y", "install"]);
-                c
+        match self {
+            Native::Apt => {
+                let mut c = self.apt_get(["install", "--no-remove"]);
+                c.arg("--").args(names);
+                run_checked(&mut c, CHANGE_TIMEOUT, what)
             }
-        };
-        c.arg("--").args(names);
-        run_checked(&mut c, CHANGE_TIMEOUT, what).map(drop)
+            Native::Dnf => {
+                let mut c = dnf_command(true);
+                c.args(["-y", "install", "--"]).args(names);
+                run_dnf(&mut c, CHANGE_TIMEOUT, what)
+            }
+        }
+        .map(drop)
+    }
+
+    /// Why the repositories have none of `names`, in the tool's own words, by name (dnf's "No
+    /// match for argument: x"); empty when the tool has no better words than "not found".
+    /// Nothing is installed: dnf is told to answer no.
+    pub fn why_missing(self, names: &[String]) -> Result<BTreeMap<String, String>> {
+        check_names(names)?;
+        if names.is_empty() || self == Native::Apt {
+            return Ok(BTreeMap::new());
+        }
+        let mut c = dnf_command(true);
+        c.args(["--assumeno", "install", "--"]).args(names);
+        let out = command::run(&mut c, QUERY_TIMEOUT)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Ok(parse_dnf_no_match(&stdout, &stderr))
     }
 
     /// Removes all `names` in one run, refusing when that would also remove packages that depend
@@ -129,7 +159,21 @@ impl Native {
                 run_checked(&mut c, CHANGE_TIMEOUT, "apt-get remove").map(drop)
             }
             Native::Dnf => {
-                let mut c = system_tool("dnf", &[]);
+                // dnf removes what depends on a package with it: rpm's own test says first.
+                let mut test = Command::new("rpm");
+                test.args(["-e", "--test", "--"])
+                    .args(names)
+                    .env("LC_ALL", "C");
+                let out = command::run(&mut test, QUERY_TIMEOUT)?;
+                let dependents = parse_rpm_needed_by(&String::from_utf8_lossy(&out.stderr));
+                if !out.status.success() && !dependents.is_empty() {
+                    bail!(
+                        "removing {} would also remove {} (they depend on it): add those to [packages] remove too, or keep it",
+                        names.join(" "),
+                        dependents.join(" ")
+                    );
+                }
+                let mut c = dnf_command(true);
                 c.args([
                     "-y",
                     "--setopt=clean_requirements_on_remove=False",
@@ -137,7 +181,7 @@ impl Native {
                     "--",
                 ])
                 .args(names);
-                run_checked(&mut c, CHANGE_TIMEOUT, "dnf remove").map(drop)
+                run_dnf(&mut c, CHANGE_TIMEOUT, "dnf remove").map(drop)
             }
         }
     }
@@ -176,6 +220,15 @@ const DPKG_UPDATES: &str = "/var/lib/dpkg/updates";
 /// The names of the installed packages, in one read of the package database. Debian
 /// multi-arch names appear both bare (`libc6`) and qualified (`libc6:amd64`).
 pub fn installed() -> Result<BTreeSet<String>> {
+    installed_from(None)
+}
+
+/// [`installed`] from the database of `tool` (dpkg for apt, rpm for dnf: a Debian host with dnf
+/// installed has both), or with `None` the system's (dpkg first).
+pub fn installed_from(tool: Option<Native>) -> Result<BTreeSet<String>> {
+    if tool == Some(Native::Dnf) {
+        return installed_rpm();
+    }
     if Path::new(DPKG_STATUS).is_file() && !dpkg_journal_pending() {
         let text = std::fs::read_to_string(DPKG_STATUS)
             .with_context(|| format!("reading {DPKG_STATUS}"))?;
@@ -192,18 +245,142 @@ pub fn installed() -> Result<BTreeSet<String>> {
             QUERY_TIMEOUT,
             "dpkg-query",
         )?))
-    } else if find_program("rpm").is_some() {
-        let mut c = Command::new("rpm");
-        c.args(["-qa", "--qf", "%{NAME}\\n"]);
-        Ok(run_checked(&mut c, QUERY_TIMEOUT, "rpm -qa")?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect())
+    } else if tool.is_none() && find_program("rpm").is_some() {
+        installed_rpm()
+    } else if tool == Some(Native::Apt) {
+        bail!("package_manager = \"apt\" in agent.toml, but dpkg-query is not installed")
     } else {
         bail!("neither dpkg-query nor rpm is installed: plumb cannot read which packages this host has")
     }
+}
+
+fn installed_rpm() -> Result<BTreeSet<String>> {
+    let mut c = Command::new("rpm");
+    c.args(["-qa", "--qf", "%{NAME}\\n"]);
+    Ok(run_checked(&mut c, QUERY_TIMEOUT, "rpm -qa")?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// dnf, set up the way every run of it needs: the C locale (its messages are read), and the
+/// release version on a system dnf cannot take it from (see [`dnf_releasever`]). `change`: it
+/// may change the system, so it runs outside plumb's sandbox ([`system_tool`]).
+fn dnf_command(change: bool) -> Command {
+    let mut c = if change {
+        system_tool("dnf", &[("LC_ALL", "C")])
+    } else {
+        let mut c = Command::new("dnf");
+        c.env("LC_ALL", "C");
+        c
+    };
+    if let Some(v) = dnf_releasever() {
+        c.arg(format!("--releasever={v}"));
+    }
+    c
+}
+
+/// dnf reads `$releasever` from the package that provides `system-release` (fedora-release,
+/// redhat-release, ...). Where none does (Debian's dnf), it warns on every run ("Unable to
+/// detect release version") and leaves `$releasever` empty in repository URLs: plumb then passes
+/// the admin's `/etc/dnf/vars/releasever`, else `VERSION_ID` of /etc/os-release. `None` where dnf
+/// finds it itself (it is never overridden there: RHEL's `9` is not its VERSION_ID `9.4`).
+fn dnf_releasever() -> Option<String> {
+    let mut q = Command::new("rpm");
+    q.args(["-q", "--quiet", "--whatprovides", "system-release"]);
+    match command::run(&mut q, QUERY_TIMEOUT) {
+        Ok(out) if out.status.success() => return None,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "rpm -q --whatprovides system-release");
+            return None;
+        }
+    }
+    let vars = std::fs::read_to_string("/etc/dnf/vars/releasever").ok();
+    let os = std::fs::read_to_string("/etc/os-release").ok();
+    releasever_from(vars.as_deref(), os.as_deref())
+}
+
+/// The release version from dnf's vars file or os-release text; only a plain value is taken.
+fn releasever_from(vars: Option<&str>, os_release: Option<&str>) -> Option<String> {
+    let plain = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 32
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+    };
+    let from_vars = vars.map(str::trim).filter(|v| plain(v));
+    let from_os = || {
+        os_release?
+            .lines()
+            .find_map(|l| l.strip_prefix("VERSION_ID="))
+            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\''))
+            .filter(|v| plain(v))
+    };
+    from_vars.or_else(from_os).map(String::from)
+}
+
+/// Runs dnf like [`run_checked`]; a failure also quotes the lines dnf prints on stdout about
+/// arguments it could not use ("No match for argument: x"), next to the stderr tail.
+fn run_dnf(c: &mut Command, timeout: Duration, what: &str) -> Result<String> {
+    let out = command::run(c, timeout)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let notes: Vec<&str> = stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("No match for argument"))
+            .take(20)
+            .collect();
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", notes.join(" | "))
+        };
+        bail!(
+            "{what} failed ({}){notes}{}",
+            out.status,
+            command::tail(&out.stderr)
+        );
+    }
+    Ok(stdout.into_owned())
+}
+
+/// dnf's answer to an install of unknown names -> name -> its words ("No match for argument:
+/// x", with the final "Error: ..." line).
+fn parse_dnf_no_match(stdout: &str, stderr: &str) -> BTreeMap<String, String> {
+    let error = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("Error:"));
+    stdout
+        .lines()
+        .chain(stderr.lines())
+        .map(str::trim)
+        .filter_map(|l| {
+            let name = l.strip_prefix("No match for argument:")?.trim();
+            let words = match error {
+                Some(e) => format!("{l} ({e})"),
+                None => l.to_string(),
+            };
+            Some((name.to_string(), words))
+        })
+        .collect()
+}
+
+/// `rpm -e --test` refusing -> the installed packages that need what would be removed
+/// ("\tx is needed by (installed) y-1.0-1.noarch").
+fn parse_rpm_needed_by(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_once(" is needed by (installed) "))
+        .map(|(_, who)| who.trim().to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The same rule as the spec loader, checked again right before a command line is built:
@@ -451,6 +628,43 @@ curl:
 ";
         let s = parse_apt_policy(text);
         assert_eq!(s.into_iter().collect::<Vec<_>>(), ["curl", "plumb-a"]);
+    }
+
+    #[test]
+    fn dnf_words_for_unknown_names() {
+        let stdout = "Last metadata expiration check: 0:00:40 ago.\nNo match for argument: nope\nNo match for argument: other\n";
+        let stderr = "Error: Unable to find a match: nope other\n";
+        let got = parse_dnf_no_match(stdout, stderr);
+        assert_eq!(
+            got["nope"],
+            "No match for argument: nope (Error: Unable to find a match: nope other)"
+        );
+        assert_eq!(got.len(), 2);
+        assert!(parse_dnf_no_match("Complete!\n", "").is_empty());
+    }
+
+    #[test]
+    fn rpm_dependents() {
+        let text = "error: Failed dependencies:\n\tplumb-test-a is needed by (installed) plumb-test-dep-1.0-1.noarch\n\tlibx.so.1 is needed by (installed) plumb-test-dep-1.0-1.noarch\n";
+        assert_eq!(parse_rpm_needed_by(text), ["plumb-test-dep-1.0-1.noarch"]);
+        assert!(parse_rpm_needed_by("error: package x is not installed\n").is_empty());
+    }
+
+    #[test]
+    fn releasever_where_dnf_cannot_detect_it() {
+        let os = "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nVERSION_ID=\"13\"\nID=debian\n";
+        assert_eq!(releasever_from(None, Some(os)).as_deref(), Some("13"));
+        assert_eq!(
+            releasever_from(Some("12\n"), Some(os)).as_deref(),
+            Some("12")
+        );
+        assert_eq!(
+            releasever_from(Some("$(x)"), Some(os)).as_deref(),
+            Some("13")
+        );
+        // Debian sid has no VERSION_ID.
+        assert_eq!(releasever_from(None, Some("ID=debian\n")), None);
+        assert_eq!(releasever_from(None, None), None);
     }
 
     #[test]

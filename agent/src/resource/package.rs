@@ -3,7 +3,7 @@
 //! PackageKit is not there.
 
 use super::{Apply, Context, Outcome, Step};
-use crate::host::packages::Backend;
+use crate::host::packages::{Backend, PackageManager};
 use crate::host::{pkg_cleanup, pkgcmd, service_hold};
 use crate::host::{Fault, Host};
 use crate::spec::{Desired, Packages};
@@ -108,7 +108,7 @@ impl super::Kind for PackageKind {
                 host.fs.root().display()
             )));
         }
-        pkgcmd::installed().map_err(Fault::from)
+        pkgcmd::installed_from(host.package_manager.database()).map_err(Fault::from)
     }
 
     fn plan(
@@ -317,11 +317,22 @@ pub fn apply(
                 || state.packages.get(*n).is_some_and(|p| p.installed_by_plumb)
         })
         .collect();
-    let debian = host.is_system_root() && pkg_cleanup::applies();
+    let db = host.package_manager.database();
+    // dpkg's cleanup and service hold: not for dnf's packages on a Debian host that has both.
+    let debian = host.is_system_root() && db != Some(pkgcmd::Native::Dnf) && pkg_cleanup::applies();
     let hold = debian && !install.is_empty();
     let conn = host.bus().map(|b| b.connection());
     let done = crate::host::runtime::handle()
-        .map(|rt| rt.block_on(run_backend(conn, &install, &remove, hold, state_dir)))
+        .map(|rt| {
+            rt.block_on(run_backend(
+                host.package_manager,
+                conn,
+                &install,
+                &remove,
+                hold,
+                state_dir,
+            ))
+        })
         .unwrap_or_else(|e| {
             let mut done = all_failed(&install, &e);
             done.extend(all_failed(&remove, &e));
@@ -342,7 +353,7 @@ pub fn apply(
     if debian && !removed_own.is_empty() {
         clean_up_after(desired, &removed_own, state, &mut out);
     }
-    match pkgcmd::installed() {
+    match pkgcmd::installed_from(db) {
         Ok(now) => {
             if !install.is_empty() {
                 if let Some(before) = before {
@@ -547,13 +558,14 @@ type Done = Vec<(String, std::result::Result<String, String>)>;
 /// With `hold`, service starts are held during the install transaction (see
 /// `host::service_hold`): the units start after the pass wrote their files.
 async fn run_backend(
+    setting: PackageManager,
     conn: std::result::Result<&zbus::Connection, Fault>,
     install: &[String],
     remove: &[String],
     hold: bool,
     state_dir: &StateDir,
 ) -> Done {
-    let backend = match Backend::choose(conn).await {
+    let backend = match Backend::choose(setting, conn).await {
         Ok(b) => b,
         Err(e) => {
             let mut done = all_failed(install, &e);
@@ -604,17 +616,28 @@ async fn install_all(backend: &Backend, names: &[String], state_dir: &StateDir) 
             Err(e) => return all_failed(names, &e),
         }
     }
-    let mut done: Done = names
+    let missing: Vec<String> = names
         .iter()
         .filter(|n| !ids.contains_key(*n))
+        .cloned()
+        .collect();
+    // The tool's own words for them, when it has better ones (dnf's "No match for argument").
+    let words = backend.why_missing(&missing).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %format!("{e:#}"), "asking why packages are missing");
+        BTreeMap::new()
+    });
+    let mut done: Done = missing
+        .into_iter()
         .map(|n| {
-            (
-                n.clone(),
-                Err(format!(
-                    "{} found no package named {n:?} in the configured repositories: check the name, or the host's package sources",
-                    backend.name()
-                )),
-            )
+            let said = words
+                .get(&n)
+                .map(|w| format!(" ({}: {w})", backend.name()))
+                .unwrap_or_default();
+            let e = format!(
+                "{} found no package named {n:?} in the configured repositories{said}: check the name, or the host's package sources",
+                backend.name()
+            );
+            (n, Err(e))
         })
         .collect();
     let batch: Vec<(String, String)> = ids.into_iter().collect();
