@@ -11,6 +11,10 @@ use std::time::Duration;
 /// Queries are quick; installs may download a lot.
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// dnf's queries read the repositories' metadata, and download it first when it has expired
+/// (dnf does that on any command, by each repository's `metadata_expire`): a distribution's
+/// metadata is tens of MB.
+const DNF_QUERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The package manager of this system, driven directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +71,7 @@ impl Native {
                 let mut c = dnf_command(false);
                 c.args(["-q", "repoquery", "--qf", "%{name}\\n", "--"])
                     .args(names);
-                let out = run_dnf(&mut c, QUERY_TIMEOUT, "dnf repoquery")?;
+                let out = run_dnf(&mut c, DNF_QUERY_TIMEOUT, "dnf repoquery")?;
                 let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
                 Ok(out
                     .lines()
@@ -127,7 +131,7 @@ impl Native {
         }
         let mut c = dnf_command(true);
         c.args(["--assumeno", "install", "--"]).args(names);
-        let out = command::run(&mut c, QUERY_TIMEOUT)?;
+        let out = command::run(&mut c, DNF_QUERY_TIMEOUT)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         Ok(parse_dnf_no_match(&stdout, &stderr))
@@ -349,23 +353,15 @@ fn run_dnf(c: &mut Command, timeout: Duration, what: &str) -> Result<String> {
 }
 
 /// dnf's answer to an install of unknown names -> name -> its words ("No match for argument:
-/// x", with the final "Error: ..." line).
+/// x"; the "Error: Unable to find a match" after them says nothing more).
 fn parse_dnf_no_match(stdout: &str, stderr: &str) -> BTreeMap<String, String> {
-    let error = stderr
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("Error:"));
     stdout
         .lines()
         .chain(stderr.lines())
         .map(str::trim)
         .filter_map(|l| {
             let name = l.strip_prefix("No match for argument:")?.trim();
-            let words = match error {
-                Some(e) => format!("{l} ({e})"),
-                None => l.to_string(),
-            };
-            Some((name.to_string(), words))
+            Some((name.to_string(), l.to_string()))
         })
         .collect()
 }
@@ -635,10 +631,7 @@ curl:
         let stdout = "Last metadata expiration check: 0:00:40 ago.\nNo match for argument: nope\nNo match for argument: other\n";
         let stderr = "Error: Unable to find a match: nope other\n";
         let got = parse_dnf_no_match(stdout, stderr);
-        assert_eq!(
-            got["nope"],
-            "No match for argument: nope (Error: Unable to find a match: nope other)"
-        );
+        assert_eq!(got["nope"], "No match for argument: nope");
         assert_eq!(got.len(), 2);
         assert!(parse_dnf_no_match("Complete!\n", "").is_empty());
     }

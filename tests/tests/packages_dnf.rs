@@ -1,0 +1,357 @@
+//! dnf for real (issue 17): Debian's dnf 4 and rpm in a trixie node, a local rpm repository
+//! made with createrepo_c from rpms this test builds with rpmbuild, and plumb told to use dnf
+//! (`package_manager = "dnf"`): the node also has apt-get, dpkg and PackageKit.
+
+use anyhow::{bail, ensure, Context, Result};
+use plumb_systest::{run, FleetRepo, GitServer, Network, Node, NodeImage};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+mod support;
+
+const PKG_A: &str = "plumb-test-a";
+const PKG_B: &str = "plumb-test-b";
+/// Requires plumb-test-b: removing b alone would take it along.
+const PKG_DEP: &str = "plumb-test-dep";
+const UNKNOWN: &str = "plumb-test-nope";
+const REPO_DIR: &str = "/srv/rpmrepo";
+
+#[test]
+fn packages_via_dnf() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let w = World::new()?;
+    let node = &w.node;
+
+    // 1. Two packages installed in one dnf transaction, read back from rpm's database (not
+    //    dpkg's: the node has both), so a second pass changes nothing.
+    w.commit(&[PKG_A, PKG_B], &[], "first")?;
+    let out = w.apply(true)?;
+    ensure!(
+        out.contains("backend=dnf") || out.contains("backend=\"dnf\""),
+        "the log does not say dnf ran:\n{out}"
+    );
+    ensure!(out.contains("install=2 remove=0"), "not one batch:\n{out}");
+    let r = w.report()?;
+    w.expect(&r, PKG_A, "changed", "installed via dnf")?;
+    w.expect(&r, PKG_B, "changed", "installed via dnf")?;
+    ensure!(w.version(PKG_A)?.as_deref() == Some("1.0-1"));
+    ensure!(w.version(PKG_B)?.is_some());
+    // No package provides system-release here: plumb gave each dnf run the release version
+    // (VERSION_ID of os-release); dnf's log says which it used, "None" without it.
+    let releasevers = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| l.split_once("DDEBUG Releasever:"))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    };
+    let version_id = node.sh_ok(". /etc/os-release; echo $VERSION_ID")?;
+    let used = releasevers(&node.read_file("/var/log/dnf.log")?);
+    ensure!(
+        !used.is_empty() && used.iter().all(|v| v == version_id.trim()),
+        "dnf ran with release versions {used:?}, not {version_id}"
+    );
+    let history = node.exec_ok(&["dnf", "-q", "history", "list"])?;
+    let transactions = history
+        .lines()
+        .filter(|l| {
+            l.split('|')
+                .next()
+                .is_some_and(|id| id.trim().parse::<u32>().is_ok())
+        })
+        .count();
+    ensure!(transactions == 1, "not one dnf transaction:\n{history}");
+    let used = releasevers(&node.read_file("/var/log/dnf.log")?);
+    ensure!(used.last().is_some_and(|v| v == "None"), "{used:?}");
+
+    w.apply(true)?;
+    let r = w.report()?;
+    w.expect(&r, PKG_A, "ok", "")?;
+    w.expect(&r, PKG_B, "ok", "")?;
+
+    // 2. Removed by hand -> reinstalled, reported as drift.
+    node.exec_ok(&["rpm", "-e", PKG_A])?;
+    w.apply(true)?;
+    ensure!(w.version(PKG_A)?.is_some(), "{PKG_A} was not reinstalled");
+    w.expect(
+        &w.report()?,
+        PKG_A,
+        "drift-corrected",
+        "removed on the host",
+    )?;
+
+    // 3. A remove that would take a package depending on it along is refused with rpm's
+    //    answer; named together, both go.
+    node.exec_ok(&["dnf", "-y", "-q", "install", PKG_DEP])?;
+    w.commit(&[PKG_A], &[PKG_B], "remove b")?;
+    w.apply(false)?;
+    let r = w.report()?;
+    w.expect(&r, PKG_B, "failed", "would also remove plumb-test-dep")?;
+    ensure!(w.version(PKG_B)?.is_some() && w.version(PKG_DEP)?.is_some());
+    w.commit(&[PKG_A], &[PKG_B, PKG_DEP], "remove b and dep")?;
+    w.apply(true)?;
+    let r = w.report()?;
+    w.expect(&r, PKG_B, "changed", "removed via dnf")?;
+    w.expect(&r, PKG_DEP, "changed", "removed via dnf")?;
+    ensure!(w.version(PKG_B)?.is_none() && w.version(PKG_DEP)?.is_none());
+    ensure!(w.version(PKG_A)?.is_some(), "{PKG_A} went with them");
+
+    // 4. An unknown name fails that package with dnf's own words; the rest still applies.
+    w.commit(&[PKG_A, PKG_B, UNKNOWN], &[], "unknown name")?;
+    let out = w.apply(false)?;
+    let r = w.report()?;
+    ensure!(r.outcome == "failed", "outcome {}:\n{out}", r.outcome);
+    w.expect(
+        &r,
+        UNKNOWN,
+        "failed",
+        &format!("No match for argument: {UNKNOWN}"),
+    )?;
+    w.expect(&r, PKG_B, "changed", "installed via dnf")?;
+    ensure!(
+        w.version(PKG_B)?.is_some(),
+        "{PKG_B} held back by the unknown name"
+    );
+
+    // 5. A newer version published: a package installed from now on gets it (the repository
+    //    is read again, metadata_expire=0).
+    w.publish(PKG_A, "2.0", &[])?;
+    node.exec_ok(&["rpm", "-e", PKG_A])?;
+    w.commit(&[PKG_A, PKG_B], &[], "after 2.0")?;
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_A)?.as_deref() == Some("2.0-1"),
+        "{PKG_A} is {:?} after 2.0 was published",
+        w.version(PKG_A)?
+    );
+
+    // 6. detect mode: a package removed by hand is reported, not reinstalled.
+    let config = node.read_file("/etc/plumb/agent.toml")?;
+    node.write_file(
+        "/etc/plumb/agent.toml",
+        format!("{config}mode = \"detect\"\n"),
+    )?;
+    node.exec_ok(&["rpm", "-e", PKG_B])?;
+    let out = w.apply(true)?;
+    w.expect(&w.report()?, PKG_B, "drifted", "reinstall")?;
+    ensure!(
+        w.version(PKG_B)?.is_none(),
+        "detect mode reinstalled {PKG_B}:\n{out}"
+    );
+    node.write_file("/etc/plumb/agent.toml", config)?;
+    Ok(())
+}
+
+/// A node with dnf, the rpm repository, the fleet repo and plumb set to dnf.
+struct World {
+    repo: FleetRepo,
+    /// plumb.service's sandbox settings, as `systemd-run -p` properties.
+    sandbox: Vec<String>,
+    node: Node,
+    _git: GitServer,
+    _net: Network,
+}
+
+impl World {
+    fn new() -> Result<World> {
+        let image = NodeImage::with_packages(&["dnf", "createrepo-c"])?;
+        let net = Network::new()?;
+        let git = GitServer::start(&net)?;
+        let repo = git.create_repo("fleet-dnf.git")?;
+        let node = Node::boot(&image, &net, "n1")?;
+        node.install_plumb()?;
+        // libdnf resolves the host name when it starts: a node has no DNS server, so without
+        // this line (Debian's installer writes it) every dnf run waits 10 s for the resolver.
+        let hosts = node.read_file("/etc/hosts")?;
+        node.write_file("/etc/hosts", format!("{hosts}127.0.1.1\tn1\n"))?;
+        node.write_file(
+            "/etc/yum.repos.d/plumb-test.repo",
+            format!(
+                "[plumb-test]\nname=plumb test packages\nbaseurl=file://{REPO_DIR}\n\
+                 gpgcheck=0\nenabled=1\nmetadata_expire=0\n"
+            ),
+        )?;
+        node.write_file(
+            "/etc/plumb/agent.toml",
+            format!(
+                "repo = \"{}\"\nhost = \"n1\"\ninterval = \"1h\"\npackage_manager = \"dnf\"\n",
+                git.url("fleet-dnf.git")
+            ),
+        )?;
+        repo.write("hosts/n1/files/etc/plumb-test.conf", "made by plumb\n")?;
+        let w = World {
+            repo,
+            sandbox: support::sandbox_properties()?,
+            node,
+            _git: git,
+            _net: net,
+        };
+        w.publish(PKG_A, "1.0", &[])?;
+        w.publish(PKG_B, "1.0", &[])?;
+        w.publish(PKG_DEP, "1.0", &[PKG_B])?;
+        Ok(w)
+    }
+
+    /// Builds `name-version-1.noarch.rpm` (needing `requires`), adds it to the node's
+    /// repository and updates the repository's metadata.
+    fn publish(&self, name: &str, version: &str, requires: &[&str]) -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let rpm = build_rpm(dir.path(), name, version, requires)?;
+        let file = rpm.file_name().context("rpm file name")?.to_string_lossy();
+        self.node
+            .write_file(&format!("{REPO_DIR}/{file}"), std::fs::read(&rpm)?)?;
+        self.node
+            .exec_ok(&["createrepo_c", "-q", "--update", REPO_DIR])?;
+        Ok(())
+    }
+
+    fn commit(&self, install: &[&str], remove: &[&str], msg: &str) -> Result<()> {
+        let list = |v: &[&str]| {
+            v.iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.repo.write(
+            "hosts/n1/host.toml",
+            format!(
+                "[packages]\ninstall = [{}]\nremove = [{}]\n",
+                list(install),
+                list(remove)
+            ),
+        )?;
+        self.repo.commit(msg)?;
+        Ok(())
+    }
+
+    /// `plumb apply` in the node, in the sandbox of the shipped plumb.service, as the agent runs;
+    /// its output (the log). `ok`: whether exit 0 is expected.
+    fn apply(&self, ok: bool) -> Result<String> {
+        let mut argv = vec!["systemd-run", "--quiet", "--wait", "--pipe", "--collect"];
+        for p in &self.sandbox {
+            argv.extend(["-p", p]);
+        }
+        argv.extend(["/usr/local/bin/plumb", "apply"]);
+        let started = std::time::Instant::now();
+        let out = self.node.exec(&argv)?;
+        let text = format!("{}{}", out.stdout, out.stderr);
+        eprintln!(
+            "--- plumb apply ({}, {:.2?})\n{text}",
+            out.status,
+            started.elapsed()
+        );
+        if out.success() != ok {
+            bail!(
+                "plumb apply: {} (expected success: {ok})\n{text}",
+                out.status
+            );
+        }
+        Ok(text)
+    }
+
+    /// The installed `version-release` per rpm, or None.
+    fn version(&self, pkg: &str) -> Result<Option<String>> {
+        let out = self
+            .node
+            .exec(&["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", pkg])?;
+        Ok(out.success().then(|| out.stdout.trim().to_string()))
+    }
+
+    fn report(&self) -> Result<Report> {
+        Report::parse(&self.node.read_file("/var/lib/plumb/report.toml")?)
+    }
+
+    fn expect(&self, r: &Report, pkg: &str, state: &str, detail: &str) -> Result<()> {
+        let Some((st, d)) = r.packages.get(pkg) else {
+            bail!("{pkg} is not in the report:\n{}", r.text);
+        };
+        ensure!(
+            st == state && d.contains(detail),
+            "{pkg}: expected state {state} with detail containing {detail:?}, got {st} {d:?}\n{}",
+            r.text
+        );
+        Ok(())
+    }
+}
+
+/// The bits of report.toml this test looks at.
+struct Report {
+    outcome: String,
+    /// name -> (state, detail) of package resources
+    packages: BTreeMap<String, (String, String)>,
+    text: String,
+}
+
+impl Report {
+    fn parse(text: &str) -> Result<Report> {
+        let value = |block: &str, key: &str| -> Option<String> {
+            block.lines().find_map(|l| {
+                let (k, v) = l.split_once(" = ")?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').replace("\\\"", "\""))
+            })
+        };
+        let mut blocks = text.split("[[resources]]");
+        let head = blocks.next().unwrap_or_default();
+        let outcome = value(head, "outcome").context("report without outcome")?;
+        let mut packages = BTreeMap::new();
+        for b in blocks {
+            if value(b, "kind").as_deref() == Some("package") {
+                packages.insert(
+                    value(b, "name").context("resource without name")?,
+                    (
+                        value(b, "state").unwrap_or_default(),
+                        value(b, "detail").unwrap_or_default(),
+                    ),
+                );
+            }
+        }
+        Ok(Report {
+            outcome,
+            packages,
+            text: text.to_owned(),
+        })
+    }
+}
+
+/// Builds `name-version-1.noarch.rpm` into `dir` with rpmbuild from a minimal spec: one file,
+/// no automatic dependencies, `requires` as its only ones.
+fn build_rpm(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    requires: &[&str],
+) -> Result<std::path::PathBuf> {
+    let top = tempfile::tempdir()?;
+    let spec = top.path().join(format!("{name}.spec"));
+    let requires: String = requires
+        .iter()
+        .map(|r| format!("Requires: {r}\n"))
+        .collect();
+    std::fs::write(
+        &spec,
+        format!(
+            "Name: {name}\nVersion: {version}\nRelease: 1\nSummary: plumb system-test package {name}\n\
+             License: MIT\nBuildArch: noarch\nAutoReqProv: no\n{requires}\n\
+             %description\nplumb system-test package {name}, version {version}.\n\n\
+             %install\nmkdir -p %{{buildroot}}/usr/share/plumb-test\n\
+             echo '{name} {version}' > %{{buildroot}}/usr/share/plumb-test/{name}\n\n\
+             %files\n/usr/share/plumb-test/{name}\n"
+        ),
+    )?;
+    run(Command::new("rpmbuild")
+        .arg("-bb")
+        .arg("--quiet")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.path().display()))
+        .arg("--define")
+        .arg("_build_id_links none")
+        .arg(&spec))?
+    .check("rpmbuild")?;
+    let file = format!("{name}-{version}-1.noarch.rpm");
+    let built = top.path().join("RPMS/noarch").join(&file);
+    let out = dir.join(&file);
+    std::fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
+    Ok(out)
+}
