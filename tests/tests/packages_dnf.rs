@@ -140,7 +140,27 @@ fn packages_via_dnf() -> Result<()> {
         w.version(PKG_B)?.is_none(),
         "detect mode reinstalled {PKG_B}:\n{out}"
     );
-    node.write_file("/etc/plumb/agent.toml", config)?;
+    node.write_file("/etc/plumb/agent.toml", config.clone())?;
+
+    // 7. Without `package_manager` (auto), PackageKit stays the first choice where it answers,
+    //    dnf or not: it is asked (and, with Debian's apt behind it, knows no rpm).
+    node.exec_ok(&["pkcon", "backend-details"])?;
+    node.write_file(
+        "/etc/plumb/agent.toml",
+        config.replace("package_manager = \"dnf\"\n", ""),
+    )?;
+    w.commit(&[UNKNOWN], &[], "auto")?;
+    let out = w.apply(false)?;
+    ensure!(
+        out.contains("backend=\"PackageKit\"") || out.contains("backend=PackageKit"),
+        "auto did not choose PackageKit:\n{out}"
+    );
+    w.expect(
+        &w.report()?,
+        UNKNOWN,
+        "failed",
+        "PackageKit found no package",
+    )?;
     Ok(())
 }
 
