@@ -98,7 +98,26 @@ fn packages_via_dnf() -> Result<()> {
     ensure!(w.version(PKG_B)?.is_none() && w.version(PKG_DEP)?.is_none());
     ensure!(w.version(PKG_A)?.is_some(), "{PKG_A} went with them");
 
-    // 4. An unknown name fails that package with dnf's own words; the rest still applies.
+    // 4. What plumb's install brought (b, for dep) goes when plumb's package leaves Git and
+    //    nothing else needs it.
+    w.commit(&[PKG_A, PKG_DEP], &[], "dep")?;
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_B)?.is_some(),
+        "{PKG_DEP} came without {PKG_B}"
+    );
+    w.commit(&[PKG_A], &[], "no dep")?;
+    w.apply(true)?;
+    w.expect(
+        &w.report()?,
+        PKG_DEP,
+        "pruned",
+        &format!("what its install brought and nothing else needs: {PKG_B}"),
+    )?;
+    ensure!(w.version(PKG_DEP)?.is_none() && w.version(PKG_B)?.is_none());
+    ensure!(w.version(PKG_A)?.is_some());
+
+    // 5. An unknown name fails that package with dnf's own words; the rest still applies.
     w.commit(&[PKG_A, PKG_B, UNKNOWN], &[], "unknown name")?;
     let out = w.apply(false)?;
     let r = w.report()?;
@@ -115,7 +134,7 @@ fn packages_via_dnf() -> Result<()> {
         "{PKG_B} held back by the unknown name"
     );
 
-    // 5. A newer version published: a package installed from now on gets it (the repository
+    // 6. A newer version published: a package installed from now on gets it (the repository
     //    is read again, metadata_expire=0).
     w.publish(PKG_A, "2.0", &[])?;
     node.exec_ok(&["rpm", "-e", PKG_A])?;
@@ -127,7 +146,7 @@ fn packages_via_dnf() -> Result<()> {
         w.version(PKG_A)?
     );
 
-    // 6. detect mode: a package removed by hand is reported, not reinstalled.
+    // 7. detect mode: a package removed by hand is reported, not reinstalled.
     let config = node.read_file("/etc/plumb/agent.toml")?;
     node.write_file(
         "/etc/plumb/agent.toml",
@@ -142,7 +161,7 @@ fn packages_via_dnf() -> Result<()> {
     );
     node.write_file("/etc/plumb/agent.toml", config.clone())?;
 
-    // 7. Without `package_manager` (auto), PackageKit stays the first choice where it answers,
+    // 8. Without `package_manager` (auto), PackageKit stays the first choice where it answers,
     //    dnf or not: it is asked (and, with Debian's apt behind it, knows no rpm).
     node.exec_ok(&["pkcon", "backend-details"])?;
     node.write_file(

@@ -190,6 +190,24 @@ impl Native {
         }
     }
 
+    /// dnf's unneeded packages: installed as a dependency, needed by nothing installed for
+    /// itself (what `dnf autoremove` would remove). apt-get: nothing (see `pkg_cleanup`).
+    pub fn unneeded(self) -> Result<BTreeSet<String>> {
+        if self == Native::Apt {
+            return Ok(BTreeSet::new());
+        }
+        let mut c = dnf_command(false);
+        c.args(["-q", "repoquery", "--unneeded", "--qf", "%{name}\\n"]);
+        Ok(
+            run_dnf(&mut c, DNF_QUERY_TIMEOUT, "dnf repoquery --unneeded")?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    }
+
     fn apt_get<const N: usize>(self, args: [&str; N]) -> Command {
         let mut c = system_tool(
             "apt-get",

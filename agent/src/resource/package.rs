@@ -350,8 +350,13 @@ pub fn apply(
             .expect("a result is for a planned change");
         record_result(c, result, &fresh, state, &mut out);
     }
-    if debian && !removed_own.is_empty() {
-        clean_up_after(desired, &removed_own, state, &mut out);
+    // A host with rpm's packages under dnf: a dnf host, or a Debian one told to use dnf.
+    let rpm = host.is_system_root()
+        && !debian
+        && db != Some(pkgcmd::Native::Apt)
+        && pkgcmd::Native::Dnf.present();
+    if (debian || rpm) && !removed_own.is_empty() {
+        clean_up_after(desired, &removed_own, rpm, state, &mut out);
     }
     match pkgcmd::installed_from(db) {
         Ok(now) => {
@@ -392,12 +397,14 @@ fn appeared(before: &BTreeSet<String>, after: &BTreeSet<String>) -> BTreeSet<Str
 }
 
 /// After plumb removed packages it installed (`removed`): what plumb's installs brought that
-/// apt would now autoremove goes too (never a package Git or the inventory still names), and
-/// what dpkg keeps of them (configuration files, enabled-unit links) is purged. Said in each
+/// apt would now autoremove (with `dnf`: that dnf counts as unneeded) goes too (never a package
+/// Git or the inventory still names), and what dpkg keeps of them (configuration files,
+/// enabled-unit links) is purged. Said in each
 /// removed package's detail; a failure makes it failed, naming what is left.
 fn clean_up_after(
     desired: &Packages,
     removed: &[String],
+    dnf: bool,
     state: &State,
     out: &mut BTreeMap<String, PackageResult>,
 ) {
@@ -407,10 +414,19 @@ fn clean_up_after(
         .filter(|n| !desired.install.contains(*n) && !state.packages.contains_key(*n))
         .cloned()
         .collect();
-    let cleaned = pkg_cleanup::orphans(&candidates).and_then(|orphans| {
-        let purged = pkg_cleanup::remove_and_purge(&orphans, removed)?;
-        Ok((orphans, purged))
-    });
+    let cleaned = if dnf {
+        pkg_cleanup::remove_unneeded_dnf(&candidates).map(|orphans| (orphans, vec![]))
+    } else {
+        pkg_cleanup::orphans(&candidates).and_then(|orphans| {
+            let purged = pkg_cleanup::remove_and_purge(&orphans, removed)?;
+            Ok((orphans, purged))
+        })
+    };
+    let check = if dnf {
+        "dnf repoquery --unneeded"
+    } else {
+        "apt-get autoremove --dry-run"
+    };
     let note = match &cleaned {
         Ok((orphans, purged)) => {
             tracing::info!(removed = ?orphans, purged = ?purged, "removed what plumb's install brought");
@@ -418,9 +434,7 @@ fn clean_up_after(
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "removing what plumb's install brought failed");
-            format!(
-                "; removing what its install brought failed (see `apt-get autoremove --dry-run`): {e:#}"
-            )
+            format!("; removing what its install brought failed (see `{check}`): {e:#}")
         }
     };
     for name in removed {
