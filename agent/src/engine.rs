@@ -18,6 +18,7 @@ mod admit;
 mod judge;
 mod maintenance;
 mod rollout;
+mod upgrades;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -336,6 +337,9 @@ impl Agent {
                 self.maintenance_phase(&host, target, &desired, &mut state, &mut run, &mut draft)?;
             }
         }
+        if !opts.dry_run {
+            self.report_upgrades(&host, &desired, &mut draft);
+        }
         Ok(self.summarize(draft, run, &state, detect, opts.dry_run))
     }
 
@@ -598,6 +602,7 @@ impl Agent {
             reason: None,
             age_recipient: None,
             facts: None,
+            upgrades: None,
             resources: vec![],
         }
     }

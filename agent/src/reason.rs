@@ -44,6 +44,11 @@ pub enum Reason {
     ApplyFailed,
     /// A check could not be run (D-Bus gone, systemd restarting): retried, the commit not judged.
     CheckFault,
+    // Maintenance (DESIGN section 13): the commit stays good; the disruption slot stays held.
+    /// `[packages] upgrade`: the package tool failed to apply the upgrades.
+    UpgradeFailed,
+    /// The upgrades were applied, then a `[[health]]` check of the applied commit failed.
+    UpgradeUnhealthy,
 }
 
 impl Reason {
@@ -66,10 +71,12 @@ impl Reason {
             Reason::FetchFailed => "fetch-failed",
             Reason::ApplyFailed => "apply-failed",
             Reason::CheckFault => "check-fault",
+            Reason::UpgradeFailed => "upgrade-failed",
+            Reason::UpgradeUnhealthy => "upgrade-unhealthy",
         }
     }
 
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::InvalidSpec,
         Reason::InvalidPath,
         Reason::InvalidUnit,
@@ -87,6 +94,8 @@ impl Reason {
         Reason::FetchFailed,
         Reason::ApplyFailed,
         Reason::CheckFault,
+        Reason::UpgradeFailed,
+        Reason::UpgradeUnhealthy,
     ];
 }
 

@@ -126,6 +126,7 @@ fn twenty_host_fleet() -> (common::Fleet, String) {
                 },
                 age_recipient: None,
                 facts: None,
+                upgrades: None,
                 resources: vec![],
             },
         );

@@ -40,6 +40,7 @@ fn report(host: &str) -> Report {
         waiting: String::new(),
         age_recipient: None,
         facts: None,
+        upgrades: None,
         resources: vec![],
     }
 }

@@ -442,6 +442,7 @@ fn forge(w: &World, victim: &str, commit: &str, key: &std::path::Path) {
         message: String::new(),
         reason: None,
         facts: None,
+        upgrades: None,
         age_recipient: None,
         resources: vec![],
     };

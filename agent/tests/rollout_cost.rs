@@ -34,6 +34,7 @@ fn report(host: &str, round: u64) -> Report {
         message: String::new(),
         reason: None,
         facts: None,
+        upgrades: None,
         age_recipient: None,
         resources: vec![],
     }

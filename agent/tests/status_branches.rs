@@ -746,6 +746,7 @@ fn a_hanging_server_is_given_up_after_the_push_timeout() {
         reason: None,
         age_recipient: None,
         facts: None,
+        upgrades: None,
         resources: vec![],
     };
     let start = Instant::now();

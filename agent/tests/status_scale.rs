@@ -61,6 +61,7 @@ fn report(host: &str, n: u64) -> Report {
         reason: None,
         age_recipient: None,
         facts: None,
+        upgrades: None,
         resources: vec![],
     }
 }

@@ -39,6 +39,7 @@ impl Agent {
         _run: &mut Converged,
         _draft: &mut Draft,
     ) -> Result<()> {
+        self.upgrade_phase(_host, _applied, _desired, _run, _draft)?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod service_hold;
 pub mod systemd;
 pub mod unit_dirs;
+pub mod upgrades;
 
 use anyhow::Result;
 use std::cell::OnceCell;

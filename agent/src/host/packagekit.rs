@@ -25,6 +25,15 @@ const FLAG_SIMULATE: u64 = 1 << 2;
 /// `PkInfoEnum` values of the Package signal.
 pub const INFO_INSTALLED: u32 = 1;
 pub const INFO_AVAILABLE: u32 = 2;
+/// `GetUpdates`: a security update (the apt backend: the candidate's archive ends in
+/// "-security" or its label is "Debian-Security"; dnf: the advisory's kind).
+pub const INFO_SECURITY: u32 = 8;
+
+/// Whether a `GetUpdates` package is a security update. Since PackageKit 1.2.4 the signal's
+/// `info` carries the update severity in its upper 16 bits (the lower 16: the info itself).
+pub fn is_security(info: u32) -> bool {
+    info & 0xffff == INFO_SECURITY || info >> 16 == INFO_SECURITY
+}
 const INFO_REMOVING: u32 = 13;
 const INFO_OBSOLETING: u32 = 15;
 /// `PkExitEnum::Success`.
@@ -61,6 +70,8 @@ trait Transaction {
         autoremove: bool,
     ) -> zbus::Result<()>;
     fn refresh_cache(&self, force: bool) -> zbus::Result<()>;
+    fn get_updates(&self, filter: u64) -> zbus::Result<()>;
+    fn update_packages(&self, transaction_flags: u64, package_ids: &[&str]) -> zbus::Result<()>;
 
     #[zbus(signal)]
     fn package(&self, info: u32, package_id: String, summary: String) -> zbus::Result<()>;
@@ -147,6 +158,36 @@ pub async fn install(conn: &Connection, ids: &[String]) -> Result<()> {
         .map(drop)
 }
 
+/// The upgrades the repositories offer (`info` tells a security update: `INFO_SECURITY`).
+pub async fn get_updates(conn: &Connection) -> Result<Vec<PkPackage>> {
+    transaction(conn, Op::GetUpdates, QUERY_TIMEOUT)
+        .await
+        .context("PackageKit GetUpdates")
+}
+
+/// Updates all `ids` (from `get_updates`) in one transaction, trusted packages only; refused,
+/// like `install`, when PackageKit plans to remove a package for it.
+pub async fn update(conn: &Connection, ids: &[String]) -> Result<()> {
+    let planned = transaction(conn, Op::Update(ids, FLAG_SIMULATE), QUERY_TIMEOUT)
+        .await
+        .context("PackageKit UpdatePackages (simulated)")?;
+    let removed: Vec<&str> = planned
+        .iter()
+        .filter(|p| matches!(p.info, INFO_REMOVING | INFO_OBSOLETING))
+        .map(PkPackage::name)
+        .collect();
+    if !removed.is_empty() {
+        bail!(
+            "PackageKit UpdatePackages: the upgrade would remove {}: plumb does not remove packages to upgrade",
+            removed.join(" ")
+        );
+    }
+    transaction(conn, Op::Update(ids, 0), CHANGE_TIMEOUT)
+        .await
+        .context("PackageKit UpdatePackages")
+        .map(drop)
+}
+
 /// Removes all `ids` in one transaction; fails rather than also removing what depends on them.
 pub async fn remove(conn: &Connection, ids: &[String]) -> Result<()> {
     transaction(conn, Op::Remove(ids), CHANGE_TIMEOUT)
@@ -161,6 +202,9 @@ enum Op<'a> {
     Install(&'a [String], u64),
     Remove(&'a [String]),
     RefreshCache,
+    GetUpdates,
+    /// Extra flags besides only-trusted (simulate).
+    Update(&'a [String], u64),
 }
 
 /// Runs one transaction to its end and returns the packages it reported.
@@ -209,6 +253,11 @@ async fn transaction(conn: &Connection, op: Op<'_>, timeout: Duration) -> Result
                 .await?
         }
         Op::RefreshCache => tx.refresh_cache(false).await?,
+        Op::GetUpdates => tx.get_updates(FILTER_ARCH).await?,
+        Op::Update(ids, flags) => {
+            tx.update_packages(FLAG_ONLY_TRUSTED | flags, &strs(ids))
+                .await?
+        }
     }
 
     let mut packages = Vec::new();
@@ -345,5 +394,8 @@ mod tests {
         assert_eq!(error_name(26), "cannot-get-lock");
         assert_eq!(error_name(64), "cannot-fetch-sources");
         assert_eq!(error_name(999), "error 999");
+        assert!(is_security(INFO_SECURITY));
+        assert!(is_security(INFO_SECURITY | INFO_SECURITY << 16));
+        assert!(!is_security(5 | 5 << 16) && !is_security(INFO_AVAILABLE));
     }
 }

@@ -14,7 +14,7 @@ pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// dnf's queries read the repositories' metadata, and download it first when it has expired
 /// (dnf does that on any command, by each repository's `metadata_expire`): a distribution's
 /// metadata is tens of MB.
-const DNF_QUERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const DNF_QUERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The package manager of this system, driven directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +208,8 @@ impl Native {
         )
     }
 
-    fn apt_get<const N: usize>(self, args: [&str; N]) -> Command {
+    /// apt-get, never prompting, keeping the admin's edited conffiles (run outside the sandbox).
+    pub(crate) fn apt_get<const N: usize>(self, args: [&str; N]) -> Command {
         let mut c = system_tool(
             "apt-get",
             &[("DEBIAN_FRONTEND", "noninteractive"), ("LC_ALL", "C")],
@@ -290,7 +291,7 @@ fn installed_rpm() -> Result<BTreeSet<String>> {
 /// dnf, set up the way every run of it needs: the C locale (its messages are read), and the
 /// release version on a system dnf cannot take it from (see [`dnf_releasever`]). `change`: it
 /// may change the system, so it runs outside plumb's sandbox ([`system_tool`]).
-fn dnf_command(change: bool) -> Command {
+pub(crate) fn dnf_command(change: bool) -> Command {
     let mut c = if change {
         system_tool("dnf", &[("LC_ALL", "C")])
     } else {
@@ -346,7 +347,7 @@ fn releasever_from(vars: Option<&str>, os_release: Option<&str>) -> Option<Strin
 
 /// Runs dnf like [`run_checked`]; a failure also quotes the lines dnf prints on stdout about
 /// arguments it could not use ("No match for argument: x"), next to the stderr tail.
-fn run_dnf(c: &mut Command, timeout: Duration, what: &str) -> Result<String> {
+pub(crate) fn run_dnf(c: &mut Command, timeout: Duration, what: &str) -> Result<String> {
     let out = command::run(c, timeout)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {

@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Package lists older than this are refreshed before an install.
-const CACHE_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const CACHE_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 /// An unknown name refreshes the lists, but not more often than this: a typo in Git must not
 /// make every pass download the package lists again.
-const CACHE_MIN_AGE: Duration = Duration::from_secs(10 * 60);
+pub(crate) const CACHE_MIN_AGE: Duration = Duration::from_secs(10 * 60);
 /// In state_dir: when plumb last refreshed the package lists (unix seconds).
 const REFRESHED_DOC: &str = "packages-refreshed";
 
@@ -727,7 +727,7 @@ fn all_failed(names: &[String], e: &anyhow::Error) -> Done {
 /// Refreshes the package lists and remembers when it tried. A failure is logged, not fatal:
 /// resolving against the old lists may still find everything. It counts as a try all the same,
 /// so a broken mirror is not asked again on every pass.
-async fn refresh(backend: &Backend, state_dir: &StateDir) {
+pub(crate) async fn refresh(backend: &Backend, state_dir: &StateDir) {
     tracing::info!(
         backend = backend.name(),
         "refreshing the package lists with {}",
@@ -746,7 +746,7 @@ async fn refresh(backend: &Backend, state_dir: &StateDir) {
 }
 
 /// How long ago plumb refreshed the package lists; `None` when it never did.
-fn cache_age(state_dir: &StateDir) -> Option<Duration> {
+pub(crate) fn cache_age(state_dir: &StateDir) -> Option<Duration> {
     let text = state_dir.read_doc(REFRESHED_DOC).ok()??;
     let at: u64 = text.trim().parse().ok()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();

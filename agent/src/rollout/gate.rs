@@ -195,6 +195,7 @@ mod tests {
                 message: String::new(),
                 reason: None,
                 facts: None,
+                upgrades: None,
                 age_recipient: None,
                 resources: vec![],
             },

@@ -72,6 +72,55 @@ pub fn check(windows: &[Window], host: &str, now: i64, offset: i64) -> Result<()
     Err(format!("window opens {}", opens(next, now, offset)))
 }
 
+/// Where `now` falls for `host` (maintenance runs once per window occurrence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Occurrence {
+    /// No window matches the host.
+    NoWindow,
+    /// A matching window is open: the occurrence's start (UTC seconds, its key), and when the
+    /// next one opens ("tue 02:00 UTC", and in UTC seconds).
+    Open {
+        start: i64,
+        next: String,
+        next_at: i64,
+    },
+    /// Matching windows, all closed: "window opens mon 02:00 UTC", and when (UTC seconds).
+    Closed { why: String, opens_at: i64 },
+}
+
+/// The occurrence of `host`'s windows open at `now`, if any.
+pub fn occurrence(windows: &[Window], host: &str, now: i64, offset: i64) -> Occurrence {
+    let mine: Vec<&Window> = windows
+        .iter()
+        .filter(|w| w.hosts.iter().any(|p| glob_match(p, host)))
+        .collect();
+    if mine.is_empty() {
+        return Occurrence::NoWindow;
+    }
+    for w in &mine {
+        let shift = if w.local { offset } else { 0 };
+        if let Some(start) = open_since(w, now + shift) {
+            return Occurrence::Open {
+                start: start - shift,
+                next: opens(w, now, offset),
+                next_at: next_start(w, now + shift) - shift,
+            };
+        }
+    }
+    let opens_at = mine
+        .iter()
+        .map(|w| {
+            let shift = if w.local { offset } else { 0 };
+            next_start(w, now + shift) - shift
+        })
+        .min()
+        .unwrap_or(now);
+    match check(windows, host, now, offset) {
+        Err(why) => Occurrence::Closed { why, opens_at },
+        Ok(()) => Occurrence::NoWindow, // not reached: none of them is open
+    }
+}
+
 /// The host's UTC offset now, in seconds (for `timezone = "local"`), from the C library's
 /// idea of the local time zone (TZ, /etc/localtime).
 #[allow(unsafe_code)]
@@ -134,6 +183,41 @@ mod tests {
         let local = window(&[0], 2 * 3600, 1, true);
         assert!(is_open(&local, at("2026-11-30T01:30:00Z"), 3600));
         assert!(!is_open(&local, at("2026-11-30T02:30:00Z"), 3600));
+    }
+
+    #[test]
+    fn occurrences_have_one_key_while_open() {
+        let ws = [window(&[0, 1, 2, 3, 4], 2 * 3600, 2, false)];
+        let open = |t| occurrence(&ws, "store-1", at(t), 0);
+        let start = at("2026-11-30T02:00:00Z");
+        let want = Occurrence::Open {
+            start,
+            next: "tue 02:00 UTC".into(),
+            next_at: start + 86400,
+        };
+        assert_eq!(open("2026-11-30T02:00:00Z"), want);
+        assert_eq!(open("2026-11-30T03:59:00Z"), want);
+        assert_eq!(
+            open("2026-11-30T04:00:00Z"),
+            Occurrence::Closed {
+                why: "window opens tue 02:00 UTC".into(),
+                opens_at: start + 86400
+            }
+        );
+        assert!(matches!(
+            open("2026-12-01T02:30:00Z"),
+            Occurrence::Open { start: s, .. } if s == start + 86400
+        ));
+        assert_eq!(
+            occurrence(&ws, "web-1", at("2026-11-30T03:00:00Z"), 0),
+            Occurrence::NoWindow
+        );
+        // A local window's key is in UTC: 02:00 at UTC+1 started at 01:00 UTC.
+        let local = [window(&[0], 2 * 3600, 1, true)];
+        assert!(matches!(
+            occurrence(&local, "store-1", at("2026-11-30T01:30:00Z"), 3600),
+            Occurrence::Open { start: s, .. } if s == at("2026-11-30T01:00:00Z")
+        ));
     }
 
     #[test]

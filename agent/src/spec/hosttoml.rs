@@ -30,6 +30,8 @@ pub struct RawPackages {
     pub install: Vec<String>,
     #[serde(default)]
     pub remove: Vec<String>,
+    /// "none" | "security" | "all": which available upgrades plumb applies (DESIGN section 13).
+    pub upgrade: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

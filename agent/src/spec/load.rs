@@ -188,6 +188,7 @@ struct Builder {
     container_settings: BTreeMap<String, (String, Option<String>)>,
     packages: Packages,
     health: Vec<HealthCheck>,
+    upgrade: Upgrade,
     /// What the walks of this load may still read (every layer counts against one budget).
     budget: Budget,
     /// `[vars]` merged so far (fleet.toml, then layers as they finish: roles, the host last).
@@ -560,6 +561,13 @@ impl Builder {
         }
         self.packages.install.extend(t.packages.install);
         self.packages.remove.extend(t.packages.remove);
+        if let Some(u) = &t.packages.upgrade {
+            self.upgrade = Upgrade::parse(u).ok_or_else(|| {
+                SpecError::invalid(format!(
+                    "{file}: [packages] upgrade = {u:?}: give \"none\", \"security\" or \"all\""
+                ))
+            })?;
+        }
         for (path, raw) in t.files {
             self.file_settings.insert(path, (file.clone(), raw));
         }
@@ -771,6 +779,7 @@ impl Builder {
             containers,
             packages: self.packages,
             health: self.health,
+            upgrade: self.upgrade,
         })
     }
 }
@@ -1048,6 +1057,25 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_policy_the_host_overrides_its_roles() {
+        let tree = |host: &str| {
+            MemTree::default()
+                .file("roles/base/host.toml", "[packages]\nupgrade = \"all\"\n")
+                .file("hosts/h1/files/etc/motd", "x")
+                .file("hosts/h1/host.toml", host)
+        };
+        let d = load_mem(tree("include = [\"roles/base\"]\n")).unwrap();
+        assert_eq!(d.upgrade, Upgrade::All);
+        let d = load_mem(tree(
+            "include = [\"roles/base\"]\n[packages]\nupgrade = \"security\"\n",
+        ))
+        .unwrap();
+        assert_eq!(d.upgrade, Upgrade::Security);
+        let d = load_mem(tree("")).unwrap();
+        assert_eq!(d.upgrade, Upgrade::None);
+    }
+
+    #[test]
     fn includes_apply_in_order_and_merge() {
         let d = load_mem(
             MemTree::default()
@@ -1167,6 +1195,10 @@ mod tests {
         fails(
             host("[packages]\ninstall = [\"a\"]\nremove = [\"a\"]"),
             "both",
+        );
+        fails(
+            host("[packages]\nupgrade = \"some\""),
+            "hosts/h1/host.toml: [packages] upgrade = \"some\": give \"none\", \"security\" or \"all\"",
         );
         fails(
             host("[units.\"app\"]\nstate = \"started\""),

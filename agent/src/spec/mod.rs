@@ -29,6 +29,39 @@ pub struct Desired {
     pub containers: BTreeMap<String, ContainerSpec>,
     pub packages: Packages,
     pub health: Vec<HealthCheck>,
+    /// `[packages] upgrade`: the last host.toml that sets it (roles in order, the host last) wins.
+    pub upgrade: Upgrade,
+}
+
+/// `[packages] upgrade`: which of the upgrades the repositories offer plumb applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Upgrade {
+    /// Only reported (`[upgrades]` in status.toml).
+    #[default]
+    None,
+    /// Security updates only.
+    Security,
+    /// Every upgrade.
+    All,
+}
+
+impl Upgrade {
+    pub fn parse(s: &str) -> Option<Upgrade> {
+        match s {
+            "none" => Some(Upgrade::None),
+            "security" => Some(Upgrade::Security),
+            "all" => Some(Upgrade::All),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Upgrade::None => "none",
+            Upgrade::Security => "security",
+            Upgrade::All => "all",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

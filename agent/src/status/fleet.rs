@@ -378,6 +378,7 @@ mod tests {
             reason: None,
             age_recipient: None,
             facts: None,
+            upgrades: None,
             resources: vec![],
         }
     }

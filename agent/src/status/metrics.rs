@@ -319,6 +319,7 @@ mod tests {
             waiting: String::new(),
             age_recipient: None,
             facts: None,
+            upgrades: None,
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),

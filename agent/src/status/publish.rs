@@ -413,6 +413,7 @@ mod tests {
             reason: None,
             age_recipient: None,
             facts: None,
+            upgrades: None,
             resources: states
                 .iter()
                 .enumerate()

@@ -90,9 +90,38 @@ pub struct Report {
     /// The host facts templates saw (DESIGN section 9); a change of them is a change of meaning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<crate::spec::facts::Facts>,
+    /// The upgrades the package repositories offer this host (DESIGN section 13); absent when
+    /// plumb does not manage the system's packages (another `root`) or could not list them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrades: Option<Upgrades>,
     #[serde(default)]
     pub resources: Vec<ResourceReport>,
 }
+
+/// `[upgrades]`: what `[packages] upgrade` would apply, listed again only when the package
+/// database or the package lists changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Upgrades {
+    /// Packages with a newer version available (exact, however long `names` is).
+    pub count: usize,
+    /// How many of them are security updates.
+    pub security: usize,
+    /// Their names, sorted, at most `MAX_UPGRADE_NAMES` (security updates first).
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// `[packages] upgrade` of the applied commit.
+    #[serde(default)]
+    pub policy: String,
+    /// When plumb last ran the upgrades (RFC 3339), if it did.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_run: String,
+    /// When they run next, when the policy is not "none" ("when the window opens mon 02:00 UTC").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub next: String,
+}
+
+/// At most this many names in `[upgrades] names` (the count stays exact).
+pub const MAX_UPGRADE_NAMES: usize = 50;
 
 impl Report {
     pub fn to_toml(&self) -> String {
@@ -140,6 +169,7 @@ mod tests {
             reason: None,
             age_recipient: None,
             facts: None,
+            upgrades: None,
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),
