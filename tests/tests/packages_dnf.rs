@@ -134,17 +134,52 @@ fn packages_via_dnf() -> Result<()> {
         "{PKG_B} held back by the unknown name"
     );
 
-    // 6. A newer version published: a package installed from now on gets it (the repository
-    //    is read again, metadata_expire=0).
+    // 6. A newer version published: with `upgrade = "none"` it is listed in the status, not
+    //    installed; with "all" (no window: on the move to the commit) dnf upgrades it.
+    ensure!(w.version(PKG_A)?.as_deref() == Some("1.0-1"));
     w.publish(PKG_A, "2.0", &[])?;
-    node.exec_ok(&["rpm", "-e", PKG_A])?;
-    w.commit(&[PKG_A, PKG_B], &[], "after 2.0")?;
-    w.apply(true)?;
+    // The listing reads dnf's cached metadata (as apt's reads its lists): read the repository
+    // again, as a timer or an admin would.
+    node.exec_ok(&["dnf", "-q", "makecache"])?;
+    w.commit_toml(
+        &format!("[packages]\ninstall = [\"{PKG_A}\", \"{PKG_B}\"]\nupgrade = \"none\"\n"),
+        "upgrade none",
+    )?;
+    let out = w.apply(true)?;
+    let u = w.upgrades()?;
+    ensure!(
+        u.get("count").and_then(|c| c.as_integer()) == Some(1)
+            && u.get("names")
+                .and_then(|n| n.as_array())
+                .is_some_and(|n| n.len() == 1 && n[0].as_str() == Some(PKG_A)),
+        "the upgrade of {PKG_A} is not listed: {u:?}\n{out}"
+    );
+    ensure!(
+        w.version(PKG_A)?.as_deref() == Some("1.0-1"),
+        "upgraded with upgrade = none"
+    );
+    w.commit_toml(
+        &format!("[packages]\ninstall = [\"{PKG_A}\", \"{PKG_B}\"]\nupgrade = \"all\"\n"),
+        "upgrade all",
+    )?;
+    let out = w.apply(true)?;
     ensure!(
         w.version(PKG_A)?.as_deref() == Some("2.0-1"),
-        "{PKG_A} is {:?} after 2.0 was published",
+        "{PKG_A} is {:?} with upgrade = all:\n{out}",
         w.version(PKG_A)?
     );
+    let status = w.node.exec_ok(&["/usr/local/bin/plumb", "status"])?;
+    ensure!(
+        status.contains("upgraded 1 package(s) via dnf"),
+        "the status does not say the upgrade:\n{status}"
+    );
+    let u = w.upgrades()?;
+    ensure!(
+        u.get("count").and_then(|c| c.as_integer()) == Some(0),
+        "{u:?}"
+    );
+    w.commit(&[PKG_A, PKG_B], &[], "upgrade policy gone")?;
+    w.apply(true)?;
 
     // 7. detect mode: a package removed by hand is reported, not reinstalled.
     let config = node.read_file("/etc/plumb/agent.toml")?;
@@ -263,6 +298,22 @@ impl World {
         )?;
         self.repo.commit(msg)?;
         Ok(())
+    }
+
+    /// Commits `text` as the host's host.toml.
+    fn commit_toml(&self, text: &str, msg: &str) -> Result<()> {
+        self.repo.write("hosts/n1/host.toml", text)?;
+        self.repo.commit(msg)?;
+        Ok(())
+    }
+
+    /// The `[upgrades]` table of `plumb status`.
+    fn upgrades(&self) -> Result<toml::Value> {
+        let text = self.node.exec_ok(&["/usr/local/bin/plumb", "status"])?;
+        let v: toml::Value = toml::from_str(&text).context("parsing plumb status")?;
+        v.get("upgrades")
+            .cloned()
+            .with_context(|| format!("no [upgrades] in the status:\n{text}"))
     }
 
     /// `plumb apply` in the node, in the sandbox of the shipped plumb.service, as the agent runs;
