@@ -595,13 +595,13 @@ fn package_name(entry: &str) -> &str {
 
 fn packages(base: &Desired, head: &Desired, out: &mut Vec<Change>) {
     let (b, h) = (&base.packages, &head.packages);
-    let gone: BTreeMap<&str, &String> = b
-        .install
-        .difference(&h.install)
+    let (b_install, h_install) = (b.entries(), h.entries());
+    let gone: BTreeMap<&str, &String> = b_install
+        .difference(&h_install)
         .map(|e| (package_name(e), e))
         .collect();
     let mut changed = BTreeSet::new();
-    for e in h.install.difference(&b.install) {
+    for e in h_install.difference(&b_install) {
         let name = package_name(e);
         let mut c = match gone.get(name) {
             Some(old) => {
@@ -868,10 +868,8 @@ mod tests {
 
     #[test]
     fn packages_by_entry_a_pin_change_is_a_change() {
-        let pk = |i: &[&str], r: &[&str]| Packages {
-            install: i.iter().map(|s| s.to_string()).collect(),
-            remove: r.iter().map(|s| s.to_string()).collect(),
-        };
+        let pk =
+            |i: &[&str], r: &[&str]| Packages::from_entries(i.iter().copied(), r.iter().copied());
         let base = Desired {
             packages: pk(&["nginx=1.26.0-1", "curl", "jq"], &[]),
             ..Desired::default()

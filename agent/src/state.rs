@@ -80,6 +80,10 @@ pub struct ManagedUnit {
 pub struct ManagedPackage {
     /// Installed by plumb (removed again when it leaves Git); false when it was there before.
     pub installed_by_plumb: bool,
+    /// The version pin Git gave it when plumb last made the host match (`[packages] install`
+    /// "name=pin"): another version with the same pin in Git is drift, a new pin is a change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 pub struct StateDir {

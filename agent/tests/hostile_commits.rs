@@ -508,7 +508,19 @@ fn cases() -> Vec<(&'static str, Act)> {
             let c = e.signed("pkg");
             rejected(
                 &c,
-                "hosts/h1/host.toml: [packages]: \"curl; rm -rf /\" is not a valid package name",
+                "hosts/h1/host.toml: [packages] install: \"curl; rm -rf /\" is not a valid package name",
+            )
+            .code("invalid-spec")
+        }),
+        ("package version pin with shell characters", |e| {
+            e.fleet.write(
+                "hosts/h1/host.toml",
+                "[packages]\ninstall = [\"curl=8.0;id\"]\n",
+            );
+            let c = e.signed("pin");
+            rejected(
+                &c,
+                "hosts/h1/host.toml: [packages] install: \"curl=8.0;id\": the version \"8.0;id\" has ';'",
             )
             .code("invalid-spec")
         }),

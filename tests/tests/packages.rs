@@ -23,6 +23,9 @@ const PKG_C: &str = "plumb-test-c";
 const PKG_CONFLICT: &str = "plumb-test-conflict";
 /// Its preinst waits for /srv/release-lock: installing it holds the dpkg lock.
 const PKG_SLOW: &str = "plumb-test-slow";
+/// In the repository in three versions, for pins (issue 17).
+const PKG_V: &str = "plumb-test-v";
+const PKG_V_VERSIONS: [&str; 3] = ["1.0", "2.0", "2.1"];
 
 #[test]
 fn packages_via_packagekit() -> Result<()> {
@@ -35,6 +38,7 @@ fn packages_via_packagekit() -> Result<()> {
     node.exec_ok(&["pkcon", "backend-details"])?;
 
     scenarios(&world, "PackageKit")?;
+    pins(&world, "PackageKit")?;
 
     // The daemon runs passes in its runtime's blocking pool: D-Bus works from there too.
     world.commit(&[PKG_A, PKG_C], &[PKG_B], "daemon")?;
@@ -70,7 +74,185 @@ fn packages_via_apt_get_without_packagekit() -> Result<()> {
     // PackageKit absent: stopped and masked, so D-Bus activation fails.
     node.exec_ok(&["systemctl", "mask", "--now", "packagekit.service"])?;
     scenarios(&world, "apt-get")?;
+    pins(&world, "apt-get")?;
 
+    Ok(())
+}
+
+/// Pinned versions (issue 17): exact, a pattern, upgrade and downgrade by Git, another version
+/// installed by hand (drift: reported in detect mode and by `plan`, corrected in enforce mode),
+/// and a version no repository has.
+fn pins(w: &World, backend: &str) -> Result<()> {
+    let node = &w.node;
+    let pin = |p: &str| format!("{PKG_V}={p}");
+    // The other packages stay as the scenarios left them (the daemon test goes on from there).
+
+    // 1. An exact pin installs that version, not the newest.
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("1.0")], &[], "pin 1.0")?;
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_V)? == "1.0",
+        "pinned 1.0, got {}",
+        w.version(PKG_V)?
+    );
+    w.expect(
+        &w.report()?,
+        PKG_V,
+        "changed",
+        &format!("installed 1.0 via {backend}"),
+    )?;
+    w.apply(true)?;
+    w.expect(&w.report()?, PKG_V, "ok", "")?;
+
+    // 2. A new pin in Git is an upgrade (a change, not drift).
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("2.0")], &[], "pin 2.0")?;
+    let (code, plan) = w.plumb(&["plan"])?;
+    ensure!(
+        code == Some(2)
+            && plan.contains(&format!(
+                "upgrade package {PKG_V}: 1.0 installed, 2.0 wanted"
+            )),
+        "plan ({code:?}) does not say the upgrade:\n{plan}"
+    );
+    ensure!(
+        !plan.contains("changed on the host"),
+        "a new pin is not drift:\n{plan}"
+    );
+    w.apply(true)?;
+    ensure!(w.version(PKG_V)? == "2.0");
+    w.expect(
+        &w.report()?,
+        PKG_V,
+        "changed",
+        &format!("upgraded 1.0 -> 2.0 via {backend}"),
+    )?;
+
+    // 3. Another version installed by hand is drift: detect mode and plan report it ...
+    node.exec_ok(&["dpkg", "-i", &format!("/srv/repo/{PKG_V}_1.0_all.deb")])?;
+    ensure!(w.version(PKG_V)? == "1.0");
+    // apt trusts its cache while dpkg's status file keeps its size and its mtime in seconds:
+    // a hand install in the same second as plumb's last one (only a test is that quick) would
+    // go unseen by apt. What the next second does, done now.
+    node.sh_ok("rm -f /var/cache/apt/pkgcache.bin /var/cache/apt/srcpkgcache.bin")?;
+    let config = node.read_file("/etc/plumb/agent.toml")?;
+    node.write_file(
+        "/etc/plumb/agent.toml",
+        format!("{config}mode = \"detect\"\n"),
+    )?;
+    let out = w.apply(true)?;
+    let wanted =
+        format!("upgrade package {PKG_V}: 1.0 installed, 2.0 wanted (changed on the host)");
+    w.expect(&w.report()?, PKG_V, "drifted", &wanted)?;
+    ensure!(
+        w.report()?.outcome == "drifted",
+        "outcome in detect mode:\n{}",
+        w.report()?.text
+    );
+    ensure!(
+        w.version(PKG_V)? == "1.0",
+        "detect mode changed the version:\n{out}"
+    );
+    node.write_file("/etc/plumb/agent.toml", &config)?;
+    let (code, plan) = w.plumb(&["plan"])?;
+    ensure!(
+        code == Some(2) && plan.contains(&wanted),
+        "plan ({code:?}):\n{plan}"
+    );
+    // ... and enforce mode corrects it.
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_V)? == "2.0",
+        "drift not corrected: {}\n{}",
+        w.version(PKG_V)?,
+        node.sh("tail -n 30 /var/log/apt/history.log /var/log/dpkg.log")?
+            .stdout
+    );
+    w.expect(
+        &w.report()?,
+        PKG_V,
+        "drift-corrected",
+        &format!("upgraded 1.0 -> 2.0 via {backend}: 1.0 had been installed on the host"),
+    )?;
+
+    // 4. A pattern the installed version matches changes nothing.
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("2.*")], &[], "pin 2.*")?;
+    let out = w.apply(true)?;
+    ensure!(
+        w.version(PKG_V)? == "2.0",
+        "a matching version was replaced:\n{out}"
+    );
+    w.expect(&w.report()?, PKG_V, "ok", "")?;
+
+    // 5. A lower pin in Git downgrades.
+    w.commit(
+        &[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("1.0")],
+        &[],
+        "back to 1.0",
+    )?;
+    w.apply(true)?;
+    ensure!(w.version(PKG_V)? == "1.0", "not downgraded");
+    w.expect(
+        &w.report()?,
+        PKG_V,
+        "changed",
+        &format!("downgraded 2.0 -> 1.0 via {backend}"),
+    )?;
+
+    // 6. A pattern installs the newest version matching it.
+    w.commit(&[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("2.*")], &[], "pattern")?;
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_V)? == "2.1",
+        "not the newest 2.*: {}",
+        w.version(PKG_V)?
+    );
+    w.expect(
+        &w.report()?,
+        PKG_V,
+        "changed",
+        &format!("upgraded 1.0 -> 2.1 via {backend}"),
+    )?;
+
+    // 7. A version no repository has fails the package, naming it and the versions there are;
+    //    the host keeps what it has.
+    w.commit(
+        &[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("9.9")],
+        &[],
+        "no such version",
+    )?;
+    w.apply(false)?;
+    let r = w.report()?;
+    ensure!(r.outcome == "failed", "outcome {}:\n{}", r.outcome, r.text);
+    w.expect(
+        &r,
+        PKG_V,
+        "failed",
+        &format!("{backend} found no version 9.9 of package {PKG_V} in the configured repositories (they have 2.1, 2.0, 1.0)"),
+    )?;
+    ensure!(w.version(PKG_V)? == "2.1");
+
+    // 8. A bad pin rejects the commit, naming the file, the key and the entry.
+    w.commit(
+        &[PKG_A, PKG_B, PKG_C, PKG_OLD, &format!("{PKG_V}=-1")],
+        &[],
+        "bad pin",
+    )?;
+    w.apply(false)?;
+    let r = w.report()?;
+    ensure!(
+        r.outcome == "rejected"
+            && r.text.contains("hosts/n1/host.toml: [packages] install: ")
+            && r.text.contains("plumb-test-v=-1")
+            && r.text.contains("NAME=VERSION"),
+        "a bad pin was not rejected with its file and entry:\n{}",
+        r.text
+    );
+    w.commit(
+        &[PKG_A, PKG_B, PKG_C, PKG_OLD, &pin("2.1")],
+        &[],
+        "good again",
+    )?;
+    w.apply(true)?;
     Ok(())
 }
 
@@ -351,6 +533,36 @@ impl World {
         Ok(text)
     }
 
+    /// The installed version of `pkg` ("" when it is not installed).
+    fn version(&self, pkg: &str) -> Result<String> {
+        let out = self.node.exec(&[
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}${Version}",
+            pkg,
+        ])?;
+        Ok(out
+            .stdout
+            .strip_prefix("ii ")
+            .map(String::from)
+            .unwrap_or_default())
+    }
+
+    /// `plumb ARGS` in the node as `apply` runs it: (exit code, stdout and stderr).
+    fn plumb(&self, args: &[&str]) -> Result<(Option<i32>, String)> {
+        let mut argv = vec!["systemd-run", "--quiet", "--wait", "--pipe", "--collect"];
+        for p in &self.sandbox {
+            argv.extend(["-p", p]);
+        }
+        argv.push("/usr/local/bin/plumb");
+        argv.extend(args);
+        let out = self.node.exec(&argv)?;
+        let text = format!("{}{}", out.stdout, out.stderr);
+        eprintln!("--- plumb {args:?} ({})\n{text}", out.status);
+        Ok((out.status.code(), text))
+    }
+
     fn installed(&self, pkg: &str) -> Result<bool> {
         let out = self
             .node
@@ -436,7 +648,7 @@ fn transactions(text: &str, role: &str) -> Vec<String> {
 /// Builds the test .debs into `dir` and returns the Packages index for them.
 fn build_repo(dir: &Path) -> Result<String> {
     let mut index = String::new();
-    for name in [
+    let mut builds: Vec<(&str, &str)> = [
         PKG_A,
         PKG_B,
         PKG_PRE,
@@ -444,13 +656,18 @@ fn build_repo(dir: &Path) -> Result<String> {
         PKG_C,
         PKG_CONFLICT,
         PKG_SLOW,
-    ] {
+    ]
+    .into_iter()
+    .map(|n| (n, "1.0"))
+    .collect();
+    builds.extend(PKG_V_VERSIONS.iter().map(|v| (PKG_V, *v)));
+    for (name, version) in builds {
         let src = tempfile::tempdir()?;
         let root = src.path();
         std::fs::create_dir_all(root.join("DEBIAN"))?;
         std::fs::create_dir_all(root.join("usr/share/plumb-test"))?;
         let control = format!(
-            "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: plumb tests <tests@example.invalid>\n\
+            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: plumb tests <tests@example.invalid>\n\
              Description: plumb system-test package {name}\n{}",
             if name == PKG_CONFLICT {
                 format!("Conflicts: {PKG_A}\n")
@@ -471,8 +688,11 @@ fn build_repo(dir: &Path) -> Result<String> {
                 std::os::unix::fs::PermissionsExt::from_mode(0o755),
             )?;
         }
-        std::fs::write(root.join(format!("usr/share/plumb-test/{name}")), name)?;
-        let file = format!("{name}_1.0_all.deb");
+        std::fs::write(
+            root.join(format!("usr/share/plumb-test/{name}")),
+            format!("{name} {version}\n"),
+        )?;
+        let file = format!("{name}_{version}_all.deb");
         run(Command::new("dpkg-deb")
             .args(["--build", "--root-owner-group", "-Zgzip"])
             .arg(root)

@@ -22,6 +22,8 @@ pub const FILTER_ARCH: u64 = 1 << 18;
 /// Transaction flag bits (`1 << PkTransactionFlagEnum`).
 const FLAG_ONLY_TRUSTED: u64 = 1 << 1;
 const FLAG_SIMULATE: u64 = 1 << 2;
+/// `PK_TRANSACTION_FLAG_ENUM_ALLOW_DOWNGRADE` (6): a pinned version older than the installed one.
+const FLAG_ALLOW_DOWNGRADE: u64 = 1 << 6;
 /// `PkInfoEnum` values of the Package signal.
 pub const INFO_INSTALLED: u32 = 1;
 pub const INFO_AVAILABLE: u32 = 2;
@@ -93,6 +95,10 @@ impl PkPackage {
         self.id.split(';').next().unwrap_or_default()
     }
 
+    pub fn version(&self) -> &str {
+        self.id.split(';').nth(1).unwrap_or_default()
+    }
+
     pub fn arch(&self) -> &str {
         self.id.split(';').nth(2).unwrap_or_default()
     }
@@ -137,8 +143,10 @@ pub async fn refresh_cache(conn: &Connection) -> Result<()> {
 
 /// Installs all `ids` in one transaction, trusted packages only. PackageKit would remove
 /// conflicting packages to make room: a simulation first, and a refusal when it plans that.
-pub async fn install(conn: &Connection, ids: &[String]) -> Result<()> {
-    let planned = transaction(conn, Op::Install(ids, FLAG_SIMULATE), QUERY_TIMEOUT)
+/// `downgrade`: pinned versions are among the ids, and may be older than the installed ones.
+pub async fn install(conn: &Connection, ids: &[String], downgrade: bool) -> Result<()> {
+    let extra = if downgrade { FLAG_ALLOW_DOWNGRADE } else { 0 };
+    let planned = transaction(conn, Op::Install(ids, FLAG_SIMULATE | extra), QUERY_TIMEOUT)
         .await
         .context("PackageKit InstallPackages (simulated)")?;
     let removed: Vec<&str> = planned
@@ -152,7 +160,7 @@ pub async fn install(conn: &Connection, ids: &[String]) -> Result<()> {
             removed.join(" ")
         );
     }
-    transaction(conn, Op::Install(ids, 0), CHANGE_TIMEOUT)
+    transaction(conn, Op::Install(ids, extra), CHANGE_TIMEOUT)
         .await
         .context("PackageKit InstallPackages")
         .map(drop)
@@ -388,6 +396,11 @@ mod tests {
             id: "libc6;2.41-12;amd64;debian-trixie-main".into(),
         };
         assert_eq!(p.name(), "libc6");
+        assert_eq!(p.version(), "2.41-12");
+        assert_eq!(
+            FLAG_ALLOW_DOWNGRADE, 64,
+            "PK_TRANSACTION_FLAG_ENUM_ALLOW_DOWNGRADE is 6"
+        );
         assert!(p.is("libc6") && p.is("libc6:amd64"));
         assert!(!p.is("libc6:i386") && !p.is("libc"));
         assert_eq!(error_name(13), "dep-resolution-failed");

@@ -2,6 +2,7 @@
 //! installed set read with one query (`dpkg-query` or `rpm`), which every backend uses.
 
 use super::command::{self, find_program};
+use crate::spec::version::{self, Scheme};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -83,6 +84,29 @@ impl Native {
         }
     }
 
+    /// Every version the configured repositories offer of each of `names` (one query), for
+    /// pinned packages. A name no repository has is absent.
+    pub fn available_versions(self, names: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
+        check_names(names)?;
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        match self {
+            Native::Apt => {
+                let mut c = Command::new("apt-cache");
+                c.arg("madison").arg("--").args(names).env("LC_ALL", "C");
+                let out = run_checked(&mut c, QUERY_TIMEOUT, "apt-cache madison")?;
+                Ok(parse_apt_madison(&out))
+            }
+            Native::Dnf => {
+                let mut c = dnf_command(false);
+                c.args(DNF_VERSIONS_QUERY).arg("--").args(names);
+                let out = run_dnf(&mut c, DNF_QUERY_TIMEOUT, "dnf repoquery")?;
+                Ok(parse_dnf_versions(&out))
+            }
+        }
+    }
+
     /// Re-reads the repositories' package lists.
     pub fn refresh(self) -> Result<()> {
         let what = match self {
@@ -100,23 +124,21 @@ impl Native {
         .map(drop)
     }
 
-    /// Installs all `names` in one run of the tool; trusted packages only (neither tool is told
-    /// to allow unauthenticated ones), and never removing anything to make room.
-    pub fn install(self, names: &[String]) -> Result<()> {
-        check_names(names)?;
+    /// Installs all `ids` in one run of the tool; trusted packages only (neither tool is told
+    /// to allow unauthenticated ones), and never removing anything to make room. An id is a
+    /// name, or `name=version` for a pinned package (installed in exactly that version, an
+    /// older one than installed included).
+    pub fn install(self, ids: &[String]) -> Result<()> {
+        let (options, specs) = self.install_args(ids)?;
         let what = format!("{} install", self.name());
-        let what = what.as_str();
+        let mut c = match self {
+            Native::Apt => self.apt_get(["install"]),
+            Native::Dnf => dnf_command(true),
+        };
+        c.args(options).arg("--").args(specs);
         match self {
-            Native::Apt => {
-                let mut c = self.apt_get(["install", "--no-remove"]);
-                c.arg("--").args(names);
-                run_checked(&mut c, CHANGE_TIMEOUT, what)
-            }
-            Native::Dnf => {
-                let mut c = dnf_command(true);
-                c.args(["-y", "install", "--"]).args(names);
-                run_dnf(&mut c, CHANGE_TIMEOUT, what)
-            }
+            Native::Apt => run_checked(&mut c, CHANGE_TIMEOUT, &what),
+            Native::Dnf => run_dnf(&mut c, CHANGE_TIMEOUT, &what),
         }
         .map(drop)
     }
@@ -135,6 +157,28 @@ impl Native {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         Ok(parse_dnf_no_match(&stdout, &stderr))
+    }
+
+    /// The options and package arguments of an install of `ids` (after the tool's own setup):
+    /// apt-get takes `name=version` and needs `--allow-downgrades` to go back to an older one;
+    /// dnf takes `name-[epoch:]version[-release]`, and its `install` of an exact version
+    /// upgrades or downgrades to it (dnf 4's install command).
+    fn install_args(self, ids: &[String]) -> Result<(Vec<&'static str>, Vec<String>)> {
+        ids.iter().try_for_each(|id| check_id(id))?;
+        let pinned = ids.iter().any(|id| id.contains('='));
+        Ok(match self {
+            Native::Apt => {
+                let mut options = vec!["--no-remove"];
+                if pinned {
+                    options.push("--allow-downgrades");
+                }
+                (options, ids.to_vec())
+            }
+            Native::Dnf => (
+                vec!["-y", "install"],
+                ids.iter().map(|id| id.replacen('=', "-", 1)).collect(),
+            ),
+        })
     }
 
     /// Removes all `names` in one run, refusing when that would also remove packages that depend
@@ -249,25 +293,52 @@ pub fn installed() -> Result<BTreeSet<String>> {
 /// [`installed`] from the database of `tool` (dpkg for apt, rpm for dnf: a Debian host with dnf
 /// installed has both), or with `None` the system's (dpkg first).
 pub fn installed_from(tool: Option<Native>) -> Result<BTreeSet<String>> {
+    Ok(installed_versions_from(tool)?
+        .versions
+        .into_keys()
+        .collect())
+}
+
+/// The installed packages with their versions, and whose version rules they follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub scheme: Scheme,
+    /// Name (bare and, on Debian, `name:arch` too) -> version as dpkg or rpm writes it
+    /// (`1:2.0-1`; rpm's missing epoch left out). Of several installed versions (rpm's
+    /// install-only kernels), the newest.
+    pub versions: BTreeMap<String, String>,
+}
+
+/// [`installed`] with versions, in the same one read.
+pub fn installed_versions() -> Result<Installed> {
+    installed_versions_from(None)
+}
+
+/// [`installed_from`] with versions, in the same one read.
+pub fn installed_versions_from(tool: Option<Native>) -> Result<Installed> {
     if tool == Some(Native::Dnf) {
         return installed_rpm();
     }
+    let deb = |versions| Installed {
+        scheme: Scheme::Deb,
+        versions,
+    };
     if Path::new(DPKG_STATUS).is_file() && !dpkg_journal_pending() {
         let text = std::fs::read_to_string(DPKG_STATUS)
             .with_context(|| format!("reading {DPKG_STATUS}"))?;
-        Ok(parse_dpkg_status_file(&text))
+        Ok(deb(parse_dpkg_status_file(&text)))
     } else if find_program("dpkg-query").is_some() {
         let mut c = Command::new("dpkg-query");
         c.args([
             "-W",
             "-f",
-            "${Package}\t${binary:Package}\t${db:Status-Abbrev}\n",
+            "${Package}\t${binary:Package}\t${db:Status-Abbrev}\t${Version}\n",
         ]);
-        Ok(parse_dpkg_status(&run_checked(
+        Ok(deb(parse_dpkg_status(&run_checked(
             &mut c,
             QUERY_TIMEOUT,
             "dpkg-query",
-        )?))
+        )?)))
     } else if tool.is_none() && find_program("rpm").is_some() {
         installed_rpm()
     } else if tool == Some(Native::Apt) {
@@ -277,15 +348,13 @@ pub fn installed_from(tool: Option<Native>) -> Result<BTreeSet<String>> {
     }
 }
 
-fn installed_rpm() -> Result<BTreeSet<String>> {
+fn installed_rpm() -> Result<Installed> {
     let mut c = Command::new("rpm");
-    c.args(["-qa", "--qf", "%{NAME}\\n"]);
-    Ok(run_checked(&mut c, QUERY_TIMEOUT, "rpm -qa")?
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect())
+    c.args(["-qa", "--qf", RPM_QUERY_FORMAT]);
+    Ok(Installed {
+        scheme: Scheme::Rpm,
+        versions: parse_rpm_qa(&run_checked(&mut c, QUERY_TIMEOUT, "rpm -qa")?),
+    })
 }
 
 /// dnf, set up the way every run of it needs: the C locale (its messages are read), and the
@@ -398,6 +467,27 @@ fn parse_rpm_needed_by(text: &str) -> Vec<String> {
     out
 }
 
+/// `rpm -qa --qf`: name and `[epoch:]version-release` (rpm prints a missing epoch as `(none)`).
+const RPM_QUERY_FORMAT: &str = "%{NAME}\\t%{EPOCH}:%{VERSION}-%{RELEASE}\\n";
+
+/// `name \t epoch:version-release` lines -> name -> version (the newest of several).
+fn parse_rpm_qa(text: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((name, evr)) = line.trim().split_once('\t') else {
+            continue;
+        };
+        let evr = version::strip_zero_epoch(evr.trim()).to_string();
+        match out.get(name) {
+            Some(old) if Scheme::Rpm.compare(old, &evr).is_ge() => {}
+            _ => {
+                out.insert(name.to_string(), evr);
+            }
+        }
+    }
+    out
+}
+
 /// The same rule as the spec loader, checked again right before a command line is built:
 /// nothing a shell or an option parser could take (`x; rm -rf /`, `-oFoo`).
 pub fn check_name(n: &str) -> Result<()> {
@@ -408,6 +498,22 @@ pub fn check_name(n: &str) -> Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || "+-._:".contains(c));
     if !ok {
         bail!("{n:?} is not a valid package name");
+    }
+    Ok(())
+}
+
+/// An install id: a name, or `name=version` with an exact version (no pattern: patterns are
+/// resolved to a version before anything is installed).
+pub fn check_id(id: &str) -> Result<()> {
+    let Some((name, version)) = id.split_once('=') else {
+        return check_name(id);
+    };
+    check_name(name)?;
+    if let Err(e) = version::check_pin(version) {
+        bail!("{id:?} is not a valid package version: {e}");
+    }
+    if version::is_pattern(version) {
+        bail!("{id:?}: a pattern must be resolved to one version before it is installed");
     }
     Ok(())
 }
@@ -442,60 +548,67 @@ fn dpkg_journal_pending() -> bool {
         .unwrap_or(false)
 }
 
-/// dpkg's status file (stanzas of `Field: value`) -> installed names, bare and `name:arch`.
-/// Installed: the third word of `Status:` is installed, or triggers-awaited/-pending. One pass
-/// over the lines: the file is ~1 MB on a big host.
-fn parse_dpkg_status_file(text: &str) -> BTreeSet<String> {
-    fn finish(
-        set: &mut BTreeSet<String>,
-        name: &mut Option<&str>,
-        ok: &mut bool,
-        arch: &mut Option<&str>,
-    ) {
-        if let (Some(n), true) = (name.take(), *ok) {
-            set.insert(n.to_string());
-            if let Some(a) = arch {
-                set.insert(format!("{n}:{a}"));
+/// One stanza of dpkg's status file, as far as it is read.
+#[derive(Default)]
+struct Stanza<'a> {
+    name: Option<&'a str>,
+    installed: bool,
+    arch: Option<&'a str>,
+    version: &'a str,
+}
+
+/// dpkg's status file (stanzas of `Field: value`) -> installed names, bare and `name:arch`, with
+/// their versions. Installed: the third word of `Status:` is installed, or triggers-awaited/
+/// -pending. One pass over the lines: the file is ~1 MB on a big host.
+fn parse_dpkg_status_file(text: &str) -> BTreeMap<String, String> {
+    fn finish(out: &mut BTreeMap<String, String>, s: &mut Stanza) {
+        if let (Some(n), true) = (s.name, s.installed) {
+            out.insert(n.to_string(), s.version.to_string());
+            if let Some(a) = s.arch {
+                out.insert(format!("{n}:{a}"), s.version.to_string());
             }
         }
-        *ok = false;
-        *arch = None;
+        *s = Stanza::default();
     }
-    let mut set = BTreeSet::new();
-    let (mut name, mut ok, mut arch) = (None, false, None);
+    let mut out = BTreeMap::new();
+    let mut s = Stanza::default();
     for line in text.lines() {
         if line.is_empty() {
-            finish(&mut set, &mut name, &mut ok, &mut arch);
+            finish(&mut out, &mut s);
         } else if let Some(v) = line.strip_prefix("Package:") {
-            name = Some(v.trim());
+            s.name = Some(v.trim());
         } else if let Some(v) = line.strip_prefix("Status:") {
-            ok = matches!(
+            s.installed = matches!(
                 v.split_whitespace().nth(2),
                 Some("installed" | "triggers-awaited" | "triggers-pending")
             );
         } else if let Some(v) = line.strip_prefix("Architecture:") {
-            arch = Some(v.trim());
+            s.arch = Some(v.trim());
+        } else if let Some(v) = line.strip_prefix("Version:") {
+            s.version = v.trim();
         }
     }
-    finish(&mut set, &mut name, &mut ok, &mut arch);
-    set
+    finish(&mut out, &mut s);
+    out
 }
 
-/// `name \t name:arch \t Status-Abbrev` lines -> installed names. The second letter of the status
-/// is the package's state: i(nstalled), or W/t (installed, triggers pending).
-fn parse_dpkg_status(text: &str) -> BTreeSet<String> {
-    let mut set = BTreeSet::new();
+/// `name \t name:arch \t Status-Abbrev \t Version` lines -> installed names with versions. The
+/// second letter of the status is the package's state: i(nstalled), or W/t (installed, triggers
+/// pending).
+fn parse_dpkg_status(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     for line in text.lines() {
         let mut f = line.split('\t');
         let (Some(name), Some(qualified), Some(status)) = (f.next(), f.next(), f.next()) else {
             continue;
         };
+        let version = f.next().unwrap_or_default().trim().to_string();
         if matches!(status.chars().nth(1), Some('i' | 'W' | 't')) {
-            set.insert(name.to_string());
-            set.insert(qualified.to_string());
+            out.insert(name.to_string(), version.clone());
+            out.insert(qualified.to_string(), version);
         }
     }
-    set
+    out
 }
 
 /// `apt-cache policy a b` -> the names that have a candidate version.
@@ -512,6 +625,51 @@ fn parse_apt_policy(text: &str) -> BTreeSet<String> {
         }
     }
     set
+}
+
+/// `dnf repoquery` of every available version: `name epoch:version-release` per line (a space,
+/// not a tab: dnf 4 and 5 unescape differently; dnf 4 ends each entry with a newline itself).
+const DNF_VERSIONS_QUERY: [&str; 5] = [
+    "-q",
+    "repoquery",
+    "--available",
+    "--qf",
+    "%{name} %{epoch}:%{version}-%{release}\\n",
+];
+
+/// `apt-cache madison a b` -> name -> versions (binary packages only; source lines left out).
+fn parse_apt_madison(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('|').map(str::trim).collect();
+        let [name, ver, source] = f[..] else {
+            continue;
+        };
+        if name.is_empty() || ver.is_empty() || source.ends_with("Sources") {
+            continue;
+        }
+        let versions = out.entry(name.to_string()).or_default();
+        if !versions.iter().any(|v| v == ver) {
+            versions.push(ver.to_string());
+        }
+    }
+    out
+}
+
+/// [`DNF_VERSIONS_QUERY`]'s output -> name -> versions (epoch 0 left out, as rpm prints them).
+fn parse_dnf_versions(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((name, evr)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        let evr = version::strip_zero_epoch(evr.trim()).to_string();
+        let versions = out.entry(name.to_string()).or_default();
+        if !versions.contains(&evr) {
+            versions.push(evr);
+        }
+    }
+    out
 }
 
 /// `apt-get -s remove` -> the packages it would remove (`Remv name [version]`).
@@ -569,8 +727,12 @@ mod tests {
     fn dpkg_status() {
         let text = "curl\tcurl\tii \nlibc6\tlibc6:amd64\tii \ntelnet\ttelnet\trc \nhalf\thalf\tiU \ntrig\ttrig\tiW \n";
         let s = parse_dpkg_status(text);
-        let got: Vec<&str> = s.iter().map(String::as_str).collect();
+        let got: Vec<&str> = s.keys().map(String::as_str).collect();
         assert_eq!(got, ["curl", "libc6", "libc6:amd64", "trig"]);
+        let s = parse_dpkg_status("nginx\tnginx:amd64\tii \t1.26.0-1\nold\told\trc \t1.0\n");
+        assert_eq!(s["nginx"], "1.26.0-1");
+        assert_eq!(s["nginx:amd64"], "1.26.0-1");
+        assert!(!s.contains_key("old"));
     }
 
     #[test]
@@ -579,6 +741,7 @@ mod tests {
 Package: curl
 Status: install ok installed
 Architecture: amd64
+Version: 8.14.1-2
 Description: a tool
  with a long description
  Package: not-a-field
@@ -593,11 +756,15 @@ Architecture: amd64
 
 Package: trig
 Status: install ok triggers-pending
+Version: 1:2.0~rc1-3
 Architecture: all
 ";
         let s = parse_dpkg_status_file(text);
-        let got: Vec<&str> = s.iter().map(String::as_str).collect();
+        let got: Vec<&str> = s.keys().map(String::as_str).collect();
         assert_eq!(got, ["curl", "curl:amd64", "trig", "trig:all"]);
+        assert_eq!(s["trig"], "1:2.0~rc1-3");
+        assert_eq!(s["trig:all"], "1:2.0~rc1-3");
+        assert_eq!(s["curl"], "8.14.1-2");
     }
 
     /// The direct read agrees with dpkg-query on this machine (when it is a dpkg system).
@@ -611,9 +778,16 @@ Architecture: all
         c.args([
             "-W",
             "-f",
-            "${Package}\t${binary:Package}\t${db:Status-Abbrev}\n",
+            "${Package}\t${binary:Package}\t${db:Status-Abbrev}\t${Version}\n",
         ]);
         let queried = parse_dpkg_status(&run_checked(&mut c, QUERY_TIMEOUT, "dpkg-query").unwrap());
+        let direct_versions = installed_versions().unwrap().versions;
+        for (name, v) in &queried {
+            if let Some(d) = direct_versions.get(name) {
+                assert_eq!(d, v, "version of {name}");
+            }
+        }
+        let queried: BTreeSet<String> = queried.into_keys().collect();
         let missing: Vec<&String> = queried.difference(&direct).collect();
         assert!(missing.is_empty(), "dpkg-query knows more: {missing:?}");
         let bare = |s: &BTreeSet<String>| -> BTreeSet<String> {
@@ -677,6 +851,59 @@ curl:
         // Debian sid has no VERSION_ID.
         assert_eq!(releasever_from(None, Some("ID=debian\n")), None);
         assert_eq!(releasever_from(None, None), None);
+    }
+
+    #[test]
+    fn apt_madison() {
+        let text = "\
+plumb-test-a |        2.0 | file:/srv/repo ./ Packages
+plumb-test-a |        1.0 | file:/srv/repo ./ Packages
+plumb-test-a |        1.0 | file:/srv/other ./ Packages
+       nginx | 1.26.3-3 | http://mirror.invalid/debian trixie/main amd64 Packages
+       nginx | 1.26.3-3 | http://mirror.invalid/debian trixie/main Sources
+N: Unable to locate package nope
+";
+        let m = parse_apt_madison(text);
+        assert_eq!(m["plumb-test-a"], ["2.0", "1.0"]);
+        assert_eq!(m["nginx"], ["1.26.3-3"]);
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn dnf_versions() {
+        let text = "plumb-test-a 0:1.0-1\n\nplumb-test-a 0:2.0-1\nepo 2:1.0-1.fc40\nplumb-test-a 0:2.0-1\n";
+        let m = parse_dnf_versions(text);
+        assert_eq!(m["plumb-test-a"], ["1.0-1", "2.0-1"]);
+        assert_eq!(m["epo"], ["2:1.0-1.fc40"]);
+        let rpm = parse_rpm_qa(
+            "kernel\t(none):6.1-1\nkernel\t(none):6.2-1\nkernel\t(none):6.0-1\nepo\t2:1.0-1\n",
+        );
+        assert_eq!(rpm["kernel"], "6.2-1");
+        assert_eq!(rpm["epo"], "2:1.0-1");
+        assert!(DNF_VERSIONS_QUERY.contains(&"--available"));
+    }
+
+    /// The command lines of a pinned install, for both tools (dnf is run for real on branch
+    /// `dnf`'s node; the arguments are checked here).
+    #[test]
+    fn install_arguments() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (o, a) = Native::Apt
+            .install_args(&ids(&["curl", "nginx=1.26.0-1"]))
+            .unwrap();
+        assert_eq!(o, ["--no-remove", "--allow-downgrades"]);
+        assert_eq!(a, ["curl", "nginx=1.26.0-1"]);
+        let (o, _) = Native::Apt.install_args(&ids(&["curl"])).unwrap();
+        assert_eq!(o, ["--no-remove"], "plain names: the command of before");
+        let (o, a) = Native::Dnf
+            .install_args(&ids(&["curl", "nginx=1:1.26.0-1.fc40", "my-pkg=2.0-1"]))
+            .unwrap();
+        assert_eq!(o, ["-y", "install"]);
+        assert_eq!(a, ["curl", "nginx-1:1.26.0-1.fc40", "my-pkg-2.0-1"]);
+        for bad in ["nginx=1.*", "nginx=-1", "nginx=1;id", "x;y=1", "nginx="] {
+            assert!(Native::Apt.install_args(&ids(&[bad])).is_err(), "{bad}");
+            assert!(Native::Dnf.install_args(&ids(&[bad])).is_err(), "{bad}");
+        }
     }
 
     #[test]

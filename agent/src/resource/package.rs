@@ -3,13 +3,16 @@
 //! PackageKit is not there.
 
 use super::{Apply, Context, Outcome, Step};
-use crate::host::packages::{Backend, PackageManager};
+use crate::host::packages::{Backend, Offer, PackageManager};
+use crate::host::pkgcmd::Installed;
 use crate::host::{pkg_cleanup, pkgcmd, service_hold};
 use crate::host::{Fault, Host};
+use crate::spec::version::{self, Scheme};
 use crate::spec::{Desired, Packages};
 use crate::state::{ManagedPackage, State, StateDir};
 use crate::status::report::{Kind, ResourceReport, ResourceState};
 use anyhow::Result;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +28,17 @@ const REFRESHED_DOC: &str = "packages-refreshed";
 pub enum PackageAction {
     /// Installed, not yet in the inventory: recorded as there before plumb (never pruned).
     Adopt,
+    /// Installed in a version the pin allows, and the pin changed in Git: only the inventory
+    /// learns the new pin.
+    Repin,
     Install,
+    /// Installed, in a version the pin does not allow (`from`): install the pinned one.
+    /// `order`: the pinned version against `from` (an upgrade or a downgrade), when the pin is
+    /// exact; `None` for a pattern (the version is chosen when it is installed).
+    Change {
+        from: String,
+        order: Option<Ordering>,
+    },
     /// Named in `remove` and installed.
     Remove,
     /// Left `install`; plumb installed it: removed.
@@ -42,26 +55,54 @@ pub enum PackageAction {
 pub struct PackageChange {
     pub name: String,
     pub action: PackageAction,
-    /// Git did not change but the host did (removed by hand).
+    /// Git did not change but the host did (removed by hand, or another version installed).
     pub drift: bool,
+    /// The version pin Git gives it (`install` only).
+    pub pin: Option<String>,
 }
 
 impl Step for PackageChange {
     fn touches_host(&self) -> bool {
         matches!(
             self.action,
-            PackageAction::Install | PackageAction::Remove | PackageAction::Prune
+            PackageAction::Install
+                | PackageAction::Change { .. }
+                | PackageAction::Remove
+                | PackageAction::Prune
         )
     }
 
-    /// "install package curl (removed on the host)" for plan and logs.
+    /// "install package curl (removed on the host)", "downgrade package nginx: 1.26.0-1
+    /// installed, 1.24.0-1 wanted" for plan and logs.
     fn describe(&self) -> String {
+        let name = match &self.pin {
+            Some(pin) => format!("{}={pin}", self.name),
+            None => self.name.clone(),
+        };
+        if let PackageAction::Change { from, order } = &self.action {
+            let verb = match order {
+                Some(Ordering::Greater) => "upgrade",
+                Some(Ordering::Less) => "downgrade",
+                _ => "change",
+            };
+            let drift = if self.drift {
+                " (changed on the host)"
+            } else {
+                ""
+            };
+            return format!(
+                "{verb} package {}: {from} installed, {} wanted{drift}",
+                self.name,
+                self.pin.as_deref().unwrap_or("any version")
+            );
+        }
         let verb = match self.action {
             PackageAction::Install if self.drift => "reinstall",
             PackageAction::Install => "install",
             PackageAction::Remove => "remove",
             PackageAction::Prune => "remove (left [packages] install)",
-            PackageAction::Adopt | PackageAction::Forget { .. } => "record",
+            PackageAction::Adopt | PackageAction::Repin | PackageAction::Forget { .. } => "record",
+            PackageAction::Change { .. } => unreachable!("described above"),
             PackageAction::Fail(_) => "fail",
         };
         let drift = if self.drift {
@@ -69,7 +110,7 @@ impl Step for PackageChange {
         } else {
             ""
         };
-        format!("{verb} package {}{drift}", self.name)
+        format!("{verb} package {name}{drift}")
     }
 }
 
@@ -88,8 +129,8 @@ pub struct PackageKind;
 impl super::Kind for PackageKind {
     const NAME: &'static str = "package";
     type Want = Packages;
-    /// The installed set, read once per pass.
-    type Have = Result<BTreeSet<String>, Fault>;
+    /// The installed set with versions, read once per pass.
+    type Have = Result<Installed, Fault>;
     type Change = PackageChange;
 
     fn want(desired: &Desired) -> &Self::Want {
@@ -108,7 +149,7 @@ impl super::Kind for PackageKind {
                 host.fs.root().display()
             )));
         }
-        pkgcmd::installed_from(host.package_manager.database()).map_err(Fault::from)
+        pkgcmd::installed_versions_from(host.package_manager.database()).map_err(Fault::from)
     }
 
     fn plan(
@@ -175,16 +216,17 @@ impl PackageResult {
 /// Desired x installed x inventory -> changes, in name order. Pure.
 pub fn plan(
     desired: &Packages,
-    installed: &Result<BTreeSet<String>, Fault>,
+    installed: &Result<Installed, Fault>,
     inventory: &BTreeMap<String, ManagedPackage>,
 ) -> Vec<PackageChange> {
     let change = |name: &String, action, drift| PackageChange {
         name: name.clone(),
         action,
         drift,
+        pin: desired.pin(name).map(String::from),
     };
-    let installed = match installed {
-        Ok(set) => set,
+    let (installed, scheme) = match installed {
+        Ok(i) => (&i.versions, i.scheme),
         Err(e) => {
             return desired
                 .install
@@ -196,15 +238,29 @@ pub fn plan(
     };
     let mut changes = Vec::new();
     for name in &desired.install {
-        let known = inventory.contains_key(name);
-        match (installed.contains(name), known) {
-            (true, true) => {}
-            (true, false) => changes.push(change(name, PackageAction::Adopt, false)),
-            (false, drift) => changes.push(change(name, PackageAction::Install, drift)),
-        }
+        let managed = inventory.get(name);
+        let pin = desired.pin(name);
+        let Some(have) = installed.get(name) else {
+            changes.push(change(name, PackageAction::Install, managed.is_some()));
+            continue;
+        };
+        let action = match (pin, managed) {
+            (Some(pin), _) if !version::pin_matches(pin, have) => {
+                // Drift only when Git still pins what plumb last made true.
+                let drift = managed.is_some_and(|m| m.pin.as_deref() == Some(pin));
+                let order = (!version::is_pattern(pin)).then(|| scheme.compare(pin, have));
+                let from = have.clone();
+                changes.push(change(name, PackageAction::Change { from, order }, drift));
+                continue;
+            }
+            (_, None) => PackageAction::Adopt,
+            (_, Some(m)) if m.pin.as_deref() != pin => PackageAction::Repin,
+            _ => continue,
+        };
+        changes.push(change(name, action, false));
     }
     for name in &desired.remove {
-        if installed.contains(name) {
+        if installed.contains_key(name) {
             changes.push(change(name, PackageAction::Remove, false));
         } else if inventory.contains_key(name) {
             changes.push(change(name, PackageAction::Forget { kept: false }, false));
@@ -214,7 +270,7 @@ pub fn plan(
         if desired.install.contains(name) || desired.remove.contains(name) {
             continue;
         }
-        let present = installed.contains(name);
+        let present = installed.contains_key(name);
         let action = if managed.installed_by_plumb && present {
             PackageAction::Prune
         } else {
@@ -275,7 +331,7 @@ fn desired_ok(desired: &Packages) -> BTreeMap<String, PackageResult> {
 pub fn apply(
     host: &Host,
     desired: &Packages,
-    before: Option<&BTreeSet<String>>,
+    before: Option<&Installed>,
     changes: &[PackageChange],
     state: &mut State,
     state_dir: &StateDir,
@@ -290,11 +346,16 @@ pub fn apply(
     let mut fresh = BTreeSet::new();
     for c in &to_install {
         if !state.packages.contains_key(&c.name) {
-            fresh.insert(c.name.clone());
+            // A package there before plumb whose version plumb changes stays not plumb's.
+            let installed_by_plumb = !matches!(c.action, PackageAction::Change { .. });
+            if installed_by_plumb {
+                fresh.insert(c.name.clone());
+            }
             state.packages.insert(
                 c.name.clone(),
                 ManagedPackage {
-                    installed_by_plumb: true,
+                    installed_by_plumb,
+                    pin: None,
                 },
             );
         }
@@ -307,8 +368,9 @@ pub fn apply(
         return out.into_values().collect();
     }
 
-    let install: Vec<String> = to_install.iter().map(|c| c.name.clone()).collect();
+    let install: Vec<Wanted> = to_install.iter().map(|c| Wanted::of(c)).collect();
     let remove: Vec<String> = to_remove.iter().map(|c| c.name.clone()).collect();
+    let scheme = before.map_or(Scheme::Deb, |b| b.scheme);
     // Only what plumb installed takes what its install brought (and its config) with it.
     let own: BTreeSet<&String> = remove
         .iter()
@@ -330,14 +392,16 @@ pub fn apply(
                 &install,
                 &remove,
                 hold,
+                scheme,
                 state_dir,
             ))
         })
         .unwrap_or_else(|e| {
-            let mut done = all_failed(&install, &e);
+            let mut done = all_failed(&names(&install), &e);
             done.extend(all_failed(&remove, &e));
             done
         });
+    let done = check_pins(done, &install, db);
     let removed_own: Vec<String> = done
         .iter()
         .filter(|(n, r)| r.is_ok() && own.contains(n))
@@ -362,7 +426,8 @@ pub fn apply(
         Ok(now) => {
             if !install.is_empty() {
                 if let Some(before) = before {
-                    let appeared = appeared(before, &now);
+                    let before: BTreeSet<String> = before.versions.keys().cloned().collect();
+                    let appeared = appeared(&before, &now);
                     tracing::info!(held = hold, packages = ?appeared, "packages plumb's install brought");
                     if hold {
                         state.held.extend(appeared.iter().cloned());
@@ -381,6 +446,44 @@ pub fn apply(
         tracing::warn!(error = %format!("{e:#}"), "could not save the package inventory");
     }
     out.into_values().collect()
+}
+
+/// A pinned install the backend reported done is checked against what is installed now: a
+/// tool that did nothing (apt on a stale cache, a package held) must not be reported as having
+/// installed the pinned version.
+fn check_pins(done: Done, install: &[Wanted], db: Option<pkgcmd::Native>) -> Done {
+    let pinned: BTreeMap<&str, &str> = install
+        .iter()
+        .filter_map(|w| Some((w.name.as_str(), w.pin.as_deref()?)))
+        .collect();
+    if !done
+        .iter()
+        .any(|(n, r)| r.is_ok() && pinned.contains_key(n.as_str()))
+    {
+        return done;
+    }
+    let now = match pkgcmd::installed_versions_from(db) {
+        Ok(now) => now.versions,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "could not read the installed versions after the transaction");
+            return done;
+        }
+    };
+    done.into_iter()
+        .map(|(name, r)| {
+            let r = match (r, pinned.get(name.as_str())) {
+                (Ok(detail), Some(pin)) => match now.get(&name) {
+                    Some(v) if version::pin_matches(pin, v) => Ok(detail),
+                    other => Err(format!(
+                        "the package tool reported \"{detail}\", but {} is installed, not {pin}: see its log (/var/log/apt/history.log, dnf history)",
+                        other.map_or("no version", String::as_str)
+                    )),
+                },
+                (r, _) => r,
+            };
+            (name, r)
+        })
+        .collect()
 }
 
 /// The packages in `after` but not in `before`, by their bare names (dpkg lists multi-arch
@@ -501,9 +604,18 @@ fn inventory_only<'a>(
         match &c.action {
             PackageAction::Fail(e) => set(out, &c.name, ResourceState::Failed, e.clone(), false),
             PackageAction::Adopt => {
-                state
-                    .packages
-                    .insert(c.name.clone(), ManagedPackage::default());
+                state.packages.insert(
+                    c.name.clone(),
+                    ManagedPackage {
+                        installed_by_plumb: false,
+                        pin: c.pin.clone(),
+                    },
+                );
+            }
+            PackageAction::Repin => {
+                if let Some(m) = state.packages.get_mut(&c.name) {
+                    m.pin = c.pin.clone();
+                }
             }
             PackageAction::Forget { kept } => {
                 state.packages.remove(&c.name);
@@ -517,7 +629,7 @@ fn inventory_only<'a>(
                     );
                 }
             }
-            PackageAction::Install => to_install.push(c),
+            PackageAction::Install | PackageAction::Change { .. } => to_install.push(c),
             PackageAction::Remove | PackageAction::Prune => to_remove.push(c),
         }
     }
@@ -537,8 +649,16 @@ fn record_result(
         Ok(detail) => {
             tracing::info!(message_id = crate::logging::id::change(c.drift), kind = "package", name = %name, action = ?c.action, drift = c.drift, detail = %detail, "package {name}: {detail}");
             let st = match c.action {
-                PackageAction::Install if c.drift => ResourceState::DriftCorrected,
-                PackageAction::Install => ResourceState::Changed,
+                PackageAction::Install | PackageAction::Change { .. } => {
+                    if let Some(m) = state.packages.get_mut(name) {
+                        m.pin = c.pin.clone();
+                    }
+                    if c.drift {
+                        ResourceState::DriftCorrected
+                    } else {
+                        ResourceState::Changed
+                    }
+                }
                 PackageAction::Prune => {
                     state.packages.remove(name);
                     ResourceState::Pruned
@@ -548,10 +668,12 @@ fn record_result(
                     ResourceState::Changed
                 }
             };
-            let detail = if c.drift {
-                format!("{detail}: it had been removed on the host")
-            } else {
-                detail
+            let detail = match &c.action {
+                PackageAction::Change { from, .. } if c.drift => {
+                    format!("{detail}: {from} had been installed on the host")
+                }
+                _ if c.drift => format!("{detail}: it had been removed on the host"),
+                _ => detail,
             };
             set(out, name, st, detail, c.drift);
         }
@@ -574,15 +696,16 @@ type Done = Vec<(String, std::result::Result<String, String>)>;
 async fn run_backend(
     setting: PackageManager,
     conn: std::result::Result<&zbus::Connection, Fault>,
-    install: &[String],
+    install: &[Wanted],
     remove: &[String],
     hold: bool,
+    scheme: Scheme,
     state_dir: &StateDir,
 ) -> Done {
     let backend = match Backend::choose(setting, conn).await {
         Ok(b) => b,
         Err(e) => {
-            let mut done = all_failed(install, &e);
+            let mut done = all_failed(&names(install), &e);
             done.extend(all_failed(remove, &e));
             return done;
         }
@@ -602,7 +725,7 @@ async fn run_backend(
         if let Some(Err(e)) = &held {
             tracing::warn!(error = %format!("{e:#}"), "could not hold service starts: the packages' services start with their own defaults");
         }
-        done.extend(install_all(&backend, install, state_dir).await);
+        done.extend(install_all(&backend, install, scheme, state_dir).await);
         drop(held);
     }
     if !remove.is_empty() {
@@ -611,59 +734,188 @@ async fn run_backend(
     done
 }
 
-/// Resolves, refreshing the package lists when they are old or a name is unknown to them, then
-/// installs everything found in one transaction.
-async fn install_all(backend: &Backend, names: &[String], state_dir: &StateDir) -> Done {
+/// One package to install: its name, the pin Git gives it, and the version installed now when
+/// the pin changes it.
+#[derive(Debug, Clone)]
+struct Wanted {
+    name: String,
+    pin: Option<String>,
+    from: Option<String>,
+}
+
+impl Wanted {
+    fn of(c: &PackageChange) -> Wanted {
+        Wanted {
+            name: c.name.clone(),
+            pin: c.pin.clone(),
+            from: match &c.action {
+                PackageAction::Change { from, .. } => Some(from.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// "installed via apt-get", "installed 2.0 via PackageKit", "downgraded 2.0 -> 1.0 via ...".
+    fn done(&self, version: Option<&str>, scheme: Scheme, backend: &str) -> String {
+        match (version, &self.from) {
+            (Some(v), Some(from)) => {
+                let verb = match scheme.compare(v, from) {
+                    Ordering::Greater => "upgraded",
+                    Ordering::Less => "downgraded",
+                    Ordering::Equal => "reinstalled",
+                };
+                format!("{verb} {from} -> {v} via {backend}")
+            }
+            (Some(v), None) => format!("installed {v} via {backend}"),
+            (None, _) => format!("installed via {backend}"),
+        }
+    }
+}
+
+fn names(wanted: &[Wanted]) -> Vec<String> {
+    wanted.iter().map(|w| w.name.clone()).collect()
+}
+
+/// What the repositories offer for `wanted`: name -> (id, the version when pinned), and, for
+/// pinned names no version of which matches, the versions there are.
+type Offers = (
+    BTreeMap<String, (String, Option<String>)>,
+    BTreeMap<String, Vec<String>>,
+);
+
+async fn offers(backend: &Backend, wanted: &[Wanted], scheme: Scheme) -> Result<Offers> {
+    let plain: Vec<String> = wanted
+        .iter()
+        .filter(|w| w.pin.is_none())
+        .map(|w| w.name.clone())
+        .collect();
+    let pins: BTreeMap<String, String> = wanted
+        .iter()
+        .filter_map(|w| Some((w.name.clone(), w.pin.clone()?)))
+        .collect();
+    let mut found: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    if !plain.is_empty() {
+        for (name, id) in backend.available(&plain).await? {
+            found.insert(name, (id, None));
+        }
+    }
+    let mut unmatched = BTreeMap::new();
+    for (name, offer) in backend.available_pinned(&pins, scheme).await? {
+        match offer {
+            Offer::Found { id, version } => {
+                found.insert(name, (id, Some(version)));
+            }
+            Offer::NoMatch(versions) => {
+                unmatched.insert(name, versions);
+            }
+        }
+    }
+    Ok((found, unmatched))
+}
+
+/// Resolves (pinned names to the version their pin names), refreshing the package lists when
+/// they are old or a name or version is unknown to them, then installs everything found in one
+/// transaction.
+async fn install_all(
+    backend: &Backend,
+    wanted: &[Wanted],
+    scheme: Scheme,
+    state_dir: &StateDir,
+) -> Done {
     let age = cache_age(state_dir);
     let refreshed = age.is_none_or(|a| a > CACHE_MAX_AGE);
     if refreshed {
         refresh(backend, state_dir).await;
     }
-    let mut ids = match backend.available(names).await {
-        Ok(ids) => ids,
-        Err(e) => return all_failed(names, &e),
+    let (mut found, mut unmatched) = match offers(backend, wanted, scheme).await {
+        Ok(o) => o,
+        Err(e) => return all_failed(&names(wanted), &e),
     };
-    if ids.len() < names.len() && !refreshed && age.is_none_or(|a| a > CACHE_MIN_AGE) {
+    if found.len() < wanted.len() && !refreshed && age.is_none_or(|a| a > CACHE_MIN_AGE) {
         refresh(backend, state_dir).await;
-        match backend.available(names).await {
-            Ok(again) => ids = again,
-            Err(e) => return all_failed(names, &e),
+        match offers(backend, wanted, scheme).await {
+            Ok(again) => (found, unmatched) = again,
+            Err(e) => return all_failed(&names(wanted), &e),
         }
     }
-    let missing: Vec<String> = names
+    // Names no repository has: the tool's own words for them, when it has better ones than
+    // "not found" (dnf's "No match for argument").
+    let missing: Vec<String> = wanted
         .iter()
-        .filter(|n| !ids.contains_key(*n))
-        .cloned()
+        .filter(|w| !found.contains_key(&w.name) && !unmatched.contains_key(&w.name))
+        .map(|w| w.name.clone())
         .collect();
-    // The tool's own words for them, when it has better ones (dnf's "No match for argument").
     let words = backend.why_missing(&missing).await.unwrap_or_else(|e| {
         tracing::debug!(error = %format!("{e:#}"), "asking why packages are missing");
         BTreeMap::new()
     });
-    let mut done: Done = missing
-        .into_iter()
-        .map(|n| {
-            let said = words
-                .get(&n)
-                .map(|w| format!(" ({}: {w})", backend.name()))
-                .unwrap_or_default();
-            let e = format!(
-                "{} found no package named {n:?} in the configured repositories{said}: check the name, or the host's package sources",
-                backend.name()
-            );
-            (n, Err(e))
+    let mut done: Done = wanted
+        .iter()
+        .filter(|w| !found.contains_key(&w.name))
+        .map(|w| {
+            let said = words.get(&w.name).map(String::as_str);
+            (
+                w.name.clone(),
+                Err(not_found(backend.name(), w, unmatched.get(&w.name), said)),
+            )
         })
         .collect();
-    let batch: Vec<(String, String)> = ids.into_iter().collect();
-    done.extend(
-        in_one_transaction(
-            &batch,
-            &format!("installed via {}", backend.name()),
-            |ids| async move { backend.install(&ids).await },
-        )
-        .await,
-    );
+    let batch: Vec<(String, String)> = found
+        .iter()
+        .map(|(name, (id, _))| (name.clone(), id.clone()))
+        .collect();
+    let pinned = found.values().any(|(_, v)| v.is_some());
+    let results = in_one_transaction(&batch, "", |ids| async move {
+        backend.install(&ids, pinned).await
+    })
+    .await;
+    for (name, r) in results {
+        let w = wanted
+            .iter()
+            .find(|w| w.name == name)
+            .expect("a result is for a wanted package");
+        let version = found.get(&name).and_then(|(_, v)| v.as_deref());
+        done.push((name, r.map(|_| w.done(version, scheme, backend.name()))));
+    }
     done
+}
+
+/// Why a wanted package cannot be installed: no such name, or no such version (naming the
+/// versions there are).
+/// `said`: the tool's own words for a name it does not know.
+fn not_found(
+    backend: &str,
+    w: &Wanted,
+    versions: Option<&Vec<String>>,
+    said: Option<&str>,
+) -> String {
+    let n = &w.name;
+    let said = said
+        .map(|s| format!(" ({backend}: {s})"))
+        .unwrap_or_default();
+    match (&w.pin, versions) {
+        (Some(pin), Some(versions)) => {
+            const SHOWN: usize = 10;
+            let mut list = versions.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+            if versions.len() > SHOWN {
+                list.push_str(&format!(" and {} more", versions.len() - SHOWN));
+            }
+            let what = if version::is_pattern(pin) {
+                format!("no version of package {n} matching {pin}")
+            } else {
+                format!("no version {pin} of package {n}")
+            };
+            format!(
+                "{backend} found {what} in the configured repositories (they have {list}): pin one of those in [packages] install, or add the repository that has it"
+            )
+        }
+        (Some(pin), None) => format!(
+            "{backend} found no package named {n:?} in the configured repositories{said} (wanted version {pin}): check the name, or the host's package sources"
+        ),
+        (None, _) => format!(
+            "{backend} found no package named {n:?} in the configured repositories{said}: check the name, or the host's package sources"
+        ),
+    }
 }
 
 async fn remove_all(backend: &Backend, names: &[String]) -> Done {
@@ -852,15 +1104,27 @@ fn held_outcome(unit: String, pkg: &str, r: std::result::Result<(), Fault>) -> O
 mod tests {
     use super::*;
 
+    /// Entries as Git writes them: "a", "a=1.0".
     fn pkgs(install: &[&str], remove: &[&str]) -> Packages {
-        Packages {
-            install: install.iter().map(|s| s.to_string()).collect(),
-            remove: remove.iter().map(|s| s.to_string()).collect(),
-        }
+        Packages::from_entries(install.iter().copied(), remove.iter().copied())
     }
 
-    fn set(names: &[&str]) -> Result<BTreeSet<String>, Fault> {
-        Ok(names.iter().map(|s| s.to_string()).collect())
+    /// Installed packages as "name" (version 1.0) or "name=version".
+    fn set(names: &[&str]) -> Result<Installed, Fault> {
+        Ok(Installed {
+            scheme: Scheme::Deb,
+            versions: names
+                .iter()
+                .map(|e| {
+                    let (n, v) = e.split_once('=').unwrap_or((e, "1.0"));
+                    (n.to_string(), v.to_string())
+                })
+                .collect(),
+        })
+    }
+
+    fn names_of(i: Result<Installed, Fault>) -> BTreeSet<String> {
+        i.unwrap().versions.into_keys().collect()
     }
 
     fn inv(entries: &[(&str, bool)]) -> BTreeMap<String, ManagedPackage> {
@@ -871,6 +1135,7 @@ mod tests {
                     n.to_string(),
                     ManagedPackage {
                         installed_by_plumb: *by,
+                        pin: None,
                     },
                 )
             })
@@ -883,7 +1148,7 @@ mod tests {
         use PackageAction::*;
         type Case = (
             Packages,
-            Result<BTreeSet<String>, Fault>,
+            Result<Installed, Fault>,
             BTreeMap<String, ManagedPackage>,
             Vec<(&'static str, PackageAction, bool)>,
         );
@@ -1021,6 +1286,227 @@ mod tests {
         assert!(matches!(other_root, Err(e) if e.0.contains("root")));
     }
 
+    /// Pins (issue 17): (desired entries, installed "name=version", inventory name -> pin) ->
+    /// [(name, action, drift)]. Another version than the pin with the pin unchanged in Git is
+    /// drift; a new pin is a change.
+    #[test]
+    fn plan_pins() {
+        use PackageAction::*;
+        let pinned = |entries: &[(&str, Option<&str>)]| -> BTreeMap<String, ManagedPackage> {
+            entries
+                .iter()
+                .map(|(n, p)| {
+                    (
+                        n.to_string(),
+                        ManagedPackage {
+                            installed_by_plumb: true,
+                            pin: p.map(String::from),
+                        },
+                    )
+                })
+                .collect()
+        };
+        let change = |from: &str, order: Option<Ordering>| Change {
+            from: from.into(),
+            order,
+        };
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            &'a [&'a str],
+            BTreeMap<String, ManagedPackage>,
+            Vec<(&'a str, PackageAction, bool)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "exact, not installed",
+                &["a=1.0"],
+                &[],
+                pinned(&[]),
+                vec![("a", Install, false)],
+            ),
+            (
+                "exact, in place",
+                &["a=1.0"],
+                &["a=1.0"],
+                pinned(&[("a", Some("1.0"))]),
+                vec![],
+            ),
+            (
+                "exact, epoch on the host",
+                &["a=1.0"],
+                &["a=1:1.0"],
+                pinned(&[("a", Some("1.0"))]),
+                vec![],
+            ),
+            (
+                "pin raised in Git: an upgrade, not drift",
+                &["a=2.0"],
+                &["a=1.0"],
+                pinned(&[("a", Some("1.0"))]),
+                vec![("a", change("1.0", Some(Ordering::Greater)), false)],
+            ),
+            (
+                "pin lowered in Git: a downgrade",
+                &["a=1.0"],
+                &["a=2.0"],
+                pinned(&[("a", Some("2.0"))]),
+                vec![("a", change("2.0", Some(Ordering::Less)), false)],
+            ),
+            (
+                "first pin of a managed package: a change",
+                &["a=2.0"],
+                &["a=1.0"],
+                pinned(&[("a", None)]),
+                vec![("a", change("1.0", Some(Ordering::Greater)), false)],
+            ),
+            (
+                "another version installed by hand: drift",
+                &["a=2.0"],
+                &["a=1.0"],
+                pinned(&[("a", Some("2.0"))]),
+                vec![("a", change("1.0", Some(Ordering::Greater)), true)],
+            ),
+            (
+                "removed by hand, pinned: drift",
+                &["a=2.0"],
+                &[],
+                pinned(&[("a", Some("2.0"))]),
+                vec![("a", Install, true)],
+            ),
+            (
+                "pattern matches",
+                &["a=2.*"],
+                &["a=2.1"],
+                pinned(&[("a", Some("2.*"))]),
+                vec![],
+            ),
+            (
+                "pattern does not match: no direction known",
+                &["a=2.*"],
+                &["a=1.0"],
+                pinned(&[("a", Some("2.*"))]),
+                vec![("a", change("1.0", None), true)],
+            ),
+            (
+                "pin changed, installed version still fits: only recorded",
+                &["a=2.*"],
+                &["a=2.0"],
+                pinned(&[("a", Some("2.0"))]),
+                vec![("a", Repin, false)],
+            ),
+            (
+                "pin dropped: only recorded",
+                &["a"],
+                &["a=2.0"],
+                pinned(&[("a", Some("2.0"))]),
+                vec![("a", Repin, false)],
+            ),
+            (
+                "there before plumb, right version",
+                &["a=1.0"],
+                &["a=1.0"],
+                pinned(&[]),
+                vec![("a", Adopt, false)],
+            ),
+            (
+                "there before plumb, other version: a change",
+                &["a=2.0"],
+                &["a=1.0"],
+                pinned(&[]),
+                vec![("a", change("1.0", Some(Ordering::Greater)), false)],
+            ),
+            (
+                "plain name: any version",
+                &["a"],
+                &["a=0.1"],
+                pinned(&[("a", None)]),
+                vec![],
+            ),
+        ];
+        for (name, want_entries, have, inventory, want) in cases {
+            let desired = pkgs(want_entries, &[]);
+            let changes = plan(&desired, &set(have), &inventory);
+            let got: Vec<(String, PackageAction, bool)> = changes
+                .iter()
+                .map(|c| (c.name.clone(), c.action.clone(), c.drift))
+                .collect();
+            let want: Vec<(String, PackageAction, bool)> = want
+                .into_iter()
+                .map(|(n, a, d)| (n.to_string(), a, d))
+                .collect();
+            assert_eq!(got, want, "case {name}");
+            for c in &changes {
+                assert_eq!(c.pin.as_deref(), desired.pin(&c.name), "case {name}");
+            }
+        }
+    }
+
+    /// What plan and detect mode say of pinned packages.
+    #[test]
+    fn pins_are_described() {
+        let desired = pkgs(&["nginx=1.26.0-1", "curl=8.*", "jq=1.7"], &[]);
+        let inventory = {
+            let mut i = inv(&[("nginx", true), ("curl", true)]);
+            i.get_mut("nginx").unwrap().pin = Some("1.26.0-1".into());
+            i.get_mut("curl").unwrap().pin = Some("7.*".into());
+            i
+        };
+        let changes = plan(
+            &desired,
+            &set(&["nginx=1.24.0-1", "curl=7.88.1-10"]),
+            &inventory,
+        );
+        let said: Vec<String> = changes.iter().map(|c| c.describe()).collect();
+        assert_eq!(
+            said,
+            [
+                "change package curl: 7.88.1-10 installed, 8.* wanted",
+                "install package jq=1.7",
+                "upgrade package nginx: 1.24.0-1 installed, 1.26.0-1 wanted (changed on the host)",
+            ]
+        );
+        let r = report_only(&desired, &changes);
+        let nginx = r.iter().find(|r| r.name == "nginx").unwrap();
+        assert_eq!((nginx.state, nginx.drift), (ResourceState::Drifted, true));
+        assert!(nginx.detail.contains("1.24.0-1 installed, 1.26.0-1 wanted"));
+        let w = Wanted {
+            name: "nginx".into(),
+            pin: Some("1.24.0-1".into()),
+            from: Some("1.26.0-1".into()),
+        };
+        assert_eq!(
+            w.done(Some("1.24.0-1"), Scheme::Deb, "apt-get"),
+            "downgraded 1.26.0-1 -> 1.24.0-1 via apt-get"
+        );
+        let w = Wanted { from: None, ..w };
+        assert_eq!(
+            w.done(Some("1.24.0-1"), Scheme::Deb, "PackageKit"),
+            "installed 1.24.0-1 via PackageKit"
+        );
+        assert_eq!(w.done(None, Scheme::Deb, "dnf"), "installed via dnf");
+        let e = not_found(
+            "apt-get",
+            &w,
+            Some(&vec!["2.0".to_string(), "1.0".to_string()]),
+            None,
+        );
+        assert_eq!(e, "apt-get found no version 1.24.0-1 of package nginx in the configured repositories (they have 2.0, 1.0): pin one of those in [packages] install, or add the repository that has it");
+    }
+
+    /// A state.json of before pins loads (no pin); a pin is written only when there is one.
+    #[test]
+    fn inventory_pins_serialize() {
+        let st: State =
+            serde_json::from_str(r#"{"packages":{"a":{"installed_by_plumb":true}}}"#).unwrap();
+        assert_eq!(st.packages["a"].pin, None);
+        assert!(!serde_json::to_string(&st).unwrap().contains("pin"));
+        let mut st = st;
+        st.packages.get_mut("a").unwrap().pin = Some("1.*".into());
+        let back: State = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+        assert_eq!(back.packages["a"].pin.as_deref(), Some("1.*"));
+    }
+
     #[test]
     fn detect_reports_without_touching() {
         let desired = pkgs(&["a", "b"], &["t"]);
@@ -1059,21 +1545,25 @@ mod tests {
                 name: "pre".into(),
                 action: PackageAction::Adopt,
                 drift: false,
+                pin: None,
             },
             PackageChange {
                 name: "old".into(),
                 action: PackageAction::Forget { kept: true },
                 drift: false,
+                pin: None,
             },
             PackageChange {
                 name: "gone".into(),
                 action: PackageAction::Forget { kept: false },
                 drift: false,
+                pin: None,
             },
             PackageChange {
                 name: "x; rm -rf /".into(),
                 action: PackageAction::Install,
                 drift: false,
+                pin: None,
             },
         ];
         let root = tempfile::tempdir().unwrap();
@@ -1100,8 +1590,8 @@ mod tests {
 
     #[test]
     fn what_an_install_brought() {
-        let before = set(&["curl", "libc6", "libc6:amd64"]).unwrap();
-        let after = set(&[
+        let before = names_of(set(&["curl", "libc6", "libc6:amd64"]));
+        let after = names_of(set(&[
             "curl",
             "libc6",
             "libc6:amd64",
@@ -1110,8 +1600,7 @@ mod tests {
             "libfoo",
             "libfoo:amd64",
             "libbar:i386",
-        ])
-        .unwrap();
+        ]));
         let got: Vec<String> = appeared(&before, &after).into_iter().collect();
         assert_eq!(got, ["libbar:i386", "libfoo", "nginx", "nginx-common"]);
     }

@@ -552,15 +552,51 @@ impl Builder {
         Ok(())
     }
 
+    /// One layer's `[packages]`: names checked, pins split off and checked. A later layer's pin
+    /// of a name replaces an earlier one's (the host's own directory comes last); one file
+    /// pinning a name twice differently is an error.
+    fn package_entries(
+        &mut self,
+        file: &str,
+        install: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<()> {
+        let mut pins: BTreeMap<String, String> = BTreeMap::new();
+        for entry in &install {
+            let (name, pin) = version::split_entry(entry)
+                .map_err(|e| SpecError::invalid(format!("{file}: [packages] install: {e}")))?;
+            check_package_name(name)
+                .map_err(|e| SpecError::invalid(format!("{file}: [packages] install: {e}")))?;
+            if let Some(pin) = pin {
+                if let Some(other) = pins.insert(name.to_string(), pin.to_string()) {
+                    if other != pin {
+                        return err(format!(
+                            "{file}: [packages] install pins {name:?} twice ({name}={other} and {entry}): keep one"
+                        ));
+                    }
+                }
+            }
+            self.packages.install.insert(name.to_string());
+        }
+        for name in &remove {
+            if name.contains('=') {
+                return err(format!(
+                    "{file}: [packages] remove: {name:?}: remove takes bare names (any version goes): write {:?}",
+                    name.split('=').next().unwrap_or_default()
+                ));
+            }
+            check_package_name(name)
+                .map_err(|e| SpecError::invalid(format!("{file}: [packages] remove: {e}")))?;
+        }
+        self.packages.pins.extend(pins);
+        self.packages.remove.extend(remove);
+        Ok(())
+    }
+
     fn settings(&mut self, dir: &str, t: HostToml) -> Result<()> {
         let file = format!("{dir}/host.toml");
         merge_vars(&mut self.vars, t.vars);
-        for name in t.packages.install.iter().chain(&t.packages.remove) {
-            check_package_name(name)
-                .map_err(|e| SpecError::invalid(format!("{file}: [packages]: {e}")))?;
-        }
-        self.packages.install.extend(t.packages.install);
-        self.packages.remove.extend(t.packages.remove);
+        self.package_entries(&file, t.packages.install, t.packages.remove)?;
         if let Some(u) = &t.packages.upgrade {
             self.upgrade = Upgrade::parse(u).ok_or_else(|| {
                 SpecError::invalid(format!(
@@ -1107,6 +1143,69 @@ mod tests {
             d.containers["data.volume"].service_name(),
             "data-volume.service"
         );
+    }
+
+    /// `[packages] install` pins (issue 17): split, checked, merged with the host's last; bad
+    /// entries reject the commit naming the file, the key, the entry and what to write.
+    #[test]
+    fn package_pins() {
+        let d = load_mem(
+            MemTree::default()
+                .file(
+                    "roles/base/host.toml",
+                    "[packages]\ninstall = [\"nginx=1.24.0-1\", \"jq=1.*\", \"curl\"]\n",
+                )
+                .file(
+                    "hosts/h1/host.toml",
+                    "include = [\"roles/base\"]\n[packages]\ninstall = [\"nginx=1:1.26.0-1\", \"curl=8.*\", \"jq\", \"libc6:amd64=2.41-12\"]\n",
+                ),
+        )
+        .unwrap();
+        let p = &d.packages;
+        assert_eq!(
+            p.install.iter().collect::<Vec<_>>(),
+            ["curl", "jq", "libc6:amd64", "nginx"]
+        );
+        assert_eq!(p.pin("nginx"), Some("1:1.26.0-1"), "the host's pin wins");
+        assert_eq!(p.pin("curl"), Some("8.*"));
+        assert_eq!(p.pin("jq"), Some("1.*"), "a bare name keeps a role's pin");
+        assert_eq!(p.pin("libc6:amd64"), Some("2.41-12"));
+        assert_eq!(
+            p.entries().into_iter().collect::<Vec<_>>(),
+            [
+                "curl=8.*",
+                "jq=1.*",
+                "libc6:amd64=2.41-12",
+                "nginx=1:1.26.0-1"
+            ]
+        );
+
+        let host = |toml: &str| MemTree::default().file("hosts/h1/host.toml", toml);
+        for (toml, needle) in [
+            (
+                "[packages]\ninstall = [\"nginx=\"]",
+                "hosts/h1/host.toml: [packages] install: \"nginx=\": the version after `=` is empty: write NAME=VERSION",
+            ),
+            ("[packages]\ninstall = [\"nginx=-1\"]", "must start with"),
+            ("[packages]\ninstall = [\"nginx=1;id\"]", "has ';'"),
+            ("[packages]\ninstall = [\"nginx=1 2\"]", "\"curl=8.*\""),
+            ("[packages]\ninstall = [\"x;y=1\"]", "not a valid package name"),
+            ("[packages]\ninstall = [\"=1\"]", "not a valid package name"),
+            (
+                "[packages]\ninstall = [\"a=1\", \"a=2\"]",
+                "pins \"a\" twice (a=1 and a=2): keep one",
+            ),
+            (
+                "[packages]\nremove = [\"telnet=0.17\"]",
+                "hosts/h1/host.toml: [packages] remove: \"telnet=0.17\": remove takes bare names (any version goes): write \"telnet\"",
+            ),
+            ("[packages]\ninstall = [\"a=1\"]\nremove = [\"a\"]", "both"),
+        ] {
+            fails(host(toml), needle);
+        }
+        let long = format!("[packages]\ninstall = [\"a={}\"]", "1".repeat(200));
+        fails(host(&long), "longer than 128");
+        load_mem(host("[packages]\ninstall = [\"a=1\", \"a=1\"]")).unwrap();
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod load;
 pub mod secret;
 pub mod template;
 pub mod tree;
+pub mod version;
 
 pub use fleet::{glob_match, FleetToml};
 pub use load::{fleet_toml, has_templates, layers, load, load_with, Inputs};
@@ -189,8 +190,47 @@ impl ContainerSpec {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Packages {
+    /// Names (bare: "nginx", "libc6:amd64"), whatever their pin.
     pub install: BTreeSet<String>,
     pub remove: BTreeSet<String>,
+    /// Name -> the version (or `*` pattern) `install` pins it to ("nginx=1.26.0-1"); a name
+    /// without one takes any version.
+    pub pins: BTreeMap<String, String>,
+}
+
+impl Packages {
+    /// The version `install` pins `name` to, if any.
+    pub fn pin(&self, name: &str) -> Option<&str> {
+        self.pins.get(name).map(String::as_str)
+    }
+
+    /// The `install` entries as Git writes them: "nginx=1.26.0-1", "curl".
+    pub fn entries(&self) -> BTreeSet<String> {
+        self.install
+            .iter()
+            .map(|n| match self.pin(n) {
+                Some(v) => format!("{n}={v}"),
+                None => n.clone(),
+            })
+            .collect()
+    }
+
+    /// From `install` entries as Git writes them (tests, tools); entries are not checked.
+    pub fn from_entries<'a>(
+        install: impl IntoIterator<Item = &'a str>,
+        remove: impl IntoIterator<Item = &'a str>,
+    ) -> Packages {
+        let mut p = Packages::default();
+        for e in install {
+            let (name, pin) = e.split_once('=').map_or((e, None), |(n, v)| (n, Some(v)));
+            p.install.insert(name.to_string());
+            if let Some(v) = pin {
+                p.pins.insert(name.to_string(), v.to_string());
+            }
+        }
+        p.remove = remove.into_iter().map(String::from).collect();
+        p
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
