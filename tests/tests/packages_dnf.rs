@@ -70,6 +70,13 @@ fn packages_via_dnf() -> Result<()> {
     let r = w.report()?;
     w.expect(&r, PKG_A, "ok", "")?;
     w.expect(&r, PKG_B, "ok", "")?;
+    // Cheap: a pass with nothing changed runs no dnf (the installed set is one `rpm -qa`; the
+    // upgrades are listed again only when rpm's database or dnf's cache changed).
+    let out = w.apply(true)?;
+    ensure!(
+        !out.contains("listing the upgrades"),
+        "a no-op pass listed the upgrades again:\n{out}"
+    );
 
     // 2. Removed by hand -> reinstalled, reported as drift.
     node.exec_ok(&["rpm", "-e", PKG_A])?;
@@ -181,7 +188,10 @@ fn packages_via_dnf() -> Result<()> {
     w.commit(&[PKG_A, PKG_B], &[], "upgrade policy gone")?;
     w.apply(true)?;
 
-    // 7. detect mode: a package removed by hand is reported, not reinstalled.
+    // 7. Pinned versions.
+    pins(&w)?;
+
+    // 8. detect mode: a package removed by hand is reported, not reinstalled.
     let config = node.read_file("/etc/plumb/agent.toml")?;
     node.write_file(
         "/etc/plumb/agent.toml",
@@ -196,7 +206,7 @@ fn packages_via_dnf() -> Result<()> {
     );
     node.write_file("/etc/plumb/agent.toml", config.clone())?;
 
-    // 8. Without `package_manager` (auto), PackageKit stays the first choice where it answers,
+    // 9. Without `package_manager` (auto), PackageKit stays the first choice where it answers,
     //    dnf or not: it is asked (and, with Debian's apt behind it, knows no rpm).
     node.exec_ok(&["pkcon", "backend-details"])?;
     node.write_file(
@@ -215,6 +225,93 @@ fn packages_via_dnf() -> Result<()> {
         "failed",
         "PackageKit found no package",
     )?;
+    Ok(())
+}
+
+/// Pinned versions through dnf (issue 17): a fresh install of a pinned version, a lower pin
+/// (a downgrade), the pin moved to the newer version (an upgrade), another version installed by
+/// hand (drift), a pattern, a version no repository has. On entry plumb-test-a 2.0-1 is installed.
+fn pins(w: &World) -> Result<()> {
+    let node = &w.node;
+    let pin = |v: &str| format!("{PKG_A}={v}");
+    let dep = format!("{PKG_DEP}=1.0-1");
+
+    // 1. Exact pins: a package not installed yet gets that version; the installed newer one
+    //    goes back to the pinned one.
+    w.commit(&[&pin("1.0-1"), PKG_B, &dep], &[], "pin 1.0-1")?;
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_A)?.as_deref() == Some("1.0-1"),
+        "pinned 1.0-1, got {:?}",
+        w.version(PKG_A)?
+    );
+    ensure!(w.version(PKG_DEP)?.as_deref() == Some("1.0-1"));
+    let r = w.report()?;
+    w.expect(&r, PKG_A, "changed", "downgraded 2.0-1 -> 1.0-1 via dnf")?;
+    w.expect(&r, PKG_DEP, "changed", "installed 1.0-1 via dnf")?;
+    w.apply(true)?;
+    w.expect(&w.report()?, PKG_A, "ok", "")?;
+
+    // 2. The pin moved to the newer version: an upgrade.
+    w.commit(&[&pin("2.0-1"), PKG_B, &dep], &[], "pin 2.0-1")?;
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_A)?.as_deref() == Some("2.0-1"),
+        "not upgraded"
+    );
+    w.expect(
+        &w.report()?,
+        PKG_A,
+        "changed",
+        "upgraded 1.0-1 -> 2.0-1 via dnf",
+    )?;
+
+    // 3. Another version installed by hand is drift, corrected.
+    node.exec_ok(&["dnf", "-y", "-q", "downgrade", PKG_A])?;
+    ensure!(w.version(PKG_A)?.as_deref() == Some("1.0-1"));
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_A)?.as_deref() == Some("2.0-1"),
+        "drift not corrected: {:?}",
+        w.version(PKG_A)?
+    );
+    w.expect(
+        &w.report()?,
+        PKG_A,
+        "drift-corrected",
+        "upgraded 1.0-1 -> 2.0-1 via dnf: 1.0-1 had been installed on the host",
+    )?;
+
+    // 4. A pattern: the newest version matching it.
+    w.commit(&[&pin("1.*"), PKG_B, &dep], &[], "pin 1.*")?;
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_A)?.as_deref() == Some("1.0-1"),
+        "not downgraded"
+    );
+    w.expect(
+        &w.report()?,
+        PKG_A,
+        "changed",
+        "downgraded 2.0-1 -> 1.0-1 via dnf",
+    )?;
+
+    // 5. A version no repository has fails the package, naming the versions there are.
+    w.commit(&[&pin("9.9-1"), PKG_B, &dep], &[], "no such version")?;
+    w.apply(false)?;
+    w.expect(
+        &w.report()?,
+        PKG_A,
+        "failed",
+        &format!("dnf found no version 9.9-1 of package {PKG_A} in the configured repositories (they have 2.0-1, 1.0-1)"),
+    )?;
+    ensure!(w.version(PKG_A)?.as_deref() == Some("1.0-1"));
+    w.commit(&[PKG_A, PKG_B], &[], "unpinned")?;
+    w.apply(true)?;
+    ensure!(
+        w.version(PKG_DEP)?.is_none(),
+        "{PKG_DEP} left Git but stays"
+    );
     Ok(())
 }
 
