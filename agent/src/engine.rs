@@ -227,10 +227,25 @@ impl Agent {
         let _lock = self.state_dir.lock()?;
         let started = std::time::Instant::now();
         self.repo.clear_stale_locks();
+        if !opts.dry_run {
+            crate::host::self_upgrade::settle(
+                &self.state_dir,
+                self.settings.package_manager.database(),
+            );
+        }
         let result = self.reconcile(opts)?;
         if !opts.dry_run {
             self.record(&result.report)?;
             self.outputs(&result, started.elapsed());
+            // Only now that the report is out: the install of plumb's own package restarts it.
+            let now = crate::judged::now_secs() as i64;
+            if let Err(e) = crate::host::self_upgrade::start_pending(
+                &self.state_dir,
+                now,
+                self.settings.package_manager.database(),
+            ) {
+                tracing::warn!(error = %format!("{e:#}"), "could not upgrade plumb's own package: {e:#}");
+            }
         }
         release_freed_memory();
         Ok(result)

@@ -834,3 +834,143 @@ fn deb_journal_catalog_and_node_exporter_textfile_issue_16() -> Result<()> {
     );
     Ok(())
 }
+
+/// Issue 17: plumb upgrades itself when Git pins a new version of its own package. The pass that
+/// sees the pin finishes and pushes its report (the old version's, saying the upgrade comes
+/// after it); then the install runs outside plumb.service, the package restarts the agent, and
+/// the new version reports the package at the pinned version.
+#[test]
+fn deb_self_upgrade_pinned_in_git_issue_17() -> Result<()> {
+    if !plumb_systest::can_run() {
+        return Ok(());
+    }
+    let pkgs = packages()?;
+    let image = NodeImage::ensure()?;
+    let net = Network::new()?;
+    let git = GitServer::start(&net)?;
+    let repo = git.create_repo("fleet.git")?;
+    let node = boot(&image, &net, "self-1")?;
+    apt_install(&node, &pkgs.deb)?;
+    let old = node.exec_ok(&["dpkg-query", "-W", "-f", "${Version}", "plumb"])?;
+    serve_debs(&node, &[&pkgs.deb_next])?;
+    let next = deb_version(&pkgs.deb_next)?;
+    ensure!(next != old, "two versions to move between: {old} {next}");
+
+    repo.write("hosts/self-1/files/etc/plumb-e2e/motd", "self\n")?;
+    repo.write(
+        "hosts/self-1/host.toml",
+        format!("[packages]\ninstall = [\"plumb={next}\"]\n"),
+    )?;
+    let commit = repo.commit("pin plumb to the next version")?;
+    configure_and_start(&node, &git)?;
+    let pid = unit_prop(&node, "plumb.service", "MainPID")?;
+
+    // The old version's report, pushed before anything restarted it.
+    let before = node.wait_until(
+        "the old version's report of the upgrade to come",
+        one_interval(),
+        || {
+            Ok(report(&node, &repo)?.filter(|r| {
+                r.applied_commit == commit
+                    && r.resources.iter().any(|x| {
+                        x.kind == Kind::Package
+                            && x.name == "plumb"
+                            && x.detail.contains("after this pass's report")
+                    })
+            }))
+        },
+    )?;
+    eprintln!("e2e: report before the upgrade: {}", before.to_toml());
+
+    // The new version runs, and reports the package at the pinned version.
+    let after = node.wait_until("the new version's report", one_interval() * 2, || {
+        let version = node.exec_ok(&["dpkg-query", "-W", "-f", "${Version}", "plumb"])?;
+        if version != next {
+            return Ok(None);
+        }
+        Ok(report(&node, &repo)?.filter(|r| {
+            r.outcome == Outcome::Converged
+                && r.checked_at > before.checked_at
+                && resource_state(r, Kind::Package, "plumb") == Some(ResourceState::Ok)
+        }))
+    })?;
+    ensure!(after.applied_commit == commit, "{}", after.to_toml());
+    let new_pid = unit_prop(&node, "plumb.service", "MainPID")?;
+    ensure!(
+        new_pid != pid && new_pid != "0",
+        "plumb.service restarted by its package: {pid} -> {new_pid}"
+    );
+    ensure!(unit_prop(&node, "plumb.service", "ActiveState")? == "active");
+    ensure!(
+        unit_prop(&node, "plumb.service", "NRestarts")? == "0",
+        "a clean restart, not a crash"
+    );
+    // The install ran as its own unit, and its maintainer scripts said nothing wrong.
+    let log = node.exec_ok(&[
+        "journalctl",
+        "-u",
+        "plumb-self-upgrade",
+        "--no-pager",
+        "-o",
+        "cat",
+    ])?;
+    ensure!(
+        log.contains("Setting up plumb"),
+        "the install ran in plumb-self-upgrade.service:\n{log}"
+    );
+    let bad = maintainer_script_errors(&log);
+    ensure!(
+        bad.is_empty(),
+        "maintainer-script errors:\n{}",
+        bad.join("\n")
+    );
+    ensure!(
+        !node
+            .exec(&["test", "-e", "/var/lib/plumb/self-upgrade.json"])?
+            .success(),
+        "the new version settled the upgrade"
+    );
+    Ok(())
+}
+
+/// The version in a .deb's control file.
+fn deb_version(deb: &Path) -> Result<String> {
+    Ok(run(Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(deb)
+        .arg("Version"))?
+    .check("dpkg-deb -f")?
+    .trim()
+    .to_string())
+}
+
+/// Serves `debs` to the node as a local apt repository (/srv/repo, with its Packages index).
+fn serve_debs(node: &Node, debs: &[&Path]) -> Result<()> {
+    let mut index = String::new();
+    for deb in debs {
+        let name = deb.file_name().context("a file name")?.to_string_lossy();
+        let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
+        let control = run(Command::new("dpkg-deb").arg("-f").arg(deb))?.check("dpkg-deb -f")?;
+        let sha256 = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        index.push_str(control.trim_end());
+        index.push_str(&format!(
+            "\nFilename: ./{name}\nSize: {}\nSHA256: {sha256}\n\n",
+            bytes.len()
+        ));
+        node.write_file(&format!("/srv/repo/{name}"), bytes)?;
+    }
+    node.write_file("/srv/repo/Packages", index)?;
+    node.write_file(
+        "/etc/apt/sources.list.d/plumb-e2e.list",
+        "deb [trusted=yes] file:/srv/repo ./\n",
+    )?;
+    node.write_file(
+        "/etc/apt/apt.conf.d/99plumb-e2e",
+        "Acquire::Languages \"none\";\n",
+    )?;
+    node.exec_ok(&["apt-get", "update", "-q"])?;
+    Ok(())
+}

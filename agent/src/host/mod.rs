@@ -11,6 +11,7 @@ pub mod pkg_cleanup;
 pub mod pkgcmd;
 pub mod runtime;
 pub mod secrets;
+pub mod self_upgrade;
 pub mod service_hold;
 pub mod systemd;
 pub mod unit_dirs;

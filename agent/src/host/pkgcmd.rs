@@ -17,6 +17,9 @@ pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// metadata is tens of MB.
 pub(crate) const DNF_QUERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
+/// Environment variables a tool runs with.
+pub type Env = Vec<(&'static str, &'static str)>;
+
 /// The package manager of this system, driven directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Native {
@@ -157,6 +160,39 @@ impl Native {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         Ok(parse_dnf_no_match(&stdout, &stderr))
+    }
+
+    /// The whole command line of `install(ids)` and the environment it needs, to run it
+    /// elsewhere (plumb's own upgrade runs it detached, after the pass).
+    pub fn install_argv(self, ids: &[String]) -> Result<(Vec<String>, Env)> {
+        let (options, specs) = self.install_args(ids)?;
+        let mut argv: Vec<String> = match self {
+            Native::Apt => [
+                "apt-get",
+                "-y",
+                "-q",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "install",
+            ]
+            .map(String::from)
+            .to_vec(),
+            Native::Dnf => {
+                let mut argv = vec!["dnf".to_string()];
+                argv.extend(dnf_releasever().map(|v| format!("--releasever={v}")));
+                argv
+            }
+        };
+        argv.extend(options.into_iter().map(String::from));
+        argv.push("--".into());
+        argv.extend(specs);
+        let env = match self {
+            Native::Apt => vec![("DEBIAN_FRONTEND", "noninteractive"), ("LC_ALL", "C")],
+            Native::Dnf => vec![("LC_ALL", "C")],
+        };
+        Ok((argv, env))
     }
 
     /// The options and package arguments of an install of `ids` (after the tool's own setup):

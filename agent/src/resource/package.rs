@@ -5,7 +5,7 @@
 use super::{Apply, Context, Outcome, Step};
 use crate::host::packages::{Backend, Offer, PackageManager};
 use crate::host::pkgcmd::Installed;
-use crate::host::{pkg_cleanup, pkgcmd, service_hold};
+use crate::host::{pkg_cleanup, pkgcmd, self_upgrade, service_hold};
 use crate::host::{Fault, Host};
 use crate::spec::version::{self, Scheme};
 use crate::spec::{Desired, Packages};
@@ -401,7 +401,13 @@ pub fn apply(
             done.extend(all_failed(&remove, &e));
             done
         });
-    let done = check_pins(done, &install, db);
+    // plumb's own package is not installed yet: it is after the report.
+    let checked: Vec<Wanted> = install
+        .iter()
+        .filter(|w| w.name != self_upgrade::OWN_PACKAGE)
+        .cloned()
+        .collect();
+    let done = check_pins(done, &checked, db);
     let removed_own: Vec<String> = done
         .iter()
         .filter(|(n, r)| r.is_ok() && own.contains(n))
@@ -860,10 +866,31 @@ async fn install_all(
             )
         })
         .collect();
-    let batch: Vec<(String, String)> = found
+    let mut batch: Vec<(String, String)> = found
         .iter()
         .map(|(name, (id, _))| (name.clone(), id.clone()))
         .collect();
+    // plumb's own package: installed after this pass's report (its install restarts plumb).
+    if let Some(at) = batch
+        .iter()
+        .position(|(n, _)| n == self_upgrade::OWN_PACKAGE)
+    {
+        let (name, _) = batch.remove(at);
+        let version = found.get(&name).and_then(|(_, v)| v.clone());
+        let id = match &version {
+            Some(v) => format!("{name}={v}"),
+            None => name.clone(),
+        };
+        let now = crate::judged::now_secs() as i64;
+        let native = match backend {
+            Backend::Native(n) => Some(*n),
+            Backend::PackageKit(_) => None,
+        };
+        done.push((
+            name,
+            self_upgrade::defer(state_dir, &id, version.as_deref(), now, native),
+        ));
+    }
     let pinned = found.values().any(|(_, v)| v.is_some());
     let results = in_one_transaction(&batch, "", |ids| async move {
         backend.install(&ids, pinned).await
