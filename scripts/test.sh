@@ -8,7 +8,7 @@ need=()
 for cmd in git:git git-daemon:git-daemon-sysvinit ssh-keygen:openssh-client sshd:openssh-server \
            systemd-nspawn:systemd-container debootstrap:debootstrap ip:iproute2 dpkg-deb:dpkg \
            openssl:openssl python3:python3 lintian:lintian rpmlint:rpmlint chromium:chromium \
-           jq:jq curl:curl; do
+           jq:jq curl:curl docker-registry:docker-registry; do
   bin=${cmd%%:*}; pkg=${cmd#*:}
   if ! command -v "$bin" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$bin" ] && ! [ -x "/usr/lib/git-core/$bin" ]; then
     need+=("$pkg")

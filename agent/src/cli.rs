@@ -430,6 +430,9 @@ fn print_summary(r: &crate::status::report::Report) {
     if !r.waiting.is_empty() {
         eprintln!("  waiting: {}", r.waiting);
     }
+    if r.reboot_required == Some(true) {
+        eprintln!("  reboot required (README: Upgrades and reboots)");
+    }
     for res in r
         .resources
         .iter()

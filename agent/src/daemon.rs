@@ -84,7 +84,13 @@ async fn run_loop(settings: Settings) -> Result<i32> {
                     }
                 );
                 notify(&[&status]);
-                next_delay(interval, failures)
+                if r.rebooting {
+                    // No pass while the host shuts down: its SIGTERM ends the wait.
+                    notify(&["STATUS=rebooting"]);
+                    crate::engine::REBOOT_QUIET
+                } else {
+                    next_delay(interval, failures)
+                }
             }
             Err(e) => {
                 failures += 1;

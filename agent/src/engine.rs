@@ -15,10 +15,14 @@ use anyhow::{Context, Result};
 use gix::ObjectId;
 
 mod admit;
+mod container_updates;
 mod judge;
 mod maintenance;
+mod reboot;
 mod rollout;
 mod upgrades;
+
+pub use reboot::REBOOT_QUIET;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -144,6 +148,7 @@ impl Draft {
             changes,
             changed: self.changes,
             fetch_failed: self.fetch_failed,
+            rebooting: false,
         }
     }
 }
@@ -158,6 +163,8 @@ pub struct PassResult {
     pub changed: usize,
     /// Git could not be reached: the daemon backs off.
     pub fetch_failed: bool,
+    /// The pass asked systemd to reboot the host (`[reboot]`): the daemon runs no further pass.
+    pub rebooting: bool,
 }
 
 impl PassResult {
@@ -233,18 +240,22 @@ impl Agent {
                 self.settings.package_manager.database(),
             );
         }
-        let result = self.reconcile(opts)?;
+        let mut result = self.reconcile(opts)?;
         if !opts.dry_run {
             self.record(&result.report)?;
             self.outputs(&result, started.elapsed());
-            // Only now that the report is out: the install of plumb's own package restarts it.
+            result.rebooting = self.reboot_if_due();
+            // Only now that the report is out: the install of plumb's own package restarts it
+            // (not while the host reboots: the next boot's pass starts it).
             let now = crate::judged::now_secs() as i64;
-            if let Err(e) = crate::host::self_upgrade::start_pending(
-                &self.state_dir,
-                now,
-                self.settings.package_manager.database(),
-            ) {
-                tracing::warn!(error = %format!("{e:#}"), "could not upgrade plumb's own package: {e:#}");
+            if !result.rebooting {
+                if let Err(e) = crate::host::self_upgrade::start_pending(
+                    &self.state_dir,
+                    now,
+                    self.settings.package_manager.database(),
+                ) {
+                    tracing::warn!(error = %format!("{e:#}"), "could not upgrade plumb's own package: {e:#}");
+                }
             }
         }
         release_freed_memory();
@@ -303,6 +314,7 @@ impl Agent {
             changes: 0,
             dry_run: opts.dry_run,
         };
+        self.reboot_report(&mut draft);
         // Every pass: a rotated host key shows in the report (and decrypts) at once.
         let keys = crate::host::secrets::read_keys(&self.settings.identity, self.state_dir.path())?;
         draft.report.age_recipient = keys.identity.as_ref().ok().map(|i| i.recipient.clone());
@@ -351,6 +363,8 @@ impl Agent {
             if !run.stopped && run.failed == 0 && state.unjudged_commit.is_none() {
                 self.maintenance_phase(&host, target, &desired, &mut state, &mut run, &mut draft)?;
             }
+            // Packages this pass installed may have asked for a reboot.
+            self.reboot_report(&mut draft);
         }
         if !opts.dry_run {
             self.report_upgrades(&host, &desired, &mut draft);
@@ -612,12 +626,15 @@ impl Agent {
             last_good_commit: state.last_good_commit.clone().unwrap_or_default(),
             applied_at: applied_at(state),
             waiting: String::new(),
+            reboot_required: None,
+            last_reboot: None,
             checked_at: now_rfc3339(),
             message: String::new(),
             reason: None,
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: container_updates::last_updates(&self.state_dir),
             resources: vec![],
         }
     }

@@ -26,6 +26,10 @@ pub mod id {
     pub const ROLLED_BACK: &str = "14281aacc01245ae8a8aab8ba3384451";
     /// A newer commit waits (rollout wave, window, disruption slot; section 11).
     pub const WAITING: &str = "658903a131a94bb9b1bc5a2075fe4604";
+    /// plumb asked systemd to reboot the host (`[reboot] when = "required"`; section 13).
+    pub const REBOOTING: &str = "61d73500149c4c80b43832a061c1fbe9";
+    /// The first pass after plumb's reboot found the host healthy and gave the slot back.
+    pub const REBOOTED: &str = "64b1f2c03a874ec9bb67d52c1044f017";
 
     /// A change to a resource: drift put back, or a change Git asked for.
     pub fn change(drift: bool) -> &'static str {
@@ -37,13 +41,15 @@ pub mod id {
     }
 
     /// Every id with its name, for the catalog test.
-    pub const ALL: [(&str, &str); 6] = [
+    pub const ALL: [(&str, &str); 8] = [
         ("PASS_DONE", PASS_DONE),
         ("CHANGE_APPLIED", CHANGE_APPLIED),
         ("DRIFT_CORRECTED", DRIFT_CORRECTED),
         ("COMMIT_REJECTED", COMMIT_REJECTED),
         ("ROLLED_BACK", ROLLED_BACK),
         ("WAITING", WAITING),
+        ("REBOOTING", REBOOTING),
+        ("REBOOTED", REBOOTED),
     ];
 }
 

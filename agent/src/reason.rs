@@ -49,6 +49,14 @@ pub enum Reason {
     UpgradeFailed,
     /// The upgrades were applied, then a `[[health]]` check of the applied commit failed.
     UpgradeUnhealthy,
+    /// A container image update failed its health checks or did not start: the old image runs.
+    ContainerUpdateFailed,
+    /// plumb asked for a reboot that did not happen (the D-Bus call failed, or the host is
+    /// still up long after it): not asked again in this window.
+    RebootFailed,
+    /// The `[[health]]` checks failed after a reboot plumb made: the disruption slot is kept,
+    /// so no further host reboots, until it expires (`lock_ttl`).
+    RebootHealthFailed,
 }
 
 impl Reason {
@@ -73,10 +81,13 @@ impl Reason {
             Reason::CheckFault => "check-fault",
             Reason::UpgradeFailed => "upgrade-failed",
             Reason::UpgradeUnhealthy => "upgrade-unhealthy",
+            Reason::ContainerUpdateFailed => "container-update-failed",
+            Reason::RebootFailed => "reboot-failed",
+            Reason::RebootHealthFailed => "reboot-health-failed",
         }
     }
 
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 22] = [
         Reason::InvalidSpec,
         Reason::InvalidPath,
         Reason::InvalidUnit,
@@ -96,6 +107,9 @@ impl Reason {
         Reason::CheckFault,
         Reason::UpgradeFailed,
         Reason::UpgradeUnhealthy,
+        Reason::ContainerUpdateFailed,
+        Reason::RebootFailed,
+        Reason::RebootHealthFailed,
     ];
 }
 

@@ -124,7 +124,10 @@ fn twenty_host_fleet() -> (common::Fleet, String) {
                 } else {
                     String::new()
                 },
+                reboot_required: None,
+                last_reboot: None,
                 age_recipient: None,
+                container_updates: vec![],
                 facts: None,
                 upgrades: None,
                 resources: vec![],

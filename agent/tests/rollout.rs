@@ -438,12 +438,15 @@ fn forge(w: &World, victim: &str, commit: &str, key: &std::path::Path) {
         last_good_commit: commit.into(),
         applied_at: "2001-01-01T00:00:00Z".into(),
         waiting: String::new(),
+        reboot_required: None,
+        last_reboot: None,
         checked_at: plumb::status::report::now_rfc3339(),
         message: String::new(),
         reason: None,
         facts: None,
         upgrades: None,
         age_recipient: None,
+        container_updates: vec![],
         resources: vec![],
     };
     std::fs::write(tmp.path().join("status.toml"), r.to_toml()).unwrap();

@@ -30,12 +30,15 @@ fn report(host: &str, round: u64) -> Report {
         last_good_commit: "c".repeat(40),
         applied_at: "2026-11-30T01:00:00Z".into(),
         waiting: String::new(),
+        reboot_required: None,
+        last_reboot: None,
         checked_at: format!("2026-11-30T02:{:02}:00Z", round % 60),
         message: String::new(),
         reason: None,
         facts: None,
         upgrades: None,
         age_recipient: None,
+        container_updates: vec![],
         resources: vec![],
     }
 }

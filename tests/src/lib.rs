@@ -18,6 +18,7 @@ mod image;
 mod lock;
 mod network;
 mod node;
+mod registry;
 mod wait;
 
 pub use cmd::{run, CmdOutput};
@@ -25,6 +26,7 @@ pub use git::{FleetRepo, GitServer};
 pub use image::NodeImage;
 pub use network::Network;
 pub use node::{plumb_bin, Node};
+pub use registry::Registry;
 pub use wait::wait_until;
 
 /// Where the harness keeps its state between runs (image cache) and during a run (node dirs).

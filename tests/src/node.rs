@@ -27,6 +27,8 @@ const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 /// (PR_SET_PDEATHSIG), so a killed test run does not leave nodes behind.
 pub struct Node {
     name: String,
+    /// nspawn's machine name (host-side names: veth, cgroups); the same after a reboot.
+    machine: String,
     addr: Ipv4Addr,
     dir: PathBuf,
     nspawn: Option<Child>,
@@ -65,6 +67,7 @@ impl Node {
         let machine = format!("p{}-{name}", inner.index());
         let mut node = Node {
             name: name.to_owned(),
+            machine: machine.clone(),
             addr: inner.alloc_addr()?,
             dir: inner.workdir().join(name),
             nspawn: None,
@@ -93,6 +96,57 @@ impl Node {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The id of the node's current boot (its /proc/sys/kernel/random/boot_id).
+    pub fn boot_id(&self) -> Result<String> {
+        Ok(self
+            .read_file("/proc/sys/kernel/random/boot_id")?
+            .trim()
+            .to_string())
+    }
+
+    /// Waits until the node rebooted itself and is up again: systemd-nspawn exits with 133 when
+    /// the container reboots; the node is then booted again on the same root (same name,
+    /// address and machine-id), its new init found, and its boot id checked to differ from
+    /// `old_boot_id`. Any other exit of nspawn is an error. Commands run in the new boot after.
+    pub fn wait_rebooted(&mut self, old_boot_id: &str, timeout: Duration) -> Result<()> {
+        let name = self.name.clone();
+        let mut child = self
+            .nspawn
+            .take()
+            .ok_or_else(|| anyhow!("{name}: systemd-nspawn is not running"))?;
+        let waited = wait_until(
+            &format!("node {name} to reboot (systemd-nspawn exiting with 133)"),
+            timeout,
+            || Ok(child.try_wait()?),
+        );
+        let status = match waited {
+            Ok(s) => s,
+            Err(e) => {
+                self.nspawn = Some(child);
+                let journal = self.journal(None, 40);
+                return Err(e.context(format!("journal tail of {name}:\n{journal}")));
+            }
+        };
+        if status.code() != Some(133) {
+            return Err(self.with_log(anyhow!(
+                "systemd-nspawn of {name} exited with {status}, not 133 (a reboot)"
+            )));
+        }
+        eprintln!("plumb-systest: node {name} rebooted itself; booting it again");
+        self.started = Instant::now();
+        for cg in std::mem::take(&mut self.cgroups) {
+            remove_cgroup(&cg)?;
+        }
+        let machine = self.machine.clone();
+        self.start_nspawn(&machine)?;
+        self.wait_ready()?;
+        let new = self.boot_id()?;
+        if new == old_boot_id {
+            bail!("{name}: booted again but its boot id is still {old_boot_id}");
+        }
+        Ok(())
     }
 
     /// The node's address on the test bridge.
@@ -270,7 +324,12 @@ impl Node {
             .map(|d| CString::new(d.join("cgroup.procs").into_os_string().into_encoded_bytes()))
             .collect::<Result<_, _>>()?;
         let log = self.dir.join("nspawn.log");
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        // Appended to: a node that reboots keeps the log of its earlier boots.
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let mut c = Command::new("systemd-nspawn");
         c.args(["-b", "-q", "-D"])
             .arg(self.root())

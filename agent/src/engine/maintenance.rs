@@ -12,6 +12,7 @@ use crate::host::Host;
 use crate::rollout;
 use crate::spec::Desired;
 use crate::state::State;
+use crate::status::report::Outcome;
 use anyhow::Result;
 use gix::ObjectId;
 
@@ -30,16 +31,28 @@ pub(super) enum Permit {
 
 impl Agent {
     /// The maintenance of one pass: each task asks `maintenance_permit` before it disrupts.
+    /// Not after a pass that failed (a health check rolled back): the host is not in a state
+    /// to disrupt, and a hold across a reboot stays as it is.
     pub(super) fn maintenance_phase(
         &self,
-        _host: &Host,
-        _applied: ObjectId,
-        _desired: &Desired,
+        host: &Host,
+        applied: ObjectId,
+        desired: &Desired,
         _state: &mut State,
-        _run: &mut Converged,
-        _draft: &mut Draft,
+        run: &mut Converged,
+        draft: &mut Draft,
     ) -> Result<()> {
-        self.upgrade_phase(_host, _applied, _desired, _run, _draft)?;
+        // Not after a rollback or a refused commit: `applied` is then not a commit judged good.
+        if matches!(draft.report.outcome, Outcome::Failed | Outcome::Rejected) {
+            return Ok(());
+        }
+        self.upgrade_phase(host, applied, desired, run, draft)?;
+        self.container_updates(host, applied, desired, run, draft)?;
+        // Last: upgrades before it may be what makes a reboot required.
+        if !matches!(draft.report.outcome, Outcome::Failed | Outcome::Rejected) {
+            self.reboot_task(host, applied, desired, draft)?;
+        }
+        self.release_maintenance();
         Ok(())
     }
 

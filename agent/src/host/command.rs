@@ -65,6 +65,84 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     })
 }
 
+/// Like [`run`], for a command whose stdout is parsed: more than `max_stdout` bytes of it is an
+/// error (the rest is read and dropped, so the child never blocks on a full pipe), and only the
+/// last `max_stdout` bytes of stderr are kept.
+pub fn run_capped(cmd: &mut Command, timeout: Duration, max_stdout: usize) -> Result<Output> {
+    let argv = describe(cmd);
+    tracing::debug!(argv = %argv, "running");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().with_context(|| format!("starting {argv}"))?;
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || read_capped(out, max_stdout, false));
+    let err_reader = std::thread::spawn(move || read_capped(err, max_stdout, true));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for {argv}"))?
+        {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (stdout, cut) = out_reader.join().unwrap_or_default();
+    let (stderr, _) = err_reader.join().unwrap_or_default();
+    let Some(status) = status else {
+        return Err(anyhow!(
+            "{argv} did not finish within {}s and was stopped{}",
+            timeout.as_secs(),
+            tail(&stderr)
+        ));
+    };
+    if cut {
+        return Err(anyhow!(
+            "{argv} printed more than {max_stdout} bytes: not read"
+        ));
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Reads until EOF keeping at most `max` bytes (the first ones, or with `keep_tail` the last);
+/// whether some were dropped.
+fn read_capped(mut r: impl Read, max: usize, keep_tail: bool) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut cut = false;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) if keep_tail => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > max {
+                    kept.drain(..kept.len() - max);
+                    cut = true;
+                }
+            }
+            Ok(n) => {
+                let room = max.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                cut |= n > room;
+            }
+        }
+    }
+    (kept, cut)
+}
+
 /// Turns a non-zero exit into an error naming the command and quoting the end of its stderr.
 pub fn check(cmd: &Command, out: &Output) -> Result<()> {
     if out.status.success() {
@@ -236,6 +314,20 @@ mod tests {
         assert_eq!(out.stdout, b"out\n");
         let e = check(&c, &out).unwrap_err().to_string();
         assert!(e.contains("sh -c") && e.contains("oops"), "{e}");
+    }
+
+    #[test]
+    fn capped_stdout_is_an_error_not_a_hang() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "head -c 200000 /dev/zero; echo done >&2"]);
+        let e = run_capped(&mut c, Duration::from_secs(10), 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 1000 bytes"), "{e}");
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo '[]'"]);
+        let out = run_capped(&mut c, Duration::from_secs(10), 1000).unwrap();
+        assert_eq!(out.stdout, b"[]\n");
     }
 
     #[test]

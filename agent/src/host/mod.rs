@@ -9,6 +9,8 @@ pub mod packagekit;
 pub mod packages;
 pub mod pkg_cleanup;
 pub mod pkgcmd;
+pub mod podman;
+pub mod reboot;
 pub mod runtime;
 pub mod secrets;
 pub mod self_upgrade;

@@ -374,6 +374,16 @@ impl Systemd {
         Ok(())
     }
 
+    /// `systemctl reboot`: queues reboot.target (replace-irreversibly, as systemctl does) and
+    /// returns once systemd accepted the job; the reboot itself stops this process.
+    pub async fn reboot(&self) -> Result<()> {
+        self.manager
+            .start_unit("reboot.target".into(), "replace-irreversibly".into())
+            .await
+            .context("asking systemd to start reboot.target")?;
+        Ok(())
+    }
+
     async fn job(&self, verb: &str, name: &str) -> Result<JobResult> {
         let ctx = || format!("{verb} {name}");
         self.subscribe().await?;

@@ -191,6 +191,8 @@ mod tests {
                 last_good_commit: applied.into(),
                 applied_at: format_time(applied_at),
                 waiting: String::new(),
+                reboot_required: None,
+                last_reboot: None,
                 checked_at: format_time(applied_at),
                 message: String::new(),
                 reason: None,
@@ -198,6 +200,7 @@ mod tests {
                 upgrades: None,
                 age_recipient: None,
                 resources: vec![],
+                container_updates: vec![],
             },
         }
     }

@@ -121,6 +121,15 @@ pub fn occurrence(windows: &[Window], host: &str, now: i64, offset: i64) -> Occu
     }
 }
 
+/// The start (UTC seconds) of the occurrence of `host`'s windows open at `now`; 0 when no window matches the host (it is always "open") or none
+/// is open. Work done "at most once per window" keys on it.
+pub fn occurrence_start(windows: &[Window], host: &str, now: i64, offset: i64) -> i64 {
+    match occurrence(windows, host, now, offset) {
+        Occurrence::Open { start, .. } => start,
+        _ => 0,
+    }
+}
+
 /// The host's UTC offset now, in seconds (for `timezone = "local"`), from the C library's
 /// idea of the local time zone (TZ, /etc/localtime).
 #[allow(unsafe_code)]
@@ -238,6 +247,15 @@ mod tests {
             Err("window opens sat 12:00 UTC".into())
         );
         assert_eq!(check(&ws, "store-1", at("2026-12-05T12:10:00Z"), 0), Ok(()));
+        // Two passes in one occurrence share its key; the next day's is another.
+        let occ = |t: &str| occurrence_start(&ws, "store-1", at(t), 0);
+        assert_eq!(occ("2026-11-30T02:10:00Z"), occ("2026-11-30T03:50:00Z"));
+        assert_ne!(occ("2026-11-30T02:10:00Z"), occ("2026-12-01T02:10:00Z"));
+        assert_eq!(occ("2026-11-30T05:00:00Z"), 0);
+        assert_eq!(
+            occurrence_start(&ws, "web-1", at("2026-11-30T02:10:00Z"), 0),
+            0
+        );
         let local = window(&[0], 2 * 3600, 1, true);
         assert_eq!(
             opens(&local, at("2026-11-30T05:00:00Z"), -3600),

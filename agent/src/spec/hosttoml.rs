@@ -18,6 +18,9 @@ pub struct HostToml {
     pub containers: BTreeMap<String, RawContainer>,
     #[serde(default)]
     pub health: Vec<RawHealth>,
+    /// `[reboot]`: whether plumb reboots the host when the OS says it needs one.
+    #[serde(default)]
+    pub reboot: Option<RawReboot>,
     /// Variables for templates, merged deeply across fleet.toml, roles and the host.
     #[serde(default)]
     pub vars: toml::Table,
@@ -32,6 +35,14 @@ pub struct RawPackages {
     pub remove: Vec<String>,
     /// "none" | "security" | "all": which available upgrades plumb applies (DESIGN section 13).
     pub upgrade: Option<String>,
+}
+
+/// `[reboot]` as written in host.toml.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawReboot {
+    #[serde(default)]
+    pub when: super::RebootWhen,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -189,6 +189,7 @@ struct Builder {
     packages: Packages,
     health: Vec<HealthCheck>,
     upgrade: Upgrade,
+    reboot: RebootWhen,
     /// What the walks of this load may still read (every layer counts against one budget).
     budget: Budget,
     /// `[vars]` merged so far (fleet.toml, then layers as they finish: roles, the host last).
@@ -604,6 +605,9 @@ impl Builder {
                 ))
             })?;
         }
+        if let Some(r) = t.reboot {
+            self.reboot = r.when;
+        }
         for (path, raw) in t.files {
             self.file_settings.insert(path, (file.clone(), raw));
         }
@@ -816,6 +820,7 @@ impl Builder {
             packages: self.packages,
             health: self.health,
             upgrade: self.upgrade,
+            reboot: self.reboot,
         })
     }
 }
@@ -1112,6 +1117,22 @@ mod tests {
     }
 
     #[test]
+    fn reboot_when_the_host_says_wins_over_its_roles() {
+        let tree = |host: &str| {
+            MemTree::default()
+                .file("roles/base/host.toml", "[reboot]\nwhen = \"required\"\n")
+                .file("hosts/h1/host.toml", host)
+        };
+        let d = load_mem(tree("include = [\"roles/base\"]\n")).unwrap();
+        assert_eq!(d.reboot, RebootWhen::Required);
+        let d = load_mem(tree(
+            "include = [\"roles/base\"]\n[reboot]\nwhen = \"never\"\n",
+        ))
+        .unwrap();
+        assert_eq!(d.reboot, RebootWhen::Never);
+    }
+
+    #[test]
     fn includes_apply_in_order_and_merge() {
         let d = load_mem(
             MemTree::default()
@@ -1133,6 +1154,7 @@ mod tests {
             ["curl", "nginx"]
         );
         assert!(d.packages.remove.contains("telnet"));
+        assert_eq!(d.reboot, RebootWhen::Never);
         let app = &d.units["app.service"];
         assert_eq!(app.state, Some(RunState::Stopped));
         assert_eq!(app.dropins.keys().collect::<Vec<_>>(), ["limits.conf"]);
@@ -1271,6 +1293,14 @@ mod tests {
         };
         fails(host("include = ["), "hosts/h1/host.toml");
         fails(host("packagez = 1"), "unknown field `packagez`");
+        fails(
+            host("[reboot]\nwhen = \"sometimes\""),
+            "unknown variant `sometimes`, expected `never` or `required`",
+        );
+        fails(
+            host("[reboot]\nwhen = \"never\"\nat = 3"),
+            "unknown field `at`",
+        );
         fails(
             host("include = [\"roles/nope\"]"),
             "include \"roles/nope\" does not exist",

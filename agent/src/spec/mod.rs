@@ -32,6 +32,8 @@ pub struct Desired {
     pub health: Vec<HealthCheck>,
     /// `[packages] upgrade`: the last host.toml that sets it (roles in order, the host last) wins.
     pub upgrade: Upgrade,
+    /// `[reboot] when` (the last layer that sets it wins: the host's own over its roles).
+    pub reboot: RebootWhen,
 }
 
 /// `[packages] upgrade`: which of the upgrades the repositories offer plumb applies.
@@ -63,6 +65,17 @@ impl Upgrade {
             Upgrade::All => "all",
         }
     }
+}
+
+/// `[reboot] when`: whether plumb reboots the host when the OS says a reboot is required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootWhen {
+    /// Only report `reboot_required`.
+    #[default]
+    Never,
+    /// Reboot inside the host's window, holding a disruption slot (DESIGN section 13).
+    Required,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

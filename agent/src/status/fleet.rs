@@ -41,6 +41,8 @@ pub struct HostLine {
     pub age_seconds: Option<u64>,
     /// Older than twice the heartbeat, or never reported: the host is not reporting.
     pub stale: bool,
+    /// The host's OS says a reboot is needed (`reboot_required` of its report).
+    pub reboot_required: bool,
     pub message: String,
 }
 
@@ -256,6 +258,7 @@ pub fn summarize(
                     checked_at: r.checked_at,
                     stale: age_seconds.is_none_or(|a| a > 2 * heartbeat.as_secs()),
                     age_seconds,
+                    reboot_required: r.reboot_required == Some(true),
                     message: r.message,
                 }
             }
@@ -269,6 +272,7 @@ pub fn summarize(
                 checked_at: String::new(),
                 age_seconds: None,
                 stale: true,
+                reboot_required: false,
                 message: format!("{e:#}"),
             },
         })
@@ -284,6 +288,7 @@ pub fn summarize(
             checked_at: String::new(),
             age_seconds: None,
             stale: true,
+            reboot_required: false,
             message:
                 "never reported: no status branch (not installed, or died before its first report)"
                     .into(),
@@ -312,12 +317,16 @@ pub fn table(head: Option<&str>, lines: &[HostLine]) -> String {
             None => "?".into(),
         };
         let age = if l.stale { format!("{age} stale") } else { age };
+        let mut message = l.message.replace('\n', " ");
+        if l.reboot_required {
+            message.insert_str(0, "[reboot required] ");
+        }
         rows.push([
             l.host.clone(),
             l.outcome.clone(),
             applied,
             age,
-            l.message.replace('\n', " "),
+            message.trim_end().to_string(),
         ]);
     }
     let widths: Vec<usize> = (0..4)
@@ -373,12 +382,15 @@ mod tests {
             last_good_commit: applied.into(),
             applied_at: String::new(),
             waiting: String::new(),
+            reboot_required: None,
+            last_reboot: None,
             checked_at: checked_at.into(),
             message: String::new(),
             reason: None,
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: vec![],
             resources: vec![],
         }
     }
@@ -393,12 +405,10 @@ mod tests {
             vec![
                 (
                     "web-02".into(),
-                    Ok(report(
-                        "web-02",
-                        Outcome::Converged,
-                        &old,
-                        "2026-11-26T09:00:00Z",
-                    )),
+                    Ok(Report {
+                        reboot_required: Some(true),
+                        ..report("web-02", Outcome::Converged, &old, "2026-11-26T09:00:00Z")
+                    }),
                 ),
                 (
                     "web-01".into(),
@@ -448,7 +458,7 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("web-02  converged       bbbbbbb behind   3h stale"),
+            t.contains("web-02  converged       bbbbbbb behind   3h stale  [reboot required]"),
             "{t}"
         );
         assert!(

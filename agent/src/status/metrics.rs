@@ -241,6 +241,14 @@ pub fn render(report: &Report, facts: &PassFacts, counters: &Counters) -> String
         &[],
         f64::from(u8::from(facts.rollout_waiting)),
     );
+    if let Some(required) = report.reboot_required {
+        o.family(
+            "plumb_reboot_required",
+            "gauge",
+            "1 while the OS says a reboot is needed (/run/reboot-required, needs-restarting -r).",
+        );
+        o.sample("plumb_reboot_required", &[], f64::from(u8::from(required)));
+    }
     o.0
 }
 
@@ -317,9 +325,12 @@ mod tests {
             reason: Some(crate::reason::Reason::UnsignedCommit),
             applied_at: String::new(),
             waiting: String::new(),
+            reboot_required: Some(true),
+            last_reboot: None,
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: vec![],
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),
@@ -349,6 +360,7 @@ mod tests {
             "plumb_fetch_failures_total 2\n",
             "plumb_drift_corrections_total 2\n",
             "plumb_rollout_waiting 0\n",
+            "plumb_reboot_required 1\n",
             "plumb_last_success_timestamp_seconds 0\n",
             "# TYPE plumb_fetch_failures_total counter\n",
         ] {

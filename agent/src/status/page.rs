@@ -308,6 +308,7 @@ mod tests {
             checked_at: String::new(),
             age_seconds: Some(30),
             stale: false,
+            reboot_required: false,
             message: message.into(),
         }
     }

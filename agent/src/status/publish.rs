@@ -408,12 +408,15 @@ mod tests {
             last_good_commit: String::new(),
             applied_at: String::new(),
             waiting: String::new(),
+            reboot_required: None,
+            last_reboot: None,
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: message.into(),
             reason: None,
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: vec![],
             resources: states
                 .iter()
                 .enumerate()

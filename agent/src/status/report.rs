@@ -77,6 +77,10 @@ pub struct Report {
     /// disruption slot); empty when it is not waiting.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub waiting: String,
+    /// The OS says a reboot is needed (`/run/reboot-required`, `needs-restarting -r`), on every
+    /// pass whatever `[reboot] when` says; absent when it could not be told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_required: Option<bool>,
     pub checked_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -87,6 +91,10 @@ pub struct Report {
     /// `plumb secret encrypt --host` reads it here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age_recipient: Option<String>,
+    /// The last reboot plumb made (`[reboot] when = "required"`), once the boot's health
+    /// checks passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reboot: Option<LastReboot>,
     /// The host facts templates saw (DESIGN section 9); a change of them is a change of meaning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<crate::spec::facts::Facts>,
@@ -96,6 +104,46 @@ pub struct Report {
     pub upgrades: Option<Upgrades>,
     #[serde(default)]
     pub resources: Vec<ResourceReport>,
+    /// Container images plumb updated, rolled back, or waits to update (DESIGN section 13).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_updates: Vec<ContainerUpdate>,
+}
+
+/// One container's image update (`[[container_updates]]`): the last one plumb made, or the one
+/// waiting for the window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerUpdate {
+    /// The Quadlet file ("web.container").
+    pub container: String,
+    /// The image reference it follows ("registry.example:5000/web:latest").
+    pub image: String,
+    pub state: UpdateState,
+    /// The digest it ran before the update.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub old_digest: String,
+    /// The digest the update brought (running when `updated`, put back when `rolled-back`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub new_digest: String,
+    /// When it happened (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub at: String,
+    /// Why, in words: the failed check, when the window opens.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateState {
+    /// Running the new image; the health checks passed.
+    Updated,
+    /// The new image failed the health checks (or did not start): the old one runs again, and
+    /// the new one is not tried again.
+    RolledBack,
+    /// The update could not be made or undone: the detail says what runs.
+    Failed,
+    /// A newer image is in the registry; the window is closed or no disruption slot is free.
+    Waiting,
 }
 
 /// `[upgrades]`: what `[packages] upgrade` would apply, listed again only when the package
@@ -122,6 +170,15 @@ pub struct Upgrades {
 
 /// At most this many names in `[upgrades] names` (the count stays exact).
 pub const MAX_UPGRADE_NAMES: usize = 50;
+
+/// `[last_reboot]` of status.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastReboot {
+    /// When plumb asked for it (RFC 3339).
+    pub at: String,
+    /// What required it ("/run/reboot-required: linux-image-6.12.57+deb13-amd64").
+    pub why: String,
+}
 
 impl Report {
     pub fn to_toml(&self) -> String {
@@ -164,12 +221,15 @@ mod tests {
             last_good_commit: "a".repeat(40),
             applied_at: String::new(),
             waiting: String::new(),
+            reboot_required: None,
+            last_reboot: None,
             checked_at: "2026-11-26T10:00:00Z".into(),
             message: "drift corrected on 1 resource".into(),
             reason: None,
             age_recipient: None,
             facts: None,
             upgrades: None,
+            container_updates: vec![],
             resources: vec![ResourceReport {
                 kind: Kind::File,
                 name: "/etc/motd".into(),

@@ -249,3 +249,10 @@ impl World {
         Ok(out.lines().filter(|l| l.starts_with("Started ")).count())
     }
 }
+
+impl World {
+    /// The test bridge, for servers a test adds (a registry).
+    pub fn net(&self) -> &Network {
+        &self._net
+    }
+}
