@@ -1,5 +1,6 @@
 //! `agent.toml`: raw serde fragments (unknown keys rejected) validated into `Settings`.
 
+use crate::host::packages::PackageManager;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ struct RawConfig {
     root: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     mode: Option<String>,
+    package_manager: Option<String>,
     #[serde(default)]
     status: RawStatus,
     #[serde(default)]
@@ -203,6 +205,8 @@ pub struct Settings {
     pub root: PathBuf,
     pub state_dir: PathBuf,
     pub mode: Mode,
+    /// `package_manager`: the backend of `[packages]` (auto: PackageKit, else apt-get, else dnf).
+    pub package_manager: PackageManager,
     pub status: StatusSettings,
     pub allowed_signers: Option<PathBuf>,
     pub ssh_key: Option<PathBuf>,
@@ -298,6 +302,16 @@ impl Settings {
                 "{}: `mode` = {other:?}: allowed are enforce, detect, suspend",
                 path.display()
             ),
+        };
+        let package_manager = match raw.package_manager.as_deref() {
+            None => PackageManager::Auto,
+            Some(s) => PackageManager::parse(s).with_context(|| {
+                format!(
+                    "{}: `package_manager` = {s:?}: allowed are {}",
+                    path.display(),
+                    PackageManager::NAMES
+                )
+            })?,
         };
         let status_branch = expand(raw.status.branch.as_deref().unwrap_or("status/{host}"));
         validate_ref_name(&status_branch).with_context(|| at("status.branch"))?;
@@ -398,6 +412,7 @@ impl Settings {
             root,
             state_dir,
             mode,
+            package_manager,
             status,
             allowed_signers: raw.trust.allowed_signers,
             ssh_key: raw.auth.ssh_key,
@@ -615,6 +630,7 @@ mod tests {
         assert_eq!(s.root, Path::new("/"));
         assert_eq!(s.state_dir, Path::new("/var/lib/plumb"));
         assert_eq!(s.mode, Mode::Enforce);
+        assert_eq!(s.package_manager, PackageManager::Auto);
         assert_eq!(s.status.branch, "status/web-01");
         assert_eq!(s.status.repo, "file:///srv/fleet.git");
         assert_eq!(s.status.heartbeat, Duration::from_secs(3600));
@@ -655,6 +671,7 @@ interval = "5m"
 root = "/tmp/root"
 state_dir = "/tmp/plumb-config-test/state"
 mode = "detect"
+package_manager = "dnf"
 [status]
 repo = "git://127.0.0.1/status.git"
 branch = "reports/{host}"
@@ -671,6 +688,7 @@ token_file = "/etc/plumb/token"
         assert_eq!(s.path, "fleet/db-2");
         assert_eq!(s.interval, Duration::from_secs(300));
         assert_eq!(s.mode, Mode::Detect);
+        assert_eq!(s.package_manager, PackageManager::Dnf);
         assert_eq!(s.status.branch, "reports/db-2");
         assert_eq!(s.status.history, 5);
         assert!(s.allowed_signers.is_some() && s.ssh_key.is_some() && s.token_file.is_some());
@@ -710,6 +728,10 @@ token_file = "/etc/plumb/token"
                 "interval",
             ),
             ("repo = \"x\"\nhost = \"h\"\nmode = \"yolo\"\n", "mode"),
+            (
+                "repo = \"x\"\nhost = \"h\"\npackage_manager = \"yum\"\n",
+                "package_manager",
+            ),
             ("host = \"h\"\n", "repo"),
             ("repo = \"x\"\nhost = \"a/b\"\n", "host"),
             ("repo = \"x\"\nhost = \"h\"\nroot = \"rel\"\n", "root"),

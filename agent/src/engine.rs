@@ -235,7 +235,10 @@ impl Agent {
         let started = std::time::Instant::now();
         self.repo.clear_stale_locks();
         if !opts.dry_run {
-            crate::host::self_upgrade::settle(&self.state_dir);
+            crate::host::self_upgrade::settle(
+                &self.state_dir,
+                self.settings.package_manager.database(),
+            );
         }
         let mut result = self.reconcile(opts)?;
         if !opts.dry_run {
@@ -246,7 +249,11 @@ impl Agent {
             // (not while the host reboots: the next boot's pass starts it).
             let now = crate::judged::now_secs() as i64;
             if !result.rebooting {
-                if let Err(e) = crate::host::self_upgrade::start_pending(&self.state_dir, now) {
+                if let Err(e) = crate::host::self_upgrade::start_pending(
+                    &self.state_dir,
+                    now,
+                    self.settings.package_manager.database(),
+                ) {
                     tracing::warn!(error = %format!("{e:#}"), "could not upgrade plumb's own package: {e:#}");
                 }
             }
@@ -330,7 +337,8 @@ impl Agent {
         else {
             return Ok(draft.finish(vec![]));
         };
-        let host = Host::open(&self.settings.root)?;
+        let mut host = Host::open(&self.settings.root)?;
+        host.package_manager = self.settings.package_manager;
         let detect = self.settings.mode == Mode::Detect || opts.dry_run;
         if !detect {
             self.mark_unjudged(target, &desired, &mut state)?;

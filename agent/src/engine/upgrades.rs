@@ -29,7 +29,7 @@ const DAILY: i64 = 86400;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Doc {
-    /// `host::upgrades::fingerprint()` when the list below was made.
+    /// `host::upgrades::fingerprint()` right after the list below was made.
     fingerprint: String,
     count: usize,
     security: usize,
@@ -168,7 +168,10 @@ impl Agent {
                     host,
                     |backend| async move { upgrades::list(&backend).await },
                 );
-            doc.fingerprint = fp;
+            // Taken again after the listing: dnf rewrites files in its cache directory on every
+            // run, a cache-only `check-update` too, so the fingerprint from before would never
+            // match the next pass's and every pass would list again.
+            doc.fingerprint = upgrades::fingerprint();
             match listed {
                 Ok(offered) => {
                     (doc.count, doc.security, doc.names) = summarize(&offered);
@@ -374,8 +377,8 @@ impl Agent {
         doc.failed = Some((reason, message));
     }
 
-    /// Runs `f` with the pass's package backend (PackageKit when it answers, else apt-get or
-    /// dnf) on the shared runtime.
+    /// Runs `f` with the pass's package backend (agent.toml's `package_manager`; by default
+    /// PackageKit when it answers, else apt-get or dnf) on the shared runtime.
     fn with_backend<T, F, Fut>(&self, host: &Host, f: F) -> Result<T>
     where
         F: FnOnce(Backend) -> Fut,
@@ -383,7 +386,7 @@ impl Agent {
     {
         let conn = host.bus().map(|b| b.connection());
         crate::host::runtime::handle()?.block_on(async move {
-            let backend = Backend::choose(conn).await?;
+            let backend = Backend::choose(host.package_manager, conn).await?;
             f(backend).await
         })
     }

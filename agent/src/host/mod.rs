@@ -51,6 +51,8 @@ use std::path::Path;
 /// Everything a pass may touch on the host.
 pub struct Host {
     pub fs: fs::HostFs,
+    /// agent.toml `package_manager`: which backend `[packages]` go through.
+    pub package_manager: packages::PackageManager,
     /// Connected on first use; a failure is kept, so a pass without a bus tries once.
     bus: OnceCell<std::result::Result<bus::Bus, Fault>>,
 }
@@ -59,6 +61,7 @@ impl Host {
     pub fn open(root: &Path) -> Result<Host> {
         Ok(Host {
             fs: fs::HostFs::open(root)?,
+            package_manager: packages::PackageManager::default(),
             bus: OnceCell::new(),
         })
     }

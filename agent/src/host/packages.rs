@@ -7,6 +7,88 @@ use crate::spec::version::{self, Scheme};
 use anyhow::{anyhow, Result};
 use std::collections::BTreeMap;
 
+/// agent.toml `package_manager`: which backend plumb uses for `[packages]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PackageManager {
+    /// PackageKit when it answers on the system bus, else apt-get, else dnf.
+    #[default]
+    Auto,
+    PackageKit,
+    Apt,
+    Dnf,
+}
+
+impl PackageManager {
+    pub const NAMES: &'static str = "auto, packagekit, apt, dnf";
+
+    pub fn parse(s: &str) -> Option<PackageManager> {
+        Some(match s {
+            "auto" => PackageManager::Auto,
+            "packagekit" => PackageManager::PackageKit,
+            "apt" => PackageManager::Apt,
+            "dnf" => PackageManager::Dnf,
+            _ => return None,
+        })
+    }
+
+    /// The package database the installed set is read from: the named tool's own (rpm for dnf,
+    /// dpkg for apt); `None`: whichever the system has (dpkg first).
+    pub fn database(self) -> Option<Native> {
+        match self {
+            PackageManager::Apt => Some(Native::Apt),
+            PackageManager::Dnf => Some(Native::Dnf),
+            PackageManager::Auto | PackageManager::PackageKit => None,
+        }
+    }
+}
+
+/// What [`select`] picked.
+#[derive(Debug, PartialEq, Eq)]
+enum Selected {
+    PackageKit,
+    /// The tool, and why PackageKit was passed over (`auto` only).
+    Native(Native, Option<String>),
+}
+
+/// The choice itself, pure: `probe` is PackageKit's answer (asked only for auto and
+/// packagekit), `present` whether a tool is installed.
+fn select(
+    setting: PackageManager,
+    probe: Option<std::result::Result<(), String>>,
+    present: impl Fn(Native) -> bool,
+) -> Result<Selected> {
+    let named = |n: Native| {
+        if present(n) {
+            Ok(Selected::Native(n, None))
+        } else {
+            Err(anyhow!(
+                "package_manager = {:?} in agent.toml, but {} is not installed: install it, or set package_manager = \"auto\"",
+                n.setting_name(),
+                n.name()
+            ))
+        }
+    };
+    match (setting, probe) {
+        (PackageManager::Apt, _) => named(Native::Apt),
+        (PackageManager::Dnf, _) => named(Native::Dnf),
+        (PackageManager::PackageKit | PackageManager::Auto, Some(Ok(()))) => Ok(Selected::PackageKit),
+        (PackageManager::PackageKit, Some(Err(why))) => Err(anyhow!(
+            "package_manager = \"packagekit\" in agent.toml, but PackageKit is not available ({why}): install and enable it, or set package_manager = \"auto\""
+        )),
+        (PackageManager::Auto | PackageManager::PackageKit, probe) => {
+            let why = match probe {
+                Some(Err(why)) => why,
+                _ => "not asked".to_string(),
+            };
+            [Native::Apt, Native::Dnf]
+                .into_iter()
+                .find(|n| present(*n))
+                .map(|n| Selected::Native(n, Some(why.clone())))
+                .ok_or_else(|| anyhow!("no package manager: PackageKit is not available ({why}), and neither apt-get nor dnf is installed"))
+        }
+    }
+}
+
 /// Where package changes go. Chosen per pass, only when there is something to change.
 pub enum Backend {
     PackageKit(zbus::Connection),
@@ -14,22 +96,31 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// PackageKit on the pass's bus connection when it answers, else apt-get or dnf.
+    /// The backend `setting` names: with `auto`, PackageKit on the pass's bus connection when it
+    /// answers, else apt-get or dnf; otherwise that one, or an error saying why it cannot be used.
     pub async fn choose(
+        setting: PackageManager,
         conn: std::result::Result<&zbus::Connection, super::Fault>,
     ) -> Result<Backend> {
-        let why = match conn {
-            Ok(conn) => match packagekit::probe(conn).await {
-                Ok(()) => return Ok(Backend::PackageKit(conn.clone())),
-                Err(e) => format!("{e:#}"),
-            },
-            Err(e) => format!("no system bus: {e}"),
+        let probe = match setting {
+            PackageManager::Auto | PackageManager::PackageKit => Some(match &conn {
+                Ok(conn) => packagekit::probe(conn).await.map_err(|e| format!("{e:#}")),
+                Err(e) => Err(format!("no system bus: {e}")),
+            }),
+            PackageManager::Apt | PackageManager::Dnf => None,
         };
-        let native = Native::detect().ok_or_else(|| {
-            anyhow!("no package manager: PackageKit is not available ({why}), and neither apt-get nor dnf is installed")
-        })?;
-        tracing::info!(backend = native.name(), reason = %why, "PackageKit not available, using the package tool directly");
-        Ok(Backend::Native(native))
+        match select(setting, probe, Native::present)? {
+            Selected::PackageKit => match conn {
+                Ok(conn) => Ok(Backend::PackageKit(conn.clone())),
+                Err(e) => Err(anyhow!("no system bus: {e}")),
+            },
+            Selected::Native(native, why) => {
+                if let Some(why) = why {
+                    tracing::info!(backend = native.name(), reason = %why, "PackageKit not available, using the package tool directly");
+                }
+                Ok(Backend::Native(native))
+            }
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -51,6 +142,14 @@ impl Backend {
                 .into_iter()
                 .map(|x| (x.clone(), x))
                 .collect()),
+        }
+    }
+
+    /// Why the repositories have none of `names`, in the tool's own words (dnf only).
+    pub async fn why_missing(&self, names: &[String]) -> Result<BTreeMap<String, String>> {
+        match self {
+            Backend::Native(n) => n.why_missing(names),
+            Backend::PackageKit(_) => Ok(BTreeMap::new()),
         }
     }
 
@@ -220,6 +319,67 @@ fn pick(names: &[String], found: &[PkPackage], info: u32) -> BTreeMap<String, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PackageKit stays the first choice where it answers, whatever tools are installed; a
+    /// named tool is used as named, without asking PackageKit; a missing one is an error.
+    #[test]
+    fn selection() {
+        use PackageManager as M;
+        let both = |_: Native| true;
+        let only_dnf = |n: Native| n == Native::Dnf;
+        let none = |_: Native| false;
+        let pk_ok = || Some(Ok(()));
+        let pk_down = || Some(Err("ServiceUnknown".to_string()));
+        assert_eq!(
+            select(M::Auto, pk_ok(), both).unwrap(),
+            Selected::PackageKit
+        );
+        assert_eq!(
+            select(M::Auto, pk_ok(), only_dnf).unwrap(),
+            Selected::PackageKit
+        );
+        assert_eq!(
+            select(M::Auto, pk_down(), both).unwrap(),
+            Selected::Native(Native::Apt, Some("ServiceUnknown".into()))
+        );
+        assert_eq!(
+            select(M::Auto, pk_down(), only_dnf).unwrap(),
+            Selected::Native(Native::Dnf, Some("ServiceUnknown".into()))
+        );
+        let e = select(M::Auto, pk_down(), none).unwrap_err().to_string();
+        assert!(
+            e.contains("no package manager") && e.contains("ServiceUnknown"),
+            "{e}"
+        );
+        assert_eq!(
+            select(M::PackageKit, pk_ok(), none).unwrap(),
+            Selected::PackageKit
+        );
+        let e = select(M::PackageKit, pk_down(), both)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("package_manager = \"packagekit\"") && e.contains("ServiceUnknown"),
+            "{e}"
+        );
+        assert_eq!(
+            select(M::Dnf, None, both).unwrap(),
+            Selected::Native(Native::Dnf, None)
+        );
+        assert_eq!(
+            select(M::Apt, None, both).unwrap(),
+            Selected::Native(Native::Apt, None)
+        );
+        let e = select(M::Apt, None, only_dnf).unwrap_err().to_string();
+        assert!(
+            e.contains("package_manager = \"apt\"") && e.contains("apt-get is not installed"),
+            "{e}"
+        );
+        assert_eq!(M::parse("dnf"), Some(M::Dnf));
+        assert_eq!(M::parse("yum"), None);
+        assert_eq!(M::Dnf.database(), Some(Native::Dnf));
+        assert_eq!(M::Auto.database(), None);
+    }
 
     #[test]
     fn offers_pick_the_pinned_version() {

@@ -1,16 +1,19 @@
 //! After plumb removes a package it installed, what that install brought goes too (Debian):
 //! the dependencies it pulled in that nothing else needs now (autoremove, limited to plumb's own),
 //! and the configuration files and enabled-unit state that `remove` keeps (purge of packages in
-//! dpkg's "config-files" state). Nothing plumb did not install is touched.
+//! dpkg's "config-files" state). Nothing plumb did not install is touched. With dnf: the
+//! dependencies its install brought that dnf now counts as unneeded (rpm keeps no config state).
 
-use super::pkgcmd::{parse_apt_removals, run_checked, system_tool, CHANGE_TIMEOUT, QUERY_TIMEOUT};
+use super::pkgcmd::{
+    parse_apt_removals, run_checked, system_tool, Native, CHANGE_TIMEOUT, QUERY_TIMEOUT,
+};
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-/// Whether this host is a dpkg system (the cleanup is Debian's; dnf removes unneeded deps itself
-/// with `clean_requirements_on_remove`, and rpm keeps no config-files state).
+/// Whether this host is a dpkg system (this cleanup is Debian's; plumb runs dnf's removals with
+/// `clean_requirements_on_remove=False` and cleans up with [`remove_unneeded_dnf`]).
 pub fn applies() -> bool {
     Path::new("/var/lib/dpkg/status").is_file()
 }
@@ -54,6 +57,20 @@ pub fn remove_and_purge(names: &[String], removed: &[String]) -> Result<Vec<Stri
         run_checked(&mut c, CHANGE_TIMEOUT, "dpkg --purge")?;
     }
     Ok(leftovers)
+}
+
+/// dnf: removes those of `brought` (packages plumb's installs pulled in) that dnf counts as
+/// unneeded now; returns them.
+pub fn remove_unneeded_dnf(brought: &BTreeSet<String>) -> Result<Vec<String>> {
+    if brought.is_empty() {
+        return Ok(vec![]);
+    }
+    let unneeded = Native::Dnf.unneeded()?;
+    let orphans: Vec<String> = brought.intersection(&unneeded).cloned().collect();
+    if !orphans.is_empty() {
+        Native::Dnf.remove(&orphans)?;
+    }
+    Ok(orphans)
 }
 
 /// Those of `names` that dpkg knows only by their configuration files ("rc").

@@ -12,6 +12,10 @@ use std::time::Duration;
 /// Queries are quick; installs may download a lot.
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// dnf's queries read the repositories' metadata, and download it first when it has expired
+/// (dnf does that on any command, by each repository's `metadata_expire`): a distribution's
+/// metadata is tens of MB.
+pub(crate) const DNF_QUERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Environment variables a tool runs with.
 pub type Env = Vec<(&'static str, &'static str)>;
@@ -26,12 +30,24 @@ pub enum Native {
 impl Native {
     /// apt-get on Debian-like systems, dnf on Fedora-like ones.
     pub fn detect() -> Option<Native> {
-        if find_program("apt-get").is_some() && find_program("dpkg-query").is_some() {
-            Some(Native::Apt)
-        } else if find_program("dnf").is_some() {
-            Some(Native::Dnf)
-        } else {
-            None
+        [Native::Apt, Native::Dnf].into_iter().find(|n| n.present())
+    }
+
+    /// Whether the tool and its package database's query are installed.
+    pub fn present(self) -> bool {
+        match self {
+            Native::Apt => {
+                find_program("apt-get").is_some() && find_program("dpkg-query").is_some()
+            }
+            Native::Dnf => find_program("dnf").is_some() && find_program("rpm").is_some(),
+        }
+    }
+
+    /// Its value of agent.toml's `package_manager`.
+    pub fn setting_name(self) -> &'static str {
+        match self {
+            Native::Apt => "apt",
+            Native::Dnf => "dnf",
         }
     }
 
@@ -56,11 +72,10 @@ impl Native {
                 Ok(parse_apt_policy(&out))
             }
             Native::Dnf => {
-                let mut c = Command::new("dnf");
+                let mut c = dnf_command(false);
                 c.args(["-q", "repoquery", "--qf", "%{name}\\n", "--"])
-                    .args(names)
-                    .env("LC_ALL", "C");
-                let out = run_checked(&mut c, QUERY_TIMEOUT, "dnf repoquery")?;
+                    .args(names);
+                let out = run_dnf(&mut c, DNF_QUERY_TIMEOUT, "dnf repoquery")?;
                 let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
                 Ok(out
                     .lines()
@@ -87,12 +102,9 @@ impl Native {
                 Ok(parse_apt_madison(&out))
             }
             Native::Dnf => {
-                let mut c = Command::new("dnf");
-                c.args(DNF_VERSIONS_QUERY)
-                    .arg("--")
-                    .args(names)
-                    .env("LC_ALL", "C");
-                let out = run_checked(&mut c, QUERY_TIMEOUT, "dnf repoquery")?;
+                let mut c = dnf_command(false);
+                c.args(DNF_VERSIONS_QUERY).arg("--").args(names);
+                let out = run_dnf(&mut c, DNF_QUERY_TIMEOUT, "dnf repoquery")?;
                 Ok(parse_dnf_versions(&out))
             }
         }
@@ -104,15 +116,15 @@ impl Native {
             Native::Apt => "apt-get update",
             Native::Dnf => "dnf makecache",
         };
-        let mut c = match self {
-            Native::Apt => self.apt_get(["update"]),
+        match self {
+            Native::Apt => run_checked(&mut self.apt_get(["update"]), CHANGE_TIMEOUT, what),
             Native::Dnf => {
-                let mut c = system_tool("dnf", &[]);
+                let mut c = dnf_command(true);
                 c.args(["-y", "makecache", "--refresh"]);
-                c
+                run_dnf(&mut c, CHANGE_TIMEOUT, what)
             }
-        };
-        run_checked(&mut c, CHANGE_TIMEOUT, what).map(drop)
+        }
+        .map(drop)
     }
 
     /// Installs all `ids` in one run of the tool; trusted packages only (neither tool is told
@@ -124,10 +136,30 @@ impl Native {
         let what = format!("{} install", self.name());
         let mut c = match self {
             Native::Apt => self.apt_get(["install"]),
-            Native::Dnf => system_tool("dnf", &[]),
+            Native::Dnf => dnf_command(true),
         };
         c.args(options).arg("--").args(specs);
-        run_checked(&mut c, CHANGE_TIMEOUT, &what).map(drop)
+        match self {
+            Native::Apt => run_checked(&mut c, CHANGE_TIMEOUT, &what),
+            Native::Dnf => run_dnf(&mut c, CHANGE_TIMEOUT, &what),
+        }
+        .map(drop)
+    }
+
+    /// Why the repositories have none of `names`, in the tool's own words, by name (dnf's "No
+    /// match for argument: x"); empty when the tool has no better words than "not found".
+    /// Nothing is installed: dnf is told to answer no.
+    pub fn why_missing(self, names: &[String]) -> Result<BTreeMap<String, String>> {
+        check_names(names)?;
+        if names.is_empty() || self == Native::Apt {
+            return Ok(BTreeMap::new());
+        }
+        let mut c = dnf_command(true);
+        c.args(["--assumeno", "install", "--"]).args(names);
+        let out = command::run(&mut c, DNF_QUERY_TIMEOUT)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Ok(parse_dnf_no_match(&stdout, &stderr))
     }
 
     /// The whole command line of `install(ids)` and the environment it needs, to run it
@@ -147,7 +179,11 @@ impl Native {
             ]
             .map(String::from)
             .to_vec(),
-            Native::Dnf => vec!["dnf".to_string()],
+            Native::Dnf => {
+                let mut argv = vec!["dnf".to_string()];
+                argv.extend(dnf_releasever().map(|v| format!("--releasever={v}")));
+                argv
+            }
         };
         argv.extend(options.into_iter().map(String::from));
         argv.push("--".into());
@@ -207,7 +243,21 @@ impl Native {
                 run_checked(&mut c, CHANGE_TIMEOUT, "apt-get remove").map(drop)
             }
             Native::Dnf => {
-                let mut c = system_tool("dnf", &[]);
+                // dnf removes what depends on a package with it: rpm's own test says first.
+                let mut test = Command::new("rpm");
+                test.args(["-e", "--test", "--"])
+                    .args(names)
+                    .env("LC_ALL", "C");
+                let out = command::run(&mut test, QUERY_TIMEOUT)?;
+                let dependents = parse_rpm_needed_by(&String::from_utf8_lossy(&out.stderr));
+                if !out.status.success() && !dependents.is_empty() {
+                    bail!(
+                        "removing {} would also remove {} (they depend on it): add those to [packages] remove too, or keep it",
+                        names.join(" "),
+                        dependents.join(" ")
+                    );
+                }
+                let mut c = dnf_command(true);
                 c.args([
                     "-y",
                     "--setopt=clean_requirements_on_remove=False",
@@ -215,9 +265,27 @@ impl Native {
                     "--",
                 ])
                 .args(names);
-                run_checked(&mut c, CHANGE_TIMEOUT, "dnf remove").map(drop)
+                run_dnf(&mut c, CHANGE_TIMEOUT, "dnf remove").map(drop)
             }
         }
+    }
+
+    /// dnf's unneeded packages: installed as a dependency, needed by nothing installed for
+    /// itself (what `dnf autoremove` would remove). apt-get: nothing (see `pkg_cleanup`).
+    pub fn unneeded(self) -> Result<BTreeSet<String>> {
+        if self == Native::Apt {
+            return Ok(BTreeSet::new());
+        }
+        let mut c = dnf_command(false);
+        c.args(["-q", "repoquery", "--unneeded", "--qf", "%{name}\\n"]);
+        Ok(
+            run_dnf(&mut c, DNF_QUERY_TIMEOUT, "dnf repoquery --unneeded")?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+        )
     }
 
     /// apt-get, never prompting, keeping the admin's edited conffiles (run outside the sandbox).
@@ -255,7 +323,16 @@ const DPKG_UPDATES: &str = "/var/lib/dpkg/updates";
 /// The names of the installed packages, in one read of the package database. Debian
 /// multi-arch names appear both bare (`libc6`) and qualified (`libc6:amd64`).
 pub fn installed() -> Result<BTreeSet<String>> {
-    Ok(installed_versions()?.versions.into_keys().collect())
+    installed_from(None)
+}
+
+/// [`installed`] from the database of `tool` (dpkg for apt, rpm for dnf: a Debian host with dnf
+/// installed has both), or with `None` the system's (dpkg first).
+pub fn installed_from(tool: Option<Native>) -> Result<BTreeSet<String>> {
+    Ok(installed_versions_from(tool)?
+        .versions
+        .into_keys()
+        .collect())
 }
 
 /// The installed packages with their versions, and whose version rules they follow.
@@ -270,6 +347,14 @@ pub struct Installed {
 
 /// [`installed`] with versions, in the same one read.
 pub fn installed_versions() -> Result<Installed> {
+    installed_versions_from(None)
+}
+
+/// [`installed_from`] with versions, in the same one read.
+pub fn installed_versions_from(tool: Option<Native>) -> Result<Installed> {
+    if tool == Some(Native::Dnf) {
+        return installed_rpm();
+    }
     let deb = |versions| Installed {
         scheme: Scheme::Deb,
         versions,
@@ -290,16 +375,132 @@ pub fn installed_versions() -> Result<Installed> {
             QUERY_TIMEOUT,
             "dpkg-query",
         )?)))
-    } else if find_program("rpm").is_some() {
-        let mut c = Command::new("rpm");
-        c.args(["-qa", "--qf", RPM_QUERY_FORMAT]);
-        Ok(Installed {
-            scheme: Scheme::Rpm,
-            versions: parse_rpm_qa(&run_checked(&mut c, QUERY_TIMEOUT, "rpm -qa")?),
-        })
+    } else if tool.is_none() && find_program("rpm").is_some() {
+        installed_rpm()
+    } else if tool == Some(Native::Apt) {
+        bail!("package_manager = \"apt\" in agent.toml, but dpkg-query is not installed")
     } else {
         bail!("neither dpkg-query nor rpm is installed: plumb cannot read which packages this host has")
     }
+}
+
+fn installed_rpm() -> Result<Installed> {
+    let mut c = Command::new("rpm");
+    c.args(["-qa", "--qf", RPM_QUERY_FORMAT]);
+    Ok(Installed {
+        scheme: Scheme::Rpm,
+        versions: parse_rpm_qa(&run_checked(&mut c, QUERY_TIMEOUT, "rpm -qa")?),
+    })
+}
+
+/// dnf, set up the way every run of it needs: the C locale (its messages are read), and the
+/// release version on a system dnf cannot take it from (see [`dnf_releasever`]). `change`: it
+/// may change the system, so it runs outside plumb's sandbox ([`system_tool`]).
+pub(crate) fn dnf_command(change: bool) -> Command {
+    let mut c = if change {
+        system_tool("dnf", &[("LC_ALL", "C")])
+    } else {
+        let mut c = Command::new("dnf");
+        c.env("LC_ALL", "C");
+        c
+    };
+    if let Some(v) = dnf_releasever() {
+        c.arg(format!("--releasever={v}"));
+    }
+    c
+}
+
+/// dnf reads `$releasever` from the package that provides `system-release` (fedora-release,
+/// redhat-release, ...). Where none does (Debian's dnf), it warns on every run ("Unable to
+/// detect release version") and leaves `$releasever` empty in repository URLs: plumb then passes
+/// the admin's `/etc/dnf/vars/releasever`, else `VERSION_ID` of /etc/os-release. `None` where dnf
+/// finds it itself (it is never overridden there: RHEL's `9` is not its VERSION_ID `9.4`).
+fn dnf_releasever() -> Option<String> {
+    let mut q = Command::new("rpm");
+    q.args(["-q", "--quiet", "--whatprovides", "system-release"]);
+    match command::run(&mut q, QUERY_TIMEOUT) {
+        Ok(out) if out.status.success() => return None,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "rpm -q --whatprovides system-release");
+            return None;
+        }
+    }
+    let vars = std::fs::read_to_string("/etc/dnf/vars/releasever").ok();
+    let os = std::fs::read_to_string("/etc/os-release").ok();
+    releasever_from(vars.as_deref(), os.as_deref())
+}
+
+/// The release version from dnf's vars file or os-release text; only a plain value is taken.
+fn releasever_from(vars: Option<&str>, os_release: Option<&str>) -> Option<String> {
+    let plain = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 32
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+    };
+    let from_vars = vars.map(str::trim).filter(|v| plain(v));
+    let from_os = || {
+        os_release?
+            .lines()
+            .find_map(|l| l.strip_prefix("VERSION_ID="))
+            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\''))
+            .filter(|v| plain(v))
+    };
+    from_vars.or_else(from_os).map(String::from)
+}
+
+/// Runs dnf like [`run_checked`]; a failure also quotes the lines dnf prints on stdout about
+/// arguments it could not use ("No match for argument: x"), next to the stderr tail.
+pub(crate) fn run_dnf(c: &mut Command, timeout: Duration, what: &str) -> Result<String> {
+    let out = command::run(c, timeout)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let notes: Vec<&str> = stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("No match for argument"))
+            .take(20)
+            .collect();
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", notes.join(" | "))
+        };
+        bail!(
+            "{what} failed ({}){notes}{}",
+            out.status,
+            command::tail(&out.stderr)
+        );
+    }
+    Ok(stdout.into_owned())
+}
+
+/// dnf's answer to an install of unknown names -> name -> its words ("No match for argument:
+/// x"; the "Error: Unable to find a match" after them says nothing more).
+fn parse_dnf_no_match(stdout: &str, stderr: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .chain(stderr.lines())
+        .map(str::trim)
+        .filter_map(|l| {
+            let name = l.strip_prefix("No match for argument:")?.trim();
+            Some((name.to_string(), l.to_string()))
+        })
+        .collect()
+}
+
+/// `rpm -e --test` refusing -> the installed packages that need what would be removed
+/// ("\tx is needed by (installed) y-1.0-1.noarch").
+fn parse_rpm_needed_by(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_once(" is needed by (installed) "))
+        .map(|(_, who)| who.trim().to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `rpm -qa --qf`: name and `[epoch:]version-release` (rpm prints a missing epoch as `(none)`).
@@ -652,6 +853,40 @@ curl:
 ";
         let s = parse_apt_policy(text);
         assert_eq!(s.into_iter().collect::<Vec<_>>(), ["curl", "plumb-a"]);
+    }
+
+    #[test]
+    fn dnf_words_for_unknown_names() {
+        let stdout = "Last metadata expiration check: 0:00:40 ago.\nNo match for argument: nope\nNo match for argument: other\n";
+        let stderr = "Error: Unable to find a match: nope other\n";
+        let got = parse_dnf_no_match(stdout, stderr);
+        assert_eq!(got["nope"], "No match for argument: nope");
+        assert_eq!(got.len(), 2);
+        assert!(parse_dnf_no_match("Complete!\n", "").is_empty());
+    }
+
+    #[test]
+    fn rpm_dependents() {
+        let text = "error: Failed dependencies:\n\tplumb-test-a is needed by (installed) plumb-test-dep-1.0-1.noarch\n\tlibx.so.1 is needed by (installed) plumb-test-dep-1.0-1.noarch\n";
+        assert_eq!(parse_rpm_needed_by(text), ["plumb-test-dep-1.0-1.noarch"]);
+        assert!(parse_rpm_needed_by("error: package x is not installed\n").is_empty());
+    }
+
+    #[test]
+    fn releasever_where_dnf_cannot_detect_it() {
+        let os = "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nVERSION_ID=\"13\"\nID=debian\n";
+        assert_eq!(releasever_from(None, Some(os)).as_deref(), Some("13"));
+        assert_eq!(
+            releasever_from(Some("12\n"), Some(os)).as_deref(),
+            Some("12")
+        );
+        assert_eq!(
+            releasever_from(Some("$(x)"), Some(os)).as_deref(),
+            Some("13")
+        );
+        // Debian sid has no VERSION_ID.
+        assert_eq!(releasever_from(None, Some("ID=debian\n")), None);
+        assert_eq!(releasever_from(None, None), None);
     }
 
     #[test]

@@ -37,14 +37,16 @@ pub struct Pending {
 
 /// Defers the install of `id` (`plumb=<version>`) to the end of the pass. `Ok`: the words for
 /// the report; `Err`: why not (the same upgrade was started less than an hour ago and did not
-/// take, or no package tool can run it).
+/// take, or no package tool can run it). `tool`: the one agent.toml's `package_manager` names
+/// (else the system's).
 pub fn defer(
     state_dir: &StateDir,
     id: &str,
     version: Option<&str>,
     now: i64,
+    tool: Option<Native>,
 ) -> Result<String, String> {
-    if Native::detect().is_none() {
+    if tool.or_else(Native::detect).is_none() {
         return Err(format!(
             "plumb installs its own package with apt-get or dnf after its report, and neither is installed: install {id} by hand"
         ));
@@ -73,15 +75,18 @@ pub fn defer(
     })
 }
 
-/// After the pass's report is out: starts the deferred install, if there is one.
-pub fn start_pending(state_dir: &StateDir, now: i64) -> Result<()> {
+/// After the pass's report is out: starts the deferred install, if there is one, with `tool`
+/// (agent.toml's `package_manager`), else the system's.
+pub fn start_pending(state_dir: &StateDir, now: i64, tool: Option<Native>) -> Result<()> {
     let Some(mut p) = read(state_dir) else {
         return Ok(());
     };
     if p.started_at.is_some() {
         return Ok(());
     }
-    let native = Native::detect().context("neither apt-get nor dnf is installed")?;
+    let native = tool
+        .or_else(Native::detect)
+        .context("neither apt-get nor dnf is installed")?;
     let (argv, env) = native.install_argv(std::slice::from_ref(&p.id))?;
     // Noted first: a start that kills this process (it should not) is not repeated at once.
     p.started_at = Some(now);
@@ -100,15 +105,16 @@ pub fn start_pending(state_dir: &StateDir, now: i64) -> Result<()> {
 }
 
 /// Forgets a started upgrade once plumb's package is installed in the version it installs
-/// (the new version's first pass), and says so.
-pub fn settle(state_dir: &StateDir) {
+/// (the new version's first pass), and says so. `tool`: whose database to read (see
+/// `pkgcmd::installed_versions_from`).
+pub fn settle(state_dir: &StateDir, tool: Option<Native>) {
     let Some(p) = read(state_dir) else {
         return;
     };
     if p.started_at.is_none() {
         return;
     }
-    let installed = super::pkgcmd::installed_versions()
+    let installed = super::pkgcmd::installed_versions_from(tool)
         .ok()
         .and_then(|i| i.versions.get(OWN_PACKAGE).cloned());
     if let Some(now) = settled(&p, installed.as_deref()) {
@@ -176,11 +182,11 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let sd = StateDir::open(t.path()).unwrap();
         if Native::detect().is_none() {
-            let e = defer(&sd, "plumb=2.0-1", Some("2.0-1"), 100).unwrap_err();
+            let e = defer(&sd, "plumb=2.0-1", Some("2.0-1"), 100, None).unwrap_err();
             assert!(e.contains("apt-get or dnf"), "{e}");
             return;
         }
-        let words = defer(&sd, "plumb=2.0-1", Some("2.0-1"), 100).unwrap();
+        let words = defer(&sd, "plumb=2.0-1", Some("2.0-1"), 100, None).unwrap();
         assert!(
             words.contains("2.0-1") && words.contains("after this pass's report"),
             "{words}"
@@ -190,14 +196,14 @@ mod tests {
         let mut p = read(&sd).unwrap();
         p.started_at = Some(100);
         write(&sd, &p).unwrap();
-        let e = defer(&sd, "plumb=2.0-1", Some("2.0-1"), 200).unwrap_err();
+        let e = defer(&sd, "plumb=2.0-1", Some("2.0-1"), 200, None).unwrap_err();
         assert!(e.contains("did not take") && e.contains(UNIT), "{e}");
         // An hour later, or another version: deferred again.
-        assert!(defer(&sd, "plumb=2.0-1", Some("2.0-1"), 100 + 3600).is_ok());
+        assert!(defer(&sd, "plumb=2.0-1", Some("2.0-1"), 100 + 3600, None).is_ok());
         let mut p = read(&sd).unwrap();
         p.started_at = Some(5000);
         write(&sd, &p).unwrap();
-        assert!(defer(&sd, "plumb=2.1-1", Some("2.1-1"), 5001).is_ok());
+        assert!(defer(&sd, "plumb=2.1-1", Some("2.1-1"), 5001, None).is_ok());
         // The old version still installed: not settled; the new one: settled.
         let p = read(&sd).unwrap();
         assert_eq!(settled(&p, Some("2.0-1")), None);

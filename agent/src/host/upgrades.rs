@@ -12,7 +12,6 @@ use super::pkgcmd::{self, run_checked, Native, CHANGE_TIMEOUT, QUERY_TIMEOUT};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 
 /// One upgrade on offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +102,7 @@ pub async fn apply(backend: &Backend, all: bool, chosen: &[Available]) -> Result
             run_checked(&mut c, CHANGE_TIMEOUT, what).map(drop)
         }
         Backend::Native(Native::Dnf) => {
-            let mut c = pkgcmd::system_tool("dnf", &[("LC_ALL", "C")]);
+            let mut c = pkgcmd::dnf_command(true);
             c.args(["-y", "upgrade"]);
             if !all {
                 c.arg("--security");
@@ -113,7 +112,7 @@ pub async fn apply(backend: &Backend, all: bool, chosen: &[Available]) -> Result
             } else {
                 "dnf upgrade --security"
             };
-            run_checked(&mut c, CHANGE_TIMEOUT, what).map(drop)
+            pkgcmd::run_dnf(&mut c, CHANGE_TIMEOUT, what).map(drop)
         }
     }
 }
@@ -121,8 +120,8 @@ pub async fn apply(backend: &Backend, all: bool, chosen: &[Available]) -> Result
 /// `dnf check-update` (exit 100: upgrades on offer, 0: none) and the names of the security
 /// advisories' packages, from the cached metadata only (a refresh is a separate step).
 fn dnf_list() -> Result<Vec<Available>> {
-    let mut c = Command::new("dnf");
-    c.args(["-q", "-C", "check-update"]).env("LC_ALL", "C");
+    let mut c = pkgcmd::dnf_command(false);
+    c.args(["-q", "-C", "check-update"]);
     let out = command::run(&mut c, QUERY_TIMEOUT)?;
     let text = String::from_utf8(out.stdout).context("dnf check-update: output is not UTF-8")?;
     match out.status.code() {
@@ -134,9 +133,8 @@ fn dnf_list() -> Result<Vec<Available>> {
             command::tail(&out.stderr)
         ),
     }
-    let mut c = Command::new("dnf");
-    c.args(["-q", "-C", "updateinfo", "list", "--security"])
-        .env("LC_ALL", "C");
+    let mut c = pkgcmd::dnf_command(false);
+    c.args(["-q", "-C", "updateinfo", "list", "--security"]);
     let security = parse_dnf_updateinfo(&run_checked(
         &mut c,
         QUERY_TIMEOUT,

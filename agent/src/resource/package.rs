@@ -3,7 +3,7 @@
 //! PackageKit is not there.
 
 use super::{Apply, Context, Outcome, Step};
-use crate::host::packages::{Backend, Offer};
+use crate::host::packages::{Backend, Offer, PackageManager};
 use crate::host::pkgcmd::Installed;
 use crate::host::{pkg_cleanup, pkgcmd, self_upgrade, service_hold};
 use crate::host::{Fault, Host};
@@ -149,7 +149,7 @@ impl super::Kind for PackageKind {
                 host.fs.root().display()
             )));
         }
-        pkgcmd::installed_versions().map_err(Fault::from)
+        pkgcmd::installed_versions_from(host.package_manager.database()).map_err(Fault::from)
     }
 
     fn plan(
@@ -379,13 +379,21 @@ pub fn apply(
                 || state.packages.get(*n).is_some_and(|p| p.installed_by_plumb)
         })
         .collect();
-    let debian = host.is_system_root() && pkg_cleanup::applies();
+    let db = host.package_manager.database();
+    // dpkg's cleanup and service hold: not for dnf's packages on a Debian host that has both.
+    let debian = host.is_system_root() && db != Some(pkgcmd::Native::Dnf) && pkg_cleanup::applies();
     let hold = debian && !install.is_empty();
     let conn = host.bus().map(|b| b.connection());
     let done = crate::host::runtime::handle()
         .map(|rt| {
             rt.block_on(run_backend(
-                conn, &install, &remove, hold, scheme, state_dir,
+                host.package_manager,
+                conn,
+                &install,
+                &remove,
+                hold,
+                scheme,
+                state_dir,
             ))
         })
         .unwrap_or_else(|e| {
@@ -399,7 +407,7 @@ pub fn apply(
         .filter(|w| w.name != self_upgrade::OWN_PACKAGE)
         .cloned()
         .collect();
-    let done = check_pins(done, &checked);
+    let done = check_pins(done, &checked, db);
     let removed_own: Vec<String> = done
         .iter()
         .filter(|(n, r)| r.is_ok() && own.contains(n))
@@ -412,10 +420,15 @@ pub fn apply(
             .expect("a result is for a planned change");
         record_result(c, result, &fresh, state, &mut out);
     }
-    if debian && !removed_own.is_empty() {
-        clean_up_after(desired, &removed_own, state, &mut out);
+    // A host with rpm's packages under dnf: a dnf host, or a Debian one told to use dnf.
+    let rpm = host.is_system_root()
+        && !debian
+        && db != Some(pkgcmd::Native::Apt)
+        && pkgcmd::Native::Dnf.present();
+    if (debian || rpm) && !removed_own.is_empty() {
+        clean_up_after(desired, &removed_own, rpm, state, &mut out);
     }
-    match pkgcmd::installed() {
+    match pkgcmd::installed_from(db) {
         Ok(now) => {
             if !install.is_empty() {
                 if let Some(before) = before {
@@ -444,7 +457,7 @@ pub fn apply(
 /// A pinned install the backend reported done is checked against what is installed now: a
 /// tool that did nothing (apt on a stale cache, a package held) must not be reported as having
 /// installed the pinned version.
-fn check_pins(done: Done, install: &[Wanted]) -> Done {
+fn check_pins(done: Done, install: &[Wanted], db: Option<pkgcmd::Native>) -> Done {
     let pinned: BTreeMap<&str, &str> = install
         .iter()
         .filter_map(|w| Some((w.name.as_str(), w.pin.as_deref()?)))
@@ -455,7 +468,7 @@ fn check_pins(done: Done, install: &[Wanted]) -> Done {
     {
         return done;
     }
-    let now = match pkgcmd::installed_versions() {
+    let now = match pkgcmd::installed_versions_from(db) {
         Ok(now) => now.versions,
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "could not read the installed versions after the transaction");
@@ -493,12 +506,14 @@ fn appeared(before: &BTreeSet<String>, after: &BTreeSet<String>) -> BTreeSet<Str
 }
 
 /// After plumb removed packages it installed (`removed`): what plumb's installs brought that
-/// apt would now autoremove goes too (never a package Git or the inventory still names), and
-/// what dpkg keeps of them (configuration files, enabled-unit links) is purged. Said in each
+/// apt would now autoremove (with `dnf`: that dnf counts as unneeded) goes too (never a package
+/// Git or the inventory still names), and what dpkg keeps of them (configuration files,
+/// enabled-unit links) is purged. Said in each
 /// removed package's detail; a failure makes it failed, naming what is left.
 fn clean_up_after(
     desired: &Packages,
     removed: &[String],
+    dnf: bool,
     state: &State,
     out: &mut BTreeMap<String, PackageResult>,
 ) {
@@ -508,10 +523,19 @@ fn clean_up_after(
         .filter(|n| !desired.install.contains(*n) && !state.packages.contains_key(*n))
         .cloned()
         .collect();
-    let cleaned = pkg_cleanup::orphans(&candidates).and_then(|orphans| {
-        let purged = pkg_cleanup::remove_and_purge(&orphans, removed)?;
-        Ok((orphans, purged))
-    });
+    let cleaned = if dnf {
+        pkg_cleanup::remove_unneeded_dnf(&candidates).map(|orphans| (orphans, vec![]))
+    } else {
+        pkg_cleanup::orphans(&candidates).and_then(|orphans| {
+            let purged = pkg_cleanup::remove_and_purge(&orphans, removed)?;
+            Ok((orphans, purged))
+        })
+    };
+    let check = if dnf {
+        "dnf repoquery --unneeded"
+    } else {
+        "apt-get autoremove --dry-run"
+    };
     let note = match &cleaned {
         Ok((orphans, purged)) => {
             tracing::info!(removed = ?orphans, purged = ?purged, "removed what plumb's install brought");
@@ -519,9 +543,7 @@ fn clean_up_after(
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "removing what plumb's install brought failed");
-            format!(
-                "; removing what its install brought failed (see `apt-get autoremove --dry-run`): {e:#}"
-            )
+            format!("; removing what its install brought failed (see `{check}`): {e:#}")
         }
     };
     for name in removed {
@@ -678,6 +700,7 @@ type Done = Vec<(String, std::result::Result<String, String>)>;
 /// With `hold`, service starts are held during the install transaction (see
 /// `host::service_hold`): the units start after the pass wrote their files.
 async fn run_backend(
+    setting: PackageManager,
     conn: std::result::Result<&zbus::Connection, Fault>,
     install: &[Wanted],
     remove: &[String],
@@ -685,7 +708,7 @@ async fn run_backend(
     scheme: Scheme,
     state_dir: &StateDir,
 ) -> Done {
-    let backend = match Backend::choose(conn).await {
+    let backend = match Backend::choose(setting, conn).await {
         Ok(b) => b,
         Err(e) => {
             let mut done = all_failed(&names(install), &e);
@@ -821,13 +844,25 @@ async fn install_all(
             Err(e) => return all_failed(&names(wanted), &e),
         }
     }
+    // Names no repository has: the tool's own words for them, when it has better ones than
+    // "not found" (dnf's "No match for argument").
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|w| !found.contains_key(&w.name) && !unmatched.contains_key(&w.name))
+        .map(|w| w.name.clone())
+        .collect();
+    let words = backend.why_missing(&missing).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %format!("{e:#}"), "asking why packages are missing");
+        BTreeMap::new()
+    });
     let mut done: Done = wanted
         .iter()
         .filter(|w| !found.contains_key(&w.name))
         .map(|w| {
+            let said = words.get(&w.name).map(String::as_str);
             (
                 w.name.clone(),
-                Err(not_found(backend.name(), w, unmatched.get(&w.name))),
+                Err(not_found(backend.name(), w, unmatched.get(&w.name), said)),
             )
         })
         .collect();
@@ -847,9 +882,13 @@ async fn install_all(
             None => name.clone(),
         };
         let now = crate::judged::now_secs() as i64;
+        let native = match backend {
+            Backend::Native(n) => Some(*n),
+            Backend::PackageKit(_) => None,
+        };
         done.push((
             name,
-            self_upgrade::defer(state_dir, &id, version.as_deref(), now),
+            self_upgrade::defer(state_dir, &id, version.as_deref(), now, native),
         ));
     }
     let pinned = found.values().any(|(_, v)| v.is_some());
@@ -870,8 +909,17 @@ async fn install_all(
 
 /// Why a wanted package cannot be installed: no such name, or no such version (naming the
 /// versions there are).
-fn not_found(backend: &str, w: &Wanted, versions: Option<&Vec<String>>) -> String {
+/// `said`: the tool's own words for a name it does not know.
+fn not_found(
+    backend: &str,
+    w: &Wanted,
+    versions: Option<&Vec<String>>,
+    said: Option<&str>,
+) -> String {
     let n = &w.name;
+    let said = said
+        .map(|s| format!(" ({backend}: {s})"))
+        .unwrap_or_default();
     match (&w.pin, versions) {
         (Some(pin), Some(versions)) => {
             const SHOWN: usize = 10;
@@ -889,10 +937,10 @@ fn not_found(backend: &str, w: &Wanted, versions: Option<&Vec<String>>) -> Strin
             )
         }
         (Some(pin), None) => format!(
-            "{backend} found no package named {n:?} in the configured repositories (wanted version {pin}): check the name, or the host's package sources"
+            "{backend} found no package named {n:?} in the configured repositories{said} (wanted version {pin}): check the name, or the host's package sources"
         ),
         (None, _) => format!(
-            "{backend} found no package named {n:?} in the configured repositories: check the name, or the host's package sources"
+            "{backend} found no package named {n:?} in the configured repositories{said}: check the name, or the host's package sources"
         ),
     }
 }
@@ -1468,6 +1516,7 @@ mod tests {
             "apt-get",
             &w,
             Some(&vec!["2.0".to_string(), "1.0".to_string()]),
+            None,
         );
         assert_eq!(e, "apt-get found no version 1.24.0-1 of package nginx in the configured repositories (they have 2.0, 1.0): pin one of those in [packages] install, or add the repository that has it");
     }
