@@ -928,7 +928,20 @@ fn deb_self_upgrade_pinned_in_git_issue_17() -> Result<()> {
         !node
             .exec(&["test", "-e", "/var/lib/plumb/self-upgrade.json"])?
             .success(),
-        "the new version settled the upgrade"
+        "the new version settled the upgrade: {}",
+        node.read_file("/var/lib/plumb/self-upgrade.json")
+            .unwrap_or_default()
+    );
+    // Its first pass waited for the install that restarted it to end, and said what runs; no
+    // pass took the upgrade for one that did not take.
+    let journal = node.exec_ok(&["journalctl", "-u", "plumb", "--no-pager", "-o", "cat"])?;
+    ensure!(
+        journal.contains(&format!("plumb's own package is now {next}")),
+        "the new version said it runs:\n{journal}"
+    );
+    ensure!(
+        !journal.contains("did not take"),
+        "a pass took the upgrade for failed:\n{journal}"
     );
     Ok(())
 }

@@ -23,6 +23,8 @@ const DOC: &str = "self-upgrade.json";
 const RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The install may download; it is stopped after this.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long the new version's first pass waits for the install that restarted it to end.
+const INSTALL_SETTLE_WAIT: Duration = Duration::from_secs(120);
 
 /// An upgrade of plumb's own package, deferred to the end of the pass.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,12 +116,34 @@ pub fn settle(state_dir: &StateDir, tool: Option<Native>) {
     if p.started_at.is_none() {
         return;
     }
+    // The new version's first pass starts while the package is still being configured (its
+    // maintainer script restarted plumb): wait for the install to end before reading it.
+    wait_for_install(INSTALL_SETTLE_WAIT);
     let installed = super::pkgcmd::installed_versions_from(tool)
         .ok()
         .and_then(|i| i.versions.get(OWN_PACKAGE).cloned());
     if let Some(now) = settled(&p, installed.as_deref()) {
         tracing::info!(version = %now, "plumb's own package is now {now}");
         let _ = std::fs::remove_file(state_dir.path().join(DOC));
+    }
+}
+
+/// Waits, up to `limit`, while the install's unit is still running.
+fn wait_for_install(limit: Duration) {
+    if find_program("systemctl").is_none() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let mut c = Command::new("systemctl");
+        c.args(["is-active", "--quiet", &format!("{UNIT}.service")]);
+        let running = command::run(&mut c, Duration::from_secs(10))
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !running || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
