@@ -304,29 +304,7 @@ fn add_local_apt_repo(node: &Node) -> Result<()> {
         .arg(&root)
         .arg(&deb))?
     .check("dpkg-deb --build")?;
-    let bytes = std::fs::read(&deb)?;
-    let sha256 = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
-    let packages = format!(
-        "Package: {PACKAGE}\nVersion: 1.0\nArchitecture: all\nMaintainer: plumb tests <t@example.invalid>\n\
-         Filename: ./{PACKAGE}_1.0_all.deb\nSize: {}\nSHA256: {sha256}\nDescription: plumb e2e test package\n\n",
-        bytes.len()
-    );
-    node.write_file(&format!("/srv/repo/{PACKAGE}_1.0_all.deb"), bytes)?;
-    node.write_file("/srv/repo/Packages", packages)?;
-    node.write_file(
-        "/etc/apt/sources.list.d/plumb-e2e.list",
-        "deb [trusted=yes] file:/srv/repo ./\n",
-    )?;
-    // A flat repo has no translations; apt would complain about each missing one.
-    node.write_file(
-        "/etc/apt/apt.conf.d/99plumb-e2e",
-        "Acquire::Languages \"none\";\n",
-    )?;
-    node.exec_ok(&["apt-get", "update", "-q"])?;
-    Ok(())
+    serve_debs(node, &[&deb])
 }
 
 /// Checks that the node runs what `write_host(.., motd, unit_version)` asked for.

@@ -15,54 +15,7 @@ const STDERR_TAIL: usize = 2000;
 /// runs in its own process group, so a timeout also ends what it started (ssh, remote helpers).
 /// A non-zero exit is not an error here: callers look at `Output::status` (use [`check`]).
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    let argv = describe(cmd);
-    tracing::debug!(argv = %argv, "running");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().with_context(|| format!("starting {argv}"))?;
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("waiting for {argv}"))?
-        {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            // The group id is the child's pid (process_group(0)): only what we started.
-            let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
-            let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
-            let _ = child.wait();
-            let stderr = err_reader.join().unwrap_or_default();
-            return Err(anyhow!(
-                "{argv} did not finish within {}s and was stopped{}",
-                timeout.as_secs(),
-                tail(&stderr)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
+    run_capped(cmd, timeout, usize::MAX)
 }
 
 /// Like [`run`], for a command whose stdout is parsed: more than `max_stdout` bytes of it is an
