@@ -137,7 +137,13 @@ fn finish(
         })
         .collect();
     let head = head.map(|h| h.to_string());
-    let lines = summarize(reports, known, head.as_deref(), SystemTime::now(), heartbeat);
+    let lines = summarize(
+        reports,
+        known,
+        head.as_deref(),
+        SystemTime::now(),
+        heartbeat,
+    );
     FleetRead {
         head,
         lines,

@@ -93,9 +93,7 @@ impl TipCache {
 
     /// What was read of `host` at `tip`; None unless the entry is for exactly that commit.
     pub fn get(&self, host: &str, tip: ObjectId) -> Option<&Tip> {
-        self.hosts
-            .get(host)
-            .filter(|t| t.checked() == Some(tip))
+        self.hosts.get(host).filter(|t| t.checked() == Some(tip))
     }
 
     /// Writes the cache with exactly `entries` (the hosts just read; hosts gone are dropped).
@@ -130,7 +128,10 @@ fn load(path: &Path, url: &str) -> Result<BTreeMap<String, Tip>> {
     };
     let mut data = Vec::new();
     f.take(MAX_FILE + 1).read_to_end(&mut data)?;
-    anyhow::ensure!(data.len() as u64 <= MAX_FILE, "larger than {MAX_FILE} bytes");
+    anyhow::ensure!(
+        data.len() as u64 <= MAX_FILE,
+        "larger than {MAX_FILE} bytes"
+    );
     let file: File = serde_json::from_slice(&data).context("not a fleet cache")?;
     anyhow::ensure!(file.format == FORMAT, "format {}", file.format);
     anyhow::ensure!(file.url == url, "for another URL ({})", file.url);
