@@ -115,25 +115,70 @@ fn make_per_host(srv: &Path, n: usize) {
     }
 }
 
+/// Moves the status branch of every `every`-th host (in its own repository) to a new report,
+/// `round` apart from the earlier ones.
+fn change_some(srv: &Path, n: usize, every: usize, round: usize) {
+    let objects = srv.join("objects.git");
+    let mut s = String::new();
+    for i in (0..n).step_by(every) {
+        let host = format!("host-{i}");
+        let body = Report {
+            checked_at: format!("2026-11-26T10:{:02}:00Z", round % 60),
+            ..report(&host)
+        }
+        .to_toml();
+        let msg = format!("{host}: converged again");
+        s.push_str(&format!(
+            "commit refs/heads/changed/{host}\ncommitter plumb <plumb@{host}> {} +0000\ndata {}\n{msg}\nM 100644 inline status.toml\ndata {}\n{body}\n",
+            1795000000 + round,
+            msg.len(),
+            body.len()
+        ));
+    }
+    common::fast_import(&objects, &s, &[]);
+    for i in (0..n).step_by(every) {
+        let host = format!("host-{i}");
+        let id = git(
+            &objects,
+            &["rev-parse", &format!("refs/heads/changed/{host}")],
+        );
+        let repo = srv.join("ph").join(format!("{host}.git"));
+        std::fs::write(
+            repo.join("refs/heads/status").join(&host),
+            format!("{id}\n"),
+        )
+        .unwrap();
+    }
+}
+
 fn plumb_bin() -> PathBuf {
     std::env::var_os("PLUMB_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(common::PLUMB))
 }
 
-/// `plumb fleet --json` with these URLs: (hosts listed, wall).
+/// `plumb fleet --json --no-cache` with these URLs: (hosts listed, wall).
 fn plumb_fleet(status: &str, fleet: &str) -> (usize, Duration) {
-    plumb_fleet_expecting(status, fleet, "converged")
+    plumb_fleet_expecting(status, fleet, "converged", None)
 }
 
-fn plumb_fleet_expecting(status: &str, fleet: &str, outcome: &str) -> (usize, Duration) {
-    let t = Instant::now();
-    let out = Command::new(plumb_bin())
-        .args(["fleet", "--config", "/nonexistent/agent.toml", "--json"])
+/// With `cache` as `XDG_CACHE_HOME`, else `--no-cache`.
+fn plumb_fleet_expecting(
+    status: &str,
+    fleet: &str,
+    outcome: &str,
+    cache: Option<&Path>,
+) -> (usize, Duration) {
+    let mut cmd = Command::new(plumb_bin());
+    cmd.args(["fleet", "--config", "/nonexistent/agent.toml", "--json"])
         .args(["--repo", status, "--fleet-repo", fleet])
-        .env("PLUMB_LOG", "warn")
-        .output()
-        .unwrap();
+        .env("PLUMB_LOG", "warn");
+    match cache {
+        Some(c) => cmd.env("XDG_CACHE_HOME", c),
+        None => cmd.arg("--no-cache"),
+    };
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
     let wall = t.elapsed();
     assert!(
         out.status.success(),
@@ -222,9 +267,41 @@ fn fleet_read_at_scale() {
         .collect();
     if !runs.is_empty() {
         println!(
-            "| `plumb fleet`, one status repository per host ({} connections at a time) | {n} | {} |",
+            "| `plumb fleet --no-cache`, one status repository per host ({} connections at a time) | {n} | {} |",
             plumb::status::fleet::PER_HOST_CONNECTIONS,
             ms(median(runs))
+        );
+        // With the cache: cold (empty), warm (nothing changed), warm with 1% of hosts changed.
+        let cache = tmp.path().join("cache");
+        let cold: Vec<Duration> = (0..rounds)
+            .map(|_| {
+                let _ = std::fs::remove_dir_all(&cache);
+                let (hosts, wall) =
+                    plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache));
+                assert_eq!(hosts, n);
+                wall
+            })
+            .collect();
+        println!(
+            "| `plumb fleet`, one status repository per host, cold cache | {n} | {} |",
+            ms(median(cold))
+        );
+        let warm: Vec<Duration> = (0..rounds)
+            .map(|_| plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache)).1)
+            .collect();
+        println!(
+            "| `plumb fleet`, one status repository per host, warm cache, nothing changed | {n} | {} |",
+            ms(median(warm))
+        );
+        let changed: Vec<Duration> = (0..rounds)
+            .map(|r| {
+                change_some(&srv, n, 100, r + 1);
+                plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache)).1
+            })
+            .collect();
+        println!(
+            "| `plumb fleet`, one status repository per host, warm cache, 1% of hosts changed | {n} | {} |",
+            ms(median(changed))
         );
     }
 

@@ -100,7 +100,7 @@ pub fn read(q: &FleetQuery, cache: &mut TipCache) -> Result<FleetRead> {
         let Some(branch_host) = name.strip_prefix(&format!("refs/heads/{STATUS_PREFIX}")) else {
             continue;
         };
-        let tip = tip_of(&repo, *id).with_context(|| format!("{name}"));
+        let tip = tip_of(&repo, *id).with_context(|| name.clone());
         tips.push((branch_host.to_string(), tip));
     }
     Ok(finish(&repo, head, &known, tips, q.heartbeat, 1))
