@@ -222,6 +222,18 @@ fn fastrand_suffix() -> u128 {
         .as_nanos()
 }
 
+/// CPU seconds (user, system) of the reaped children of process `pid` (/proc/PID/stat).
+fn children_cpu(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // In clock ticks of USER_HZ, 100 on Linux.
+    let secs = |i: usize| f[i].parse::<f64>().unwrap() / 100.0;
+    // cutime and cstime are fields 16 and 17 of the line, 14 and 15 after the name.
+    (secs(13), secs(14))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -273,12 +285,30 @@ fn fleet_read_at_scale() {
         );
         // With the cache: cold (empty), warm (nothing changed), warm with 1% of hosts changed.
         let cache = tmp.path().join("cache");
+        // CPU seconds of plumb (user, system) and of the server (git daemon's children) in `f`.
+        let cpu = |what: &str, f: &mut dyn FnMut()| {
+            let (me, server) = (std::process::id(), daemon.pid());
+            let (c0, s0) = (children_cpu(me), children_cpu(server));
+            f();
+            let (c1, s1) = (children_cpu(me), children_cpu(server));
+            println!(
+                "{what}: plumb {:.1} s user + {:.1} s system, server {:.1} s user + {:.1} s system",
+                c1.0 - c0.0,
+                c1.1 - c0.1,
+                s1.0 - s0.0,
+                s1.1 - s0.1
+            );
+        };
         let cold: Vec<Duration> = (0..rounds)
             .map(|_| {
                 let _ = std::fs::remove_dir_all(&cache);
-                let (hosts, wall) =
-                    plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache));
-                assert_eq!(hosts, n);
+                let mut wall = Duration::ZERO;
+                cpu("cold", &mut || {
+                    let (hosts, w) =
+                        plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache));
+                    assert_eq!(hosts, n);
+                    wall = w;
+                });
                 wall
             })
             .collect();
@@ -287,7 +317,13 @@ fn fleet_read_at_scale() {
             ms(median(cold))
         );
         let warm: Vec<Duration> = (0..rounds)
-            .map(|_| plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache)).1)
+            .map(|_| {
+                let mut wall = Duration::ZERO;
+                cpu("warm", &mut || {
+                    wall = plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache)).1;
+                });
+                wall
+            })
             .collect();
         println!(
             "| `plumb fleet`, one status repository per host, warm cache, nothing changed | {n} | {} |",
@@ -296,7 +332,11 @@ fn fleet_read_at_scale() {
         let changed: Vec<Duration> = (0..rounds)
             .map(|r| {
                 change_some(&srv, n, 100, r + 1);
-                plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache)).1
+                let mut wall = Duration::ZERO;
+                cpu("warm, 1% changed", &mut || {
+                    wall = plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache)).1;
+                });
+                wall
             })
             .collect();
         println!(
