@@ -10,7 +10,7 @@
 //!
 //! ```sh
 //! cargo build --release -p plumb
-//! PLUMB_BIN=target/release/plumb cargo test -p plumb --test fleet_scale -- --ignored --nocapture
+//! PLUMB_BIN=$PWD/target/release/plumb cargo test -p plumb --test fleet_scale -- --ignored --nocapture
 //! ```
 //!
 //! (`PLUMB_FLEET_HOSTS=1000` for a smaller fleet; default 10,000; `PLUMB_FLEET_RUNS` runs per
