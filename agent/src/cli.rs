@@ -141,6 +141,11 @@ pub struct FleetArgs {
     /// Also write a self-contained HTML page (summary, rollout progress, hosts) to FILE.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Read every host's status branch afresh. By default, with one status repository per host,
+    /// a host whose branch did not move since the last `plumb fleet` is only listed, and its
+    /// report taken from the cache (`$XDG_CACHE_HOME/plumb`, else `~/.cache/plumb`).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -451,6 +456,7 @@ fn fleet(config: &std::path::Path, args: FleetArgs) -> Result<i32> {
         json,
         rollout,
         html,
+        no_cache,
     } = args;
     use crate::status::fleet::{self, FleetQuery};
     use crate::status::remote::Endpoint;
@@ -495,8 +501,15 @@ fn fleet(config: &std::path::Path, args: FleetArgs) -> Result<i32> {
             .unwrap_or_else(|| "main".into()),
         heartbeat,
     };
+    let redacted = q.status.redacted();
+    let mut cache = if no_cache {
+        crate::status::tipcache::TipCache::disabled(&redacted)
+    } else {
+        crate::status::tipcache::TipCache::open(&redacted)
+    };
+    let read = fleet::read(&q, &mut cache)?;
     if rollout {
-        let r = crate::rollout::progress::read(&q)?;
+        let r = read.rollout?;
         match (r, json) {
             (Some(r), true) => out(format_args!("{}\n", serde_json::to_string_pretty(&r)?)),
             (Some(r), false) => out(format_args!("{}", crate::rollout::progress::text(&r))),
@@ -505,10 +518,10 @@ fn fleet(config: &std::path::Path, args: FleetArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let (head, mut lines) = fleet::read(&q)?;
+    let (head, mut lines) = (read.head, read.lines);
     // With `[rollout]` in fleet.toml: each host's wave, and per commit how far each wave got (a
     // failure to read it is no failure of the table).
-    let progress = match crate::rollout::progress::read(&q) {
+    let progress = match read.rollout {
         Ok(r) => r,
         Err(e) => {
             eprintln!("plumb: reading the rollout: {e:#}");

@@ -10,10 +10,12 @@
 //!
 //! ```sh
 //! cargo build --release -p plumb
-//! PLUMB_BIN=target/release/plumb cargo test -p plumb --test fleet_scale -- --ignored --nocapture
+//! PLUMB_BIN=$PWD/target/release/plumb cargo test -p plumb --test fleet_scale -- --ignored --nocapture
 //! ```
 //!
-//! (`PLUMB_FLEET_HOSTS=1000` for a smaller fleet; default 10,000.) The per-host repositories share
+//! (`PLUMB_FLEET_HOSTS=1000` for a smaller fleet; default 10,000; `PLUMB_FLEET_RUNS` runs per
+//! row, default 3; `PLUMB_FLEET_ONLY=shared` or `=cached` for the shared repository or the cached
+//! per-host reads only.) The per-host repositories share
 //! one object store (`objects/info/alternates`), so 10,000 of them take a few MB; all are removed
 //! at the end.
 
@@ -115,25 +117,71 @@ fn make_per_host(srv: &Path, n: usize) {
     }
 }
 
+/// Moves the status branch of every `every`-th host (in its own repository) to a new report,
+/// `round` apart from the earlier ones.
+fn change_some(srv: &Path, n: usize, every: usize, round: usize) {
+    let objects = srv.join("objects.git");
+    let mut s = String::new();
+    for i in (0..n).step_by(every) {
+        let host = format!("host-{i}");
+        let body = Report {
+            checked_at: format!("2026-11-26T10:{:02}:00Z", round % 60),
+            ..report(&host)
+        }
+        .to_toml();
+        let msg = format!("{host}: converged again");
+        s.push_str(&format!(
+            "commit refs/heads/changed/{host}\ncommitter plumb <plumb@{host}> {} +0000\ndata {}\n{msg}\nM 100644 inline status.toml\ndata {}\n{body}\n",
+            1795000000 + round,
+            msg.len(),
+            body.len()
+        ));
+    }
+    // The changed/ refs move to unrelated commits each round.
+    common::fast_import(&objects, &s, &["--force"]);
+    for i in (0..n).step_by(every) {
+        let host = format!("host-{i}");
+        let id = git(
+            &objects,
+            &["rev-parse", &format!("refs/heads/changed/{host}")],
+        );
+        let repo = srv.join("ph").join(format!("{host}.git"));
+        std::fs::write(
+            repo.join("refs/heads/status").join(&host),
+            format!("{id}\n"),
+        )
+        .unwrap();
+    }
+}
+
 fn plumb_bin() -> PathBuf {
     std::env::var_os("PLUMB_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(common::PLUMB))
 }
 
-/// `plumb fleet --json` with these URLs: (hosts listed, wall).
+/// `plumb fleet --json --no-cache` with these URLs: (hosts listed, wall).
 fn plumb_fleet(status: &str, fleet: &str) -> (usize, Duration) {
-    plumb_fleet_expecting(status, fleet, "converged")
+    plumb_fleet_expecting(status, fleet, "converged", None)
 }
 
-fn plumb_fleet_expecting(status: &str, fleet: &str, outcome: &str) -> (usize, Duration) {
-    let t = Instant::now();
-    let out = Command::new(plumb_bin())
-        .args(["fleet", "--config", "/nonexistent/agent.toml", "--json"])
+/// With `cache` as `XDG_CACHE_HOME`, else `--no-cache`.
+fn plumb_fleet_expecting(
+    status: &str,
+    fleet: &str,
+    outcome: &str,
+    cache: Option<&Path>,
+) -> (usize, Duration) {
+    let mut cmd = Command::new(plumb_bin());
+    cmd.args(["fleet", "--config", "/nonexistent/agent.toml", "--json"])
         .args(["--repo", status, "--fleet-repo", fleet])
-        .env("PLUMB_LOG", "warn")
-        .output()
-        .unwrap();
+        .env("PLUMB_LOG", "warn");
+    match cache {
+        Some(c) => cmd.env("XDG_CACHE_HOME", c),
+        None => cmd.arg("--no-cache"),
+    };
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
     let wall = t.elapsed();
     assert!(
         out.status.success(),
@@ -177,6 +225,18 @@ fn fastrand_suffix() -> u128 {
         .as_nanos()
 }
 
+/// CPU seconds (user, system) of the reaped children of process `pid` (/proc/PID/stat).
+fn children_cpu(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // In clock ticks of USER_HZ, 100 on Linux.
+    let secs = |i: usize| f[i].parse::<f64>().unwrap() / 100.0;
+    // cutime and cstime are fields 16 and 17 of the line, 14 and 15 after the name.
+    (secs(13), secs(14))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -212,8 +272,15 @@ fn fleet_read_at_scale() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let only_shared = std::env::var("PLUMB_FLEET_ONLY").is_ok_and(|v| v == "shared");
+    // The cached per-host reads only: one cold run, then `rounds` of the others.
+    let only_cached = std::env::var("PLUMB_FLEET_ONLY").is_ok_and(|v| v == "cached");
     let per_host = daemon.url("ph/{host}.git");
-    let runs: Vec<Duration> = (0..if only_shared { 0 } else { rounds })
+    let no_cache_runs = if only_shared || only_cached {
+        0
+    } else {
+        rounds
+    };
+    let runs: Vec<Duration> = (0..no_cache_runs)
         .map(|_| {
             let (hosts, wall) = plumb_fleet(&per_host, &fleet);
             assert_eq!(hosts, n);
@@ -222,12 +289,77 @@ fn fleet_read_at_scale() {
         .collect();
     if !runs.is_empty() {
         println!(
-            "| `plumb fleet`, one status repository per host ({} connections at a time) | {n} | {} |",
+            "| `plumb fleet --no-cache`, one status repository per host ({} connections at a time) | {n} | {} |",
             plumb::status::fleet::PER_HOST_CONNECTIONS,
             ms(median(runs))
         );
     }
+    if !only_shared {
+        // With the cache: cold (empty), warm (nothing changed), warm with 1% of hosts changed.
+        let cache = tmp.path().join("cache");
+        // CPU seconds of plumb (user, system) and of the server (git daemon's children) in `f`.
+        let cpu = |what: &str, f: &mut dyn FnMut()| {
+            let (me, server) = (std::process::id(), daemon.pid());
+            let (c0, s0) = (children_cpu(me), children_cpu(server));
+            f();
+            let (c1, s1) = (children_cpu(me), children_cpu(server));
+            println!(
+                "{what}: plumb {:.1} s user + {:.1} s system, server {:.1} s user + {:.1} s system",
+                c1.0 - c0.0,
+                c1.1 - c0.1,
+                s1.0 - s0.0,
+                s1.1 - s0.1
+            );
+        };
+        let cold: Vec<Duration> = (0..if only_cached { 1 } else { rounds })
+            .map(|_| {
+                let _ = std::fs::remove_dir_all(&cache);
+                let mut wall = Duration::ZERO;
+                cpu("cold", &mut || {
+                    let (hosts, w) =
+                        plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache));
+                    assert_eq!(hosts, n);
+                    wall = w;
+                });
+                wall
+            })
+            .collect();
+        println!(
+            "| `plumb fleet`, one status repository per host, cold cache | {n} | {} |",
+            ms(median(cold))
+        );
+        let warm: Vec<Duration> = (0..rounds)
+            .map(|_| {
+                let mut wall = Duration::ZERO;
+                cpu("warm", &mut || {
+                    wall = plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache)).1;
+                });
+                wall
+            })
+            .collect();
+        println!(
+            "| `plumb fleet`, one status repository per host, warm cache, nothing changed | {n} | {} |",
+            ms(median(warm))
+        );
+        let changed: Vec<Duration> = (0..rounds)
+            .map(|r| {
+                change_some(&srv, n, 100, r + 1);
+                let mut wall = Duration::ZERO;
+                cpu("warm, 1% changed", &mut || {
+                    wall = plumb_fleet_expecting(&per_host, &fleet, "converged", Some(&cache)).1;
+                });
+                wall
+            })
+            .collect();
+        println!(
+            "| `plumb fleet`, one status repository per host, warm cache, 1% of hosts changed | {n} | {} |",
+            ms(median(changed))
+        );
+    }
 
+    if only_cached {
+        return;
+    }
     let shared = daemon.url("status.git");
     let runs: Vec<Duration> = (0..rounds)
         .map(|_| {

@@ -240,7 +240,9 @@ fn status_push_cost_by_fleet_size() {
             (0..3)
                 .map(|_| {
                     proxy.measure(|| {
-                        let (_, lines) = plumb::status::fleet::read(&q).unwrap();
+                        let mut cache =
+                            plumb::status::tipcache::TipCache::disabled(&q.status.redacted());
+                        let lines = plumb::status::fleet::read(&q, &mut cache).unwrap().lines;
                         assert_eq!(lines.len(), n + 1); // + status/bench
                     })
                 })

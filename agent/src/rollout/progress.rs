@@ -165,26 +165,16 @@ pub fn matches(patterns: &[String], host: &str) -> bool {
     patterns.iter().any(|p| glob_match(p, host))
 }
 
-/// Reads the fleet branch's fleet.toml and every status branch (into a scratch repository) for
-/// `plumb fleet`; `None` when fleet.toml has no rollout settings.
-pub fn read(q: &crate::status::fleet::FleetQuery) -> anyhow::Result<Option<Rollout>> {
+/// The rollout progress for `plumb fleet` from fleet.toml at `head` (in `repo`) and the status
+/// branches `plumb fleet` read, (host, tip); `None` when fleet.toml has no rollout settings.
+/// With host keys pinned, a report counts only when its commit is signed by its host's key.
+pub fn of_fleet(
+    repo: &gix::Repository,
+    head: gix::ObjectId,
+    tips: &[(&str, &crate::status::tipcache::Tip)],
+) -> anyhow::Result<Option<Rollout>> {
     use anyhow::Context;
-    let dir = tempfile::Builder::new()
-        .prefix("plumb-rollout-")
-        .tempdir()
-        .context("creating a scratch directory for the fetch")?;
-    let repo = crate::source::repo::open_bare(dir.path(), Some(q.fleet.ssh_command()))?;
-    let fleet_ref = format!("refs/heads/{}", q.branch);
-    let f = crate::status::remote::fetch(
-        &repo,
-        &q.fleet,
-        &[format!("+{fleet_ref}:refs/fleet")],
-        Some(std::num::NonZeroU32::MIN),
-    )?;
-    let Some((_, head)) = f.remote_refs.iter().find(|(n, _)| *n == fleet_ref) else {
-        return Ok(None);
-    };
-    let tree = repo.find_commit(*head)?.tree()?;
+    let tree = repo.find_commit(head)?.tree()?;
     let Some(entry) = tree.lookup_entry_by_path(crate::spec::fleet::FLEET_TOML)? else {
         return Ok(None);
     };
@@ -195,11 +185,36 @@ pub fn read(q: &crate::status::fleet::FleetQuery) -> anyhow::Result<Option<Rollo
     if policy.waves.is_empty() {
         return Ok(None);
     }
-    let dirs = super::read::host_dirs(&repo, *head)?;
-    let pinned = super::trust::pinned_keys(&repo, *head, &dirs)?;
-    let fleet = super::read::read(&repo, &q.status, &q.status.url, "", &dirs, &pinned)?;
+    let dirs = super::read::host_dirs(repo, head)?;
+    let pinned = super::trust::pinned_keys(repo, head, &dirs)?;
+    let mut peers = Vec::new();
+    let mut untrusted = Vec::new();
+    for (host, tip) in tips {
+        if crate::config::validate_host(host).is_err() {
+            continue; // not a host's branch (status/a/b): no host of ours
+        }
+        let trusted = if pinned.is_empty() {
+            Ok(())
+        } else {
+            match pinned.get(*host) {
+                Some(key) => super::trust::verify_raw(tip.commit.as_bytes(), key),
+                None => Err(format!("no key pinned for {host}")),
+            }
+        };
+        if let Err(why) = &trusted {
+            untrusted.push(format!("{host}: {why}"));
+        }
+        // A report that cannot be read counts as no report.
+        if let Ok(report) = crate::status::report::Report::from_toml(&tip.status) {
+            peers.push(Peer {
+                host: host.to_string(),
+                report,
+                trusted: trusted.is_ok(),
+            });
+        }
+    }
     let head = head.to_string();
-    let mut r = progress(&policy, &fleet.peers, !pinned.is_empty(), Some(&head));
-    r.untrusted = fleet.untrusted;
+    let mut r = progress(&policy, &peers, !pinned.is_empty(), Some(&head));
+    r.untrusted = untrusted;
     Ok(Some(r))
 }

@@ -71,7 +71,14 @@ pub fn pinned_keys(
 /// Whether status commit `id` is signed by `key`; the error says why not.
 pub fn verify(repo: &gix::Repository, id: ObjectId, key: &PublicKey) -> Result<(), String> {
     let commit = repo.find_commit(id).map_err(|e| e.to_string())?;
-    let Some((sig, payload)) = commit.signature().map_err(|e| e.to_string())? else {
+    verify_raw(&commit.data, key)
+}
+
+/// Whether the raw commit object `data` is signed by `key`; the error says why not.
+pub fn verify_raw(data: &[u8], key: &PublicKey) -> Result<(), String> {
+    let signed = gix::objs::CommitRefIter::signature(data, gix::hash::Kind::Sha1)
+        .map_err(|e| e.to_string())?;
+    let Some((sig, payload)) = signed else {
         return Err("unsigned".into());
     };
     let payload = payload.to_bstring();

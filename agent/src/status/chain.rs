@@ -107,7 +107,8 @@ pub fn kept_after_trim(history: usize) -> usize {
     (history / 2).max(1)
 }
 
-/// `status.toml` as stored in `commit`.
+/// `status.toml` as stored in `commit` (readers use status::fleet's bounded read).
+#[cfg(test)]
 pub fn read_status(repo: &gix::Repository, commit: ObjectId) -> Result<String> {
     let tree = repo
         .find_commit(commit)

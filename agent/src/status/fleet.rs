@@ -5,6 +5,8 @@
 use super::chain;
 use super::remote::{self, Endpoint};
 use super::report::Report;
+use super::tipcache::{Tip, TipCache, MAX_ENTRY};
+use crate::rollout::progress::Rollout;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::num::NonZeroU32;
@@ -51,12 +53,24 @@ pub const NEVER_REPORTED: &str = "never-reported";
 /// The one wave every host is in without `[rollout]` in fleet.toml.
 pub const ALL_WAVE: &str = "all";
 
+/// What `plumb fleet` read: the fleet branch's head, one line per host, and the rollout
+/// progress (from the same reports: the status branches are read once).
+pub struct FleetRead {
+    pub head: Option<String>,
+    pub lines: Vec<HostLine>,
+    /// None without `[rollout]` in fleet.toml; an error when it could not be read.
+    pub rollout: Result<Option<Rollout>>,
+    /// Status packs fetched (with one repository per host, the others came from the cache).
+    pub fetched: usize,
+}
+
 /// Fetches the status branches and the fleet branch; one line per host, sorted by host: every
 /// host with a status branch, and every host directory of the fleet branch (those without a
-/// status branch as "never-reported").
-pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
+/// status branch as "never-reported"). With `{host}` in the status URL, `cache` saves the
+/// fetch of every host whose status branch did not move since the last read.
+pub fn read(q: &FleetQuery, cache: &mut TipCache) -> Result<FleetRead> {
     if q.status.url.contains(HOST_PLACEHOLDER) {
-        return read_per_host(q);
+        return read_per_host(q, cache);
     }
     let dir = scratch_dir()?;
     let repo = crate::source::repo::open_bare(dir.path(), Some(q.status.ssh_command()))?;
@@ -81,25 +95,83 @@ pub fn read(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
         Some(h) => host_dirs(&repo, h)?,
         None => Vec::new(),
     };
-    let mut reports = Vec::new();
+    let mut tips = Vec::new();
     for (name, id) in &fetched.remote_refs {
         let Some(branch_host) = name.strip_prefix(&format!("refs/heads/{STATUS_PREFIX}")) else {
             continue;
         };
-        let parsed = chain::read_status(&repo, *id).and_then(|t| {
-            Report::from_toml(&t).with_context(|| format!("{name}: parsing status.toml"))
-        });
-        reports.push((branch_host.to_string(), parsed));
+        let tip = tip_of(&repo, *id).with_context(|| name.clone());
+        tips.push((branch_host.to_string(), tip));
     }
+    Ok(finish(&repo, head, &known, tips, q.heartbeat, 1))
+}
+
+/// Lines and rollout progress from what was read.
+fn finish(
+    repo: &gix::Repository,
+    head: Option<gix::ObjectId>,
+    known: &[String],
+    tips: Vec<(String, Result<Tip>)>,
+    heartbeat: Duration,
+    fetched: usize,
+) -> FleetRead {
+    let rollout = match head {
+        Some(h) => {
+            let ok: Vec<(&str, &Tip)> = tips
+                .iter()
+                .filter_map(|(host, t)| Some((host.as_str(), t.as_ref().ok()?)))
+                .collect();
+            crate::rollout::progress::of_fleet(repo, h, &ok)
+        }
+        None => Ok(None),
+    };
+    let reports = tips
+        .into_iter()
+        .map(|(host, t)| {
+            let r = t.and_then(|t| {
+                Report::from_toml(&t.status).with_context(|| {
+                    format!("{STATUS_PREFIX}{host} at {}: parsing status.toml", t.tip)
+                })
+            });
+            (host, r)
+        })
+        .collect();
     let head = head.map(|h| h.to_string());
     let lines = summarize(
         reports,
-        &known,
+        known,
         head.as_deref(),
         SystemTime::now(),
-        q.heartbeat,
+        heartbeat,
     );
-    Ok((head, lines))
+    FleetRead {
+        head,
+        lines,
+        rollout,
+        fetched,
+    }
+}
+
+/// The commit `id` (raw, for its signature) and its status.toml, bounded in size.
+fn tip_of(repo: &gix::Repository, id: gix::ObjectId) -> Result<Tip> {
+    let commit = repo
+        .find_commit(id)
+        .with_context(|| format!("reading status commit {id}"))?;
+    let raw = commit.data.clone();
+    let tree = commit.tree().context("reading the status tree")?;
+    let entry = tree
+        .find_entry(chain::STATUS_FILE)
+        .with_context(|| format!("commit {id} has no {}", chain::STATUS_FILE))?;
+    let size = repo.find_header(entry.object_id())?.size();
+    if size > MAX_ENTRY as u64 {
+        anyhow::bail!("status.toml of {id} is {size} bytes, more than {MAX_ENTRY}");
+    }
+    let blob = repo.find_blob(entry.object_id())?;
+    Ok(Tip {
+        tip: id.to_string(),
+        commit: String::from_utf8(raw).with_context(|| format!("commit {id} is not UTF-8"))?,
+        status: String::from_utf8_lossy(&blob.data).into_owned(),
+    })
 }
 
 fn find_ref(f: &remote::Fetched, name: &str) -> Option<gix::ObjectId> {
@@ -123,10 +195,11 @@ const SCRATCH_FETCHES: usize = 24;
 
 /// One status repository per host (`{host}` in its URL; a push then receives only its own
 /// repository's refs, whatever the fleet size): the hosts are the directories under `hosts/` at
-/// the fleet branch's head, and each one's status branch is fetched from its own repository,
-/// [`PER_HOST_CONNECTIONS`] at a time (each worker into a scratch repository of its own, so
-/// their ref and pack writes never meet). A host without a status branch is "never-reported".
-fn read_per_host(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
+/// the fleet branch's head, and each one's status branch is listed in its own repository,
+/// [`PER_HOST_CONNECTIONS`] at a time, and fetched only when its tip is not the one in `cache`
+/// (each worker into a scratch repository of its own, so their ref and pack writes never meet).
+/// A host without a status branch is "never-reported".
+fn read_per_host(q: &FleetQuery, cache: &mut TipCache) -> Result<FleetRead> {
     let dir = scratch_dir()?;
     let repo =
         crate::source::repo::open_bare(&dir.path().join("fleet"), Some(q.fleet.ssh_command()))?;
@@ -137,36 +210,43 @@ fn read_per_host(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
         .with_context(|| format!("the fleet repository has no branch {}", q.branch))?;
     let hosts = host_dirs(&repo, head)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let packs = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::with_capacity(hosts.len()));
+    let cached: &TipCache = cache;
     std::thread::scope(|s| -> Result<()> {
         let workers = PER_HOST_CONNECTIONS.min(hosts.len());
         let mut handles = Vec::new();
         for w in 0..workers {
-            let (hosts, next, results) = (&hosts, &next, &results);
+            let (hosts, next, results, packs) = (&hosts, &next, &results, &packs);
             let scratch = dir.path().join(format!("w{w}"));
             handles.push(s.spawn(move || -> Result<()> {
                 let open =
                     || crate::source::repo::open_bare(&scratch, Some(q.status.ssh_command()));
                 let mut repo = open()?;
-                for done in 1.. {
+                let mut fetches = 0;
+                loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(host) = hosts.get(i) else {
                         return Ok(());
                     };
-                    if done % SCRATCH_FETCHES == 0 {
+                    if fetches == SCRATCH_FETCHES {
                         // Every fetch adds a pack, and gix's object store has a fixed number
                         // of index slots per opening: start afresh now and then.
                         drop(repo);
                         crate::state::reset_dir(&scratch)?;
                         repo = open()?;
+                        fetches = 0;
                     }
-                    let r = read_one(&repo, q, host);
+                    let r = read_one(&repo, q, host, cached);
+                    if let Ok((_, true)) = r {
+                        fetches += 1;
+                        packs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push((host.clone(), r));
+                        .push((host.clone(), r.map(|(t, _)| t)));
                 }
-                Ok(())
             }));
         }
         for h in handles {
@@ -175,21 +255,39 @@ fn read_per_host(q: &FleetQuery) -> Result<(Option<String>, Vec<HostLine>)> {
         }
         Ok(())
     })?;
-    let mut reports = Vec::new();
+    let mut tips = Vec::new();
     for (host, r) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
         match r {
             Ok(None) => {}
-            Ok(Some(r)) => reports.push((host, Ok(r))),
-            Err(e) => reports.push((host, Err(e))),
+            Ok(Some(t)) => tips.push((host, Ok(t))),
+            Err(e) => tips.push((host, Err(e))),
         }
     }
-    let head = head.to_string();
-    let lines = summarize(reports, &hosts, Some(&head), SystemTime::now(), q.heartbeat);
-    Ok((Some(head), lines))
+    let keep = tips
+        .iter()
+        .filter_map(|(h, t)| Some((h.clone(), t.as_ref().ok()?.clone())))
+        .collect();
+    if let Err(e) = cache.save(keep) {
+        tracing::warn!("{e:#}");
+    }
+    let packs = packs.into_inner();
+    tracing::info!(
+        hosts = hosts.len(),
+        fetched = packs,
+        "read {} status repositories, fetched {packs}",
+        hosts.len()
+    );
+    Ok(finish(&repo, Some(head), &hosts, tips, q.heartbeat, packs))
 }
 
-/// One host's status branch from its own repository; None when it has none yet.
-fn read_one(repo: &gix::Repository, q: &FleetQuery, host: &str) -> Result<Option<Report>> {
+/// One host's status branch from its own repository (None when it has none yet), and whether
+/// a pack was fetched for it: not when the tip is the one in `cache`.
+fn read_one(
+    repo: &gix::Repository,
+    q: &FleetQuery,
+    host: &str,
+    cache: &TipCache,
+) -> Result<(Option<Tip>, bool)> {
     let ep = Endpoint {
         url: q.status.url.replace(HOST_PLACEHOLDER, host),
         ..q.status.clone()
@@ -197,14 +295,21 @@ fn read_one(repo: &gix::Repository, q: &FleetQuery, host: &str) -> Result<Option
     let branch = format!("refs/heads/{STATUS_PREFIX}{host}");
     // No destination: the objects are fetched, no local ref is written.
     let spec = branch.clone();
-    let f = remote::fetch(repo, &ep, &[spec], Some(NonZeroU32::MIN))?;
-    let Some(id) = find_ref(&f, &branch) else {
-        return Ok(None);
+    let known = |refs: &[(String, gix::ObjectId)]| {
+        refs.iter()
+            .any(|(n, id)| *n == branch && cache.get(host, *id).is_some())
     };
-    let text = chain::read_status(repo, id)?;
-    Report::from_toml(&text)
-        .with_context(|| format!("{}: {branch}: parsing status.toml", ep.redacted()))
-        .map(Some)
+    let (f, fetched) = remote::fetch_unless(repo, &ep, &[spec], Some(NonZeroU32::MIN), known)?;
+    let Some(id) = find_ref(&f, &branch) else {
+        return Ok((None, fetched));
+    };
+    if !fetched {
+        if let Some(t) = cache.get(host, id) {
+            return Ok((Some(t.clone()), false));
+        }
+    }
+    let tip = tip_of(repo, id).with_context(|| format!("{}: {branch}", ep.redacted()))?;
+    Ok((Some(tip), fetched))
 }
 
 /// The names of the directories under `hosts/` in `commit`'s tree.

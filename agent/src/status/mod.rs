@@ -8,6 +8,7 @@ pub mod page;
 pub mod publish;
 pub mod remote;
 pub mod report;
+pub mod tipcache;
 
 /// plumb's signature on the commits it writes (status reports, disruption slots).
 pub use chain::signature as chain_signature;

@@ -51,6 +51,19 @@ pub fn fetch(
     refspecs: &[String],
     depth: Option<NonZeroU32>,
 ) -> Result<Fetched> {
+    fetch_unless(repo, ep, refspecs, depth, |_| false).map(|(f, _)| f)
+}
+
+/// [`fetch`], but when `have` says the listed refs are all we need (their objects are known),
+/// the connection ends after the ref listing: no pack is made or received. The bool is whether
+/// a pack was fetched.
+pub fn fetch_unless(
+    repo: &gix::Repository,
+    ep: &Endpoint,
+    refspecs: &[String],
+    depth: Option<NonZeroU32>,
+    have: impl FnOnce(&[(String, gix::ObjectId)]) -> bool,
+) -> Result<(Fetched, bool)> {
     init_tls();
     let what = format!("fetching {} from {}", refspecs.join(" "), ep.redacted());
     let url = remote_url(&ep.url)?;
@@ -83,9 +96,9 @@ pub fn fetch(
             _ => None,
         })
         .collect::<Vec<_>>();
-    if remote_refs.is_empty() {
-        // Nothing matches (no status branch yet): gix would call that an error.
-        return Ok(Fetched { remote_refs });
+    if remote_refs.is_empty() || have(&remote_refs) {
+        // Nothing matches (no status branch yet, which gix would call an error), or nothing new.
+        return Ok((Fetched { remote_refs }, false));
     }
     let outcome = prepare
         .receive(gix::progress::Discard, &AtomicBool::new(false))
@@ -93,7 +106,7 @@ pub fn fetch(
     if outcome.handshake.server_protocol_version != gix::protocol::transport::Protocol::V2 {
         bail!("{what}: the server does not speak git protocol v2");
     }
-    Ok(Fetched { remote_refs })
+    Ok((Fetched { remote_refs }, true))
 }
 
 /// The commit `refs/heads/<branch>` points to on the server, listed without fetching anything.

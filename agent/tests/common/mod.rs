@@ -167,6 +167,12 @@ impl GitDaemon {
         format!("git://127.0.0.1:{}/{repo}", self.port)
     }
 
+    /// The daemon's process id (for measurements: its children's CPU time).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server; `start_on(base, port)` brings it back on the same address.
     pub fn stop(mut self) -> (PathBuf, u16) {
         let _ = self.child.kill();

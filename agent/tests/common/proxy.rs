@@ -1,5 +1,5 @@
 //! A byte-counting TCP proxy in front of a `git daemon`, for the measurement tests: what a
-//! client received, and how long it took.
+//! client received, how many packs, and how long it took.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub struct Proxy {
     pub port: u16,
     down: Arc<AtomicU64>,
+    packs: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -18,17 +19,23 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicU64::new(0));
-        let counter = down.clone();
+        let packs = Arc::new(AtomicU64::new(0));
+        let (counter, pack_counter) = (down.clone(), packs.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let server = TcpStream::connect(("127.0.0.1", target)).unwrap();
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || pipe(c2, s2, None));
-                let counter = counter.clone();
-                std::thread::spawn(move || pipe(server, client, Some(counter)));
+                let counters = (counter.clone(), pack_counter.clone());
+                std::thread::spawn(move || pipe(server, client, Some(counters)));
             }
         });
-        Proxy { port, down }
+        Proxy { port, down, packs }
+    }
+
+    /// Server responses so far that carried a pack (a protocol v2 `packfile` section).
+    pub fn packs(&self) -> u64 {
+        self.packs.load(Ordering::SeqCst)
     }
 
     pub fn url(&self, repo: &str) -> String {
@@ -47,17 +54,28 @@ impl Proxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>) {
+    const PACKFILE: &[u8] = b"packfile\n";
     let mut buf = [0u8; 65536];
+    // The end of the previous read, for a section header split across reads.
+    let mut seen = Vec::new();
+    let mut had_pack = false;
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                // Counted before the client has it: a client that got its pack saw it counted.
+                if let Some((bytes, packs)) = &count {
+                    seen.extend_from_slice(&buf[..n]);
+                    if !had_pack && seen.windows(PACKFILE.len()).any(|w| w == PACKFILE) {
+                        had_pack = true;
+                        packs.fetch_add(1, Ordering::SeqCst);
+                    }
+                    seen.drain(..seen.len().saturating_sub(PACKFILE.len()));
+                    bytes.fetch_add(n as u64, Ordering::SeqCst);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
-                }
-                if let Some(c) = &count {
-                    c.fetch_add(n as u64, Ordering::SeqCst);
                 }
             }
         }
