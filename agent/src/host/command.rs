@@ -221,16 +221,20 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether plumb runs as a systemd service that can start transient units (`systemd-run`).
+pub fn runs_as_service() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some()
+        && std::path::Path::new("/run/systemd/system").is_dir()
+        && find_program("systemd-run").is_some()
+}
+
 /// A command that must run with the host's full privileges, not inside plumb.service's sandbox
 /// (a config check such as `nginx -t` binds the service's ports, which the sandbox's capability
 /// set forbids). Under systemd it runs as a transient unit, waited for, its output piped back,
 /// and stopped by systemd after `timeout` (killing `systemd-run` would not stop it). Run by hand
 /// (no `INVOCATION_ID`), it runs directly.
 pub fn outside_sandbox(program: &str, timeout: Duration, env: &[(&str, &str)]) -> Command {
-    let as_service = std::env::var_os("INVOCATION_ID").is_some()
-        && std::path::Path::new("/run/systemd/system").is_dir()
-        && find_program("systemd-run").is_some();
-    if !as_service {
+    if !runs_as_service() {
         let mut c = Command::new(program);
         c.envs(env.iter().copied());
         return c;

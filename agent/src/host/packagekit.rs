@@ -149,21 +149,26 @@ pub async fn install(conn: &Connection, ids: &[String], downgrade: bool) -> Resu
     let planned = transaction(conn, Op::Install(ids, FLAG_SIMULATE | extra), QUERY_TIMEOUT)
         .await
         .context("PackageKit InstallPackages (simulated)")?;
-    let removed: Vec<&str> = planned
-        .iter()
-        .filter(|p| matches!(p.info, INFO_REMOVING | INFO_OBSOLETING))
-        .map(PkPackage::name)
-        .collect();
-    if !removed.is_empty() {
+    if let Some(removed) = removals(&planned) {
         bail!(
-            "PackageKit InstallPackages: installing it would remove {}: plumb does not remove packages to make room; resolve the conflict in Git",
-            removed.join(" ")
+            "PackageKit InstallPackages: installing it would remove {removed}: plumb does not remove packages to make room; resolve the conflict in Git"
         );
     }
     transaction(conn, Op::Install(ids, extra), CHANGE_TIMEOUT)
         .await
         .context("PackageKit InstallPackages")
         .map(drop)
+}
+
+/// The packages a simulated transaction would remove or obsolete, space-separated; None when
+/// it removes nothing.
+fn removals(planned: &[PkPackage]) -> Option<String> {
+    let removed: Vec<&str> = planned
+        .iter()
+        .filter(|p| matches!(p.info, INFO_REMOVING | INFO_OBSOLETING))
+        .map(PkPackage::name)
+        .collect();
+    (!removed.is_empty()).then(|| removed.join(" "))
 }
 
 /// The upgrades the repositories offer (`info` tells a security update: `INFO_SECURITY`).
@@ -179,15 +184,9 @@ pub async fn update(conn: &Connection, ids: &[String]) -> Result<()> {
     let planned = transaction(conn, Op::Update(ids, FLAG_SIMULATE), QUERY_TIMEOUT)
         .await
         .context("PackageKit UpdatePackages (simulated)")?;
-    let removed: Vec<&str> = planned
-        .iter()
-        .filter(|p| matches!(p.info, INFO_REMOVING | INFO_OBSOLETING))
-        .map(PkPackage::name)
-        .collect();
-    if !removed.is_empty() {
+    if let Some(removed) = removals(&planned) {
         bail!(
-            "PackageKit UpdatePackages: the upgrade would remove {}: plumb does not remove packages to upgrade",
-            removed.join(" ")
+            "PackageKit UpdatePackages: the upgrade would remove {removed}: plumb does not remove packages to upgrade"
         );
     }
     transaction(conn, Op::Update(ids, 0), CHANGE_TIMEOUT)

@@ -160,10 +160,7 @@ fn settled<'a>(p: &Pending, installed: Option<&'a str>) -> Option<&'a str> {
 /// restart of plumb.service does not cause); run by hand (no systemd service), it runs here
 /// and is waited for: the restart then concerns the daemon, not this process.
 fn detached(argv: &[String], env: &[(&str, &str)]) -> Command {
-    let as_service = std::env::var_os("INVOCATION_ID").is_some()
-        && std::path::Path::new("/run/systemd/system").is_dir()
-        && find_program("systemd-run").is_some();
-    if !as_service {
+    if !command::runs_as_service() {
         let mut c = Command::new(&argv[0]);
         c.args(&argv[1..]).envs(env.iter().copied());
         return c;
